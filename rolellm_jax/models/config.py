@@ -1,0 +1,171 @@
+"""ModelConfig: the architecture of a LLaMA or GLM decoder, plus how to run it.
+
+Field names follow the Hugging Face configs so that conversion is a copy, not a translation.
+Architecture fields describe the weights; runtime fields (dtypes, scan, remat, attention
+kernel) only change how the same weights are computed and never enter a converted checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+FAMILIES = ("llama", "glm")
+HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "GlmForCausalLM": "glm"}
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a model we support (message names the file and key)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str = "llama"
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # Llama-3 style scaling: {"rope_type": "llama3", "factor", "low_freq_factor",
+    # "high_freq_factor", "original_max_position_embeddings"}; None for plain rotary.
+    rope_scaling: dict[str, Any] | None = None
+    partial_rotary_factor: float = 1.0  # GLM rotates only this fraction of each head
+    attention_bias: bool = False  # q/k/v bias (GLM); the output projection never has one
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 4096
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = None
+    # --- runtime only ---
+    param_dtype: str = "float32"
+    dtype: str = "bfloat16"  # compute dtype
+    scan_layers: bool = True
+    remat_policy: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+    attention_impl: str = "xla"  # xla | cudnn | splash (see models/layers.py:attention)
+
+    RUNTIME_FIELDS = ("param_dtype", "dtype", "scan_layers", "remat_policy", "attention_impl")
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ConfigError(f"family={self.family!r}: expected one of {FAMILIES}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_size * self.partial_rotary_factor)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ---- our own JSON (written next to converted checkpoints) ----
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown model config key(s) {unknown}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+    # ---- Hugging Face config.json (LlamaForCausalLM / GlmForCausalLM) ----
+    @classmethod
+    def from_hf_config(cls, hf: dict[str, Any], source: str = "config.json", **runtime) -> "ModelConfig":
+        archs = hf.get("architectures") or []
+        family = next((HF_ARCHITECTURES[a] for a in archs if a in HF_ARCHITECTURES), None)
+        if family is None:
+            family = {"llama": "llama", "glm": "glm"}.get(hf.get("model_type", ""))
+        if family is None:
+            raise ConfigError(
+                f"{source}: unsupported architecture {archs or hf.get('model_type')!r}; "
+                f"supported: {sorted(HF_ARCHITECTURES)}"
+            )
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            if key not in hf:
+                raise ConfigError(f"{source}: missing key {key!r}")
+        # transformers 5 keeps rope settings in rope_parameters; older files use rope_theta/rope_scaling.
+        rope = dict(hf.get("rope_parameters") or {})
+        rope_theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+        partial = rope.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+        scaling = rope if rope.get("rope_type", "default") != "default" else hf.get("rope_scaling")
+        if scaling and scaling.get("rope_type", scaling.get("type")) not in ("llama3", "default", None):
+            raise ConfigError(f"{source}: unsupported rope scaling {scaling!r} (supported: llama3)")
+        if scaling and scaling.get("rope_type", scaling.get("type")) == "default":
+            scaling = None
+        if hf.get("mlp_bias"):
+            raise ConfigError(f"{source}: mlp_bias=true is not supported")
+        heads = hf["num_attention_heads"]
+        return cls(
+            family=family,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_hidden_layers=hf["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim"),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=float(rope_theta),
+            rope_scaling=dict(scaling) if scaling else None,
+            partial_rotary_factor=float(partial),
+            attention_bias=bool(hf.get("attention_bias", family == "glm")),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_position_embeddings=hf.get("max_position_embeddings", 4096),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=hf.get("eos_token_id"),
+            pad_token_id=hf.get("pad_token_id"),
+            **runtime,
+        )
+
+    def to_hf_config(self) -> dict[str, Any]:
+        rope: dict[str, Any] = {"rope_theta": self.rope_theta, "rope_type": "default"}
+        if self.rope_scaling:
+            rope.update(self.rope_scaling)
+        if self.family == "glm":
+            rope["partial_rotary_factor"] = self.partial_rotary_factor
+        hf = {
+            "architectures": ["LlamaForCausalLM" if self.family == "llama" else "GlmForCausalLM"],
+            "model_type": self.family,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_size,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_parameters": rope,
+            "attention_bias": self.attention_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "max_position_embeddings": self.max_position_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "torch_dtype": self.param_dtype,
+        }
+        if self.family == "llama":
+            hf["mlp_bias"] = False
+        return hf
