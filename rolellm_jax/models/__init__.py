@@ -7,7 +7,7 @@ Build::
     from rolellm_jax.models.config import ModelConfig
     model = build_model(cfg, rngs=nnx.Rngs(0))      # or nnx.eval_shape(lambda: build_model(...))
 
-Parameters: ``nnx.state(model, nnx.Param).to_pure_dict()`` is the tree of contract 2 (HF names
+Parameters: ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` is the tree of contract 2 (HF names
 without ``model.``, kernels [in, out], every layer param stacked on a leading L axis); each
 ``nnx.Param`` carries its logical axis names in ``out_sharding`` metadata (sharding.shard_params
 reads them). Params are ``cfg.param_dtype``; compute runs in ``cfg.dtype``.

@@ -32,7 +32,20 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-ATTENTION_IMPLS = ("xla", "cudnn", "splash")
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+
+def check_attention_impl(impl: str, dtype: Any = None) -> None:
+    """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
+    if impl == "splash":
+        raise ConfigError(
+            "attention_impl='splash' is the TPU plug point documented in models/layers.py:attention "
+            "and is not wired yet; use attention_impl='xla'"
+        )
+    if impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+    if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={dtype!r}")
 
 
 def axes(*names: str) -> dict[str, Any]:
@@ -137,13 +150,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     kv_segment_ids) and a CausalMask): it takes the same arguments and must return the same
     [B, T, H, hd]; it is not wired yet and refuses clearly.
     """
-    if impl == "splash":
-        raise NotImplementedError(
-            "attention_impl='splash' is the documented TPU plug point in models/layers.py:attention "
-            "and is not wired yet; use attention_impl='xla'"
-        )
-    if impl not in ATTENTION_IMPLS:
-        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+    check_attention_impl(impl)
     t, s = q.shape[1], k.shape[1]
     q_slots = q_offset + jnp.arange(t)[:, None]
     kv_slots = jnp.arange(s)[None, :]
@@ -238,8 +245,7 @@ class CausalLM(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if cfg.remat_policy != "none" and cfg.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"remat_policy={cfg.remat_policy!r}: expected 'none' or one of {sorted(REMAT_POLICIES)}")
-        if cfg.attention_impl not in ATTENTION_IMPLS:
-            raise ConfigError(f"attention_impl={cfg.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        check_attention_impl(cfg.attention_impl, cfg.dtype)
         self.cfg = cfg
         self.embed_tokens = nnx.Embed(
             cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
@@ -273,7 +279,11 @@ class CausalLM(nnx.Module):
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: dict[str, jax.Array] | None = None):
         cfg = self.cfg
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         b, t = input_ids.shape
+        if cache is not None and t > cache["k"].shape[2]:
+            raise ValueError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
         segment_ids = segment_ids.astype(jnp.int32)
