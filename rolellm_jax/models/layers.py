@@ -32,16 +32,11 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
 
 def check_attention_impl(impl: str, dtype: Any = None) -> None:
     """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
-    if impl == "splash":
-        raise ConfigError(
-            "attention_impl='splash' is the TPU plug point documented in models/layers.py:attention "
-            "and is not wired yet; use attention_impl='xla'"
-        )
     if impl not in ATTENTION_IMPLS:
         raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
     if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
@@ -144,13 +139,17 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
     a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
 
-    impl: "xla" (any backend, fp32 ok), "cudnn" (GPU, needs bf16/fp16 compute),
-    "splash" is the plug point for the TPU splash-attention kernel
-    (jax.experimental.pallas.ops.tpu.splash_attention with SegmentIds(q_segment_ids,
-    kv_segment_ids) and a CausalMask): it takes the same arguments and must return the same
-    [B, T, H, hd]; it is not wired yet and refuses clearly.
+    impl: "xla" (any backend, fp32 ok), "cudnn" (GPU, needs bf16/fp16 compute), "splash" (the TPU
+    Pallas kernel plugged in here, models/splash.py; full sequences only, so calls with a cache
+    offset use "xla"). A new kernel plugs in the same way: same arguments, same [B, T, H, hd].
     """
     check_attention_impl(impl)
+    if impl == "splash" and isinstance(q_offset, int) and q_offset == 0 and q.shape[1] == k.shape[1]:
+        from rolellm_jax.models.splash import splash_attention  # Pallas import only when asked for
+
+        return splash_attention(q, k, v, q_segment_ids)
+    if impl == "splash":
+        impl = "xla"
     t, s = q.shape[1], k.shape[1]
     q_slots = q_offset + jnp.arange(t)[:, None]
     kv_slots = jnp.arange(s)[None, :]
