@@ -311,11 +311,23 @@ def test_bad_runtime_settings_are_refused_in_one_line():
 
     for runtime, needle in [({"remat_policy": "sometimes"}, "remat_policy='sometimes'"),
                             ({"attention_impl": "flash"}, "attention_impl='flash'"),
-                            ({"attention_impl": "splash"}, "plug point"),
                             ({"attention_impl": "cudnn", "dtype": "float32"}, "needs dtype bfloat16")]:
         with pytest.raises(ConfigError, match=needle):
             build_model(ModelConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                     num_attention_heads=2, num_key_value_heads=2, **runtime), rngs=nnx.Rngs(0))
+    from rolellm_jax.models import ModelInputError
+
+    model = build_model(ModelConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1), rngs=nnx.Rngs(0))
+    with pytest.raises(ModelInputError, match=r"input_ids must be \[batch, seq\], got shape \(5,\)"):
+        model(jnp.ones((5,), jnp.int32))
+    with pytest.raises(ModelInputError, match=r"segment_ids has shape \(1, 4\), expected"):
+        model(jnp.ones((1, 5), jnp.int32), segment_ids=jnp.ones((1, 4), jnp.int32))
+    with pytest.raises(ModelInputError, match="do not fit a KV cache of max_len 3"):
+        model(jnp.ones((1, 5), jnp.int32), cache=model.init_cache(1, 3))
+    splash = build_model(model.cfg.replace(attention_impl="splash"), rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="multiple of 128, got 5"):
+        splash(jnp.ones((1, 5), jnp.int32))
     with pytest.raises(ConfigError, match="only rope_type 'llama3'"):
         rotary_inv_freq(ModelConfig(rope_scaling={"rope_type": "yarn", "factor": 2.0}))
 

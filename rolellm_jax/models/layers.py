@@ -35,6 +35,10 @@ REMAT_POLICIES = {
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
 
+class ModelInputError(ValueError):
+    """Inputs the model cannot take (the message names the argument and its shape)."""
+
+
 def check_attention_impl(impl: str, dtype: Any = None) -> None:
     """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
     if impl not in ATTENTION_IMPLS:
@@ -279,10 +283,13 @@ class CausalLM(nnx.Module):
                  segment_ids: jax.Array | None = None, cache: dict[str, jax.Array] | None = None):
         cfg = self.cfg
         if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+            raise ModelInputError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         b, t = input_ids.shape
         if cache is not None and t > cache["k"].shape[2]:
-            raise ValueError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
+            raise ModelInputError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
+        for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
+            if arr is not None and tuple(arr.shape) != (b, t):
+                raise ModelInputError(f"{name} has shape {tuple(arr.shape)}, expected input_ids' shape {(b, t)}")
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
         segment_ids = segment_ids.astype(jnp.int32)
