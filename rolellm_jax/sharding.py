@@ -13,7 +13,7 @@ Usage::
     state = jax.jit(init_state, out_shardings=param_shardings(nnx.state(abstract), mesh))()
     # or, for a model already in host memory: nnx.update(model, shard_params(nnx.state(model), mesh))
     with jax.set_mesh(mesh):          # activates constrain() inside the model
-        logits = step(state, make_global_batch(local_rows, mesh))
+        logits = step(state, batch)   # batch rows sharded over ("data", "fsdp"): data.to_global_arrays
 """
 
 from __future__ import annotations
@@ -151,26 +151,6 @@ def shard_params(state: nnx.State, mesh: Mesh) -> nnx.State:
         sharding = _variable_spec(path, var, mesh)
         flat.append((path, var.replace(jax.device_put(var.get_value(), sharding))))
     return nnx.from_flat_state(flat)
-
-
-def make_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows [local_batch, ...] -> global arrays sharded on the batch axis.
-
-    Each array's leading dimension is split over the mesh axes of "activation_batch"
-    (data x fsdp), across all processes (jax.make_array_from_process_local_data).
-    """
-    out = {}
-    for name, rows in local_batch.items():
-        spec = logical_to_spec(("activation_batch",) + (None,) * (rows.ndim - 1))
-        sharding = NamedSharding(mesh, spec)
-        try:
-            out[name] = jax.make_array_from_process_local_data(sharding, rows)
-        except ValueError as err:
-            raise ShardingError(
-                f"batch array {name!r} of local shape {rows.shape} cannot be split over mesh axes {spec[0]} "
-                f"of {dict(mesh.shape)} ({err})"
-            ) from None
-    return out
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:

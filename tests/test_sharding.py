@@ -108,14 +108,3 @@ def test_jitted_init_lands_sharded_without_a_host_copy():
     reference = nnx.state(build_model(TINY, rngs=nnx.Rngs(0)))["layers"]["self_attn"]["q_proj"]["kernel"][...]
     np.testing.assert_allclose(np.asarray(kernel), np.asarray(reference), rtol=1e-6)  # jit vs eager: 1 ulp
 
-
-def test_make_global_batch_splits_rows_over_data_and_fsdp():
-    from rolellm_jax.sharding import make_global_batch
-
-    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    local = {"input_ids": np.arange(8 * 5, dtype=np.int32).reshape(8, 5), "loss_mask": np.ones((8, 5), np.float32)}
-    batch = make_global_batch(local, mesh)
-    assert batch["input_ids"].sharding.spec == P(("data", "fsdp"), None)
-    np.testing.assert_array_equal(np.asarray(batch["input_ids"]), local["input_ids"])
-    with pytest.raises(ShardingError, match="'input_ids' of local shape \\(6, 5\\)"):
-        make_global_batch({"input_ids": np.zeros((6, 5), np.int32)}, mesh)
