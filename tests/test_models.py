@@ -294,6 +294,15 @@ def test_param_tree_layout_and_logical_axes():
     assert "lm_head" not in nnx.to_pure_dict(nnx.state(llama, nnx.Param))
 
 
+def test_graphdef_hashes_with_hf_style_config_fields():
+    """jax.jit(static_argnames="graphdef") needs a hashable graph; HF configs carry dicts and lists."""
+    cfg = our_config(hf_llama(rope=LLAMA3_ROPE)).replace(eos_token_id=[1, 2])
+    first, second = (nnx.graphdef(build_model(cfg, rngs=nnx.Rngs(seed))) for seed in (0, 1))
+    assert hash(first) == hash(second) and first == second
+    assert first != nnx.graphdef(build_model(cfg.replace(eos_token_id=[1]), rngs=nnx.Rngs(0)))
+    assert build_model(cfg, rngs=nnx.Rngs(0)).cfg == cfg
+
+
 def test_bf16_compute_with_fp32_params_is_close(llama_pair):
     _, model32 = llama_pair
     model16 = build_model(model32.cfg.replace(dtype="bfloat16"), rngs=nnx.Rngs(0))

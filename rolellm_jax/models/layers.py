@@ -13,6 +13,7 @@ parameters. Logits are always float32.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Literal
 
@@ -235,6 +236,23 @@ class DecoderLayer(nnx.Module):
 
 
 # ---------------------------------------------------------------- the whole model
+class StaticConfig:
+    """A ModelConfig held as a static graph attribute. GraphDefs are jit cache keys and must hash,
+    but HF-derived configs carry dicts and lists (rope_scaling, eos_token_id); hash the JSON."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, cfg: ModelConfig):
+        self.value = cfg
+        self._key = json.dumps(cfg.to_dict(), sort_keys=True)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticConfig) and self._key == other._key
+
+
 class CausalLM(nnx.Module):
     """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
 
@@ -249,7 +267,7 @@ class CausalLM(nnx.Module):
         if cfg.remat_policy != "none" and cfg.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"remat_policy={cfg.remat_policy!r}: expected 'none' or one of {sorted(REMAT_POLICIES)}")
         check_attention_impl(cfg.attention_impl, cfg.dtype)
-        self.cfg = cfg
+        self.static_config = StaticConfig(cfg)
         self.embed_tokens = nnx.Embed(
             cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
             embedding_init=nnx.initializers.normal(0.02), embedding_metadata=axes("vocab", "embed"), rngs=rngs,
@@ -266,6 +284,10 @@ class CausalLM(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = dense(rngs, cfg, cfg.hidden_size, cfg.vocab_size, "embed", "vocab")
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.static_config.value
 
     # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
