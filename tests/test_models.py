@@ -7,6 +7,7 @@ behind a default of ones or zeros; weights move into our tree by renaming + tran
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -239,24 +240,34 @@ def test_packed_segments_equal_examples_run_alone(llama_pair):
 
 @pytest.mark.parametrize("family", ["llama", "glm"])
 def test_kv_cache_decode_equals_full_forward(family, llama_pair):
-    """Left-padded prefill of 5 tokens, then 3 one-token steps == one full forward of 8 tokens."""
-    # glm runs unrolled so both layer-stack paths carry the cache
-    model = llama_pair[1] if family == "llama" else ported(hf_glm(0.5), scan_layers=False)
-    ids, mask, pos, seg = left_padded_batch(pads=(0, 2))
-    full = np.asarray(forward(model, ids, pos, seg))
+    """Left-padded prefill of 5 tokens, then 3 one-token steps == one full forward of 8 tokens.
+
+    GLM runs unrolled on the 2x2x2 mesh, so both layer-stack paths and a sharded cache are covered.
+    """
+    if family == "llama":
+        model, batch, pads, mesh = llama_pair[1], 2, (0, 2), None
+    else:
+        model, batch, pads = ported(hf_glm(0.5), scan_layers=False), 4, (0, 2, 4, 1)
+        mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+        nnx.update(model, sharding.shard_params(nnx.state(model), mesh))
+    ids, mask, pos, seg = left_padded_batch(batch, pads)
 
     @nnx.jit
     def step(model, ids, pos, seg, cache):
         return model(ids, positions=pos, segment_ids=seg, cache=cache)
 
-    cache = model.init_cache(ids.shape[0], max_len=T + 2)
-    prefill = 5
-    logits, cache = step(model, ids[:, :prefill], pos[:, :prefill], seg[:, :prefill], cache)
-    got = [np.asarray(logits)]
-    for t in range(prefill, T):
-        logits, cache = step(model, ids[:, t:t + 1], pos[:, t:t + 1], seg[:, t:t + 1], cache)
-        got.append(np.asarray(logits))
+    with jax.set_mesh(mesh) if mesh else contextlib.nullcontext():
+        full = np.asarray(forward(model, ids, pos, seg))
+        cache = model.init_cache(batch, max_len=T + 2)
+        prefill = 5
+        logits, cache = step(model, ids[:, :prefill], pos[:, :prefill], seg[:, :prefill], cache)
+        got = [np.asarray(logits)]
+        for t in range(prefill, T):
+            logits, cache = step(model, ids[:, t:t + 1], pos[:, t:t + 1], seg[:, t:t + 1], cache)
+            got.append(np.asarray(logits))
     assert int(cache["index"]) == T
+    if mesh:
+        assert cache["k"].sharding.spec[1] == ("data", "fsdp")
     diff = max_diff_on_real_tokens(np.concatenate(got, axis=1), full, mask)
     assert diff <= TOL, diff
 

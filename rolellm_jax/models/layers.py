@@ -189,6 +189,8 @@ class Attention(nnx.Module):
         if kv_cache is not None:  # write this step's keys/values at the cache index, read all slots
             k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, cache_index, 0, 0))
             v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, cache_index, 0, 0))
+            cache_axes = (BATCH, LENGTH, "activation_kv_heads", "activation_head_dim")
+            k_all, v_all = constrain(k_all, cache_axes), constrain(v_all, cache_axes)  # rows stay on their devices
             kv_cache = (k_all, v_all)
             k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
         out = attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=cache_index, impl=self.impl)
