@@ -27,7 +27,7 @@ from rolellm_jax.safetensors_io import CheckpointError
 CONFIG_FILE = "rolellm_config.json"
 PARAMS_DIR = "params"
 _CHUNK_BYTES = 16 << 20  # tensorstore chunk: bounds the encode buffers during save
-_OCDBT_FILE_BYTES = 64 << 20  # OCDBT flushes data files of this size instead of buffering more
+_OCDBT_FILE_BYTES = 32 << 20  # OCDBT flushes data files of this size instead of buffering more
 
 
 def _checkpointer():
