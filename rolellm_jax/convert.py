@@ -112,7 +112,8 @@ def write_hf_checkpoint(
         leaf = get_leaf(params, spec.path)
         want = get_leaf(flat_shapes, spec.path)
         if tuple(leaf.shape) != tuple(want):
-            raise CheckpointError(f"parameter {'/'.join(spec.path)} has shape {list(leaf.shape)}, expected {list(want)}")
+            name = "/".join(spec.path)
+            raise CheckpointError(f"parameter {name} has shape {list(leaf.shape)}, expected {list(want)}")
         dtype = dtype or np.dtype(leaf.dtype)
 
     def materialise(name: str) -> np.ndarray:
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     to_hf.add_argument("--ckpt", required=True, help="our checkpoint folder")
     to_hf.add_argument("--out", required=True, help="HF folder to write")
     to_hf.add_argument(
-        "--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 2GB or 500MB (memory: model + ~2 shards)"
+        "--max-shard-size", default="2GB", help="largest shard, e.g. 2GB or 500MB (memory: model + ~2 shards)"
     )
     args = parser.parse_args(argv)
     try:

@@ -92,7 +92,7 @@ def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tup
     path = Path(path).absolute()
     if not is_model_checkpoint(path):
         raise CheckpointError(f"{path}: no {CONFIG_FILE} (not a rolellm_jax checkpoint)")
-    cfg = ModelConfig.load(path / CONFIG_FILE)
+    cfg = _load_config(path)
     if not (path / PARAMS_DIR).is_dir():
         raise CheckpointError(f"{path / PARAMS_DIR}: missing (checkpoint incomplete)")
     checkpointer = _checkpointer()
@@ -109,6 +109,13 @@ def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tup
         path / PARAMS_DIR, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args)
     )
     return params, cfg
+
+
+def _load_config(path: Path) -> ModelConfig:
+    try:
+        return ModelConfig.load(path / CONFIG_FILE)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path / CONFIG_FILE}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
 def jax_tree_map(fn, tree: dict) -> dict:
@@ -149,11 +156,11 @@ def load_model(path: str | Path, *, mesh: Any = None, **runtime_overrides) -> tu
     if unknown:
         raise ConfigError(f"load_model: {unknown} are not runtime fields {list(ModelConfig.RUNTIME_FIELDS)}")
     if is_model_checkpoint(path):
-        hf_params, cfg = None, ModelConfig.load(path / CONFIG_FILE)
+        hf_params, cfg = None, _load_config(path)
     elif (path / "config.json").is_file():
         hf_params, cfg = read_hf_checkpoint(path)
     else:
-        raise CheckpointError(f"{path}: neither a rolellm_jax checkpoint ({CONFIG_FILE}) nor an HF folder (config.json)")
+        raise CheckpointError(f"{path}: neither our checkpoint ({CONFIG_FILE}) nor an HF folder (config.json)")
     cfg = cfg.replace(**runtime_overrides)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
     if mesh is not None:

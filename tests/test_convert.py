@@ -9,7 +9,6 @@ query_key_value, dense_h_to_4h, ...) and must give GlmForCausalLM's logits after
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GlmConfig, GlmForC
 
 from rolellm_jax import load_model
 from rolellm_jax.convert import main
-from rolellm_jax.model_io import load_model_checkpoint
+from rolellm_jax.model_io import load_model_checkpoint, save_model_checkpoint
 from rolellm_jax.safetensors_io import INDEX_FILE, SafetensorsFolder
 from rolellm_jax.sharding import MeshConfig, make_mesh
 from rolellm_jax.tokenizer import train_tokenizer
@@ -163,6 +162,11 @@ def test_load_model_places_params_on_a_mesh(tmp_path, tokenizer_dir):
     reference = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
     diff = np.max(np.abs(logits - torch_logits(reference, ids)))
     assert diff <= TOL, diff
+    # sharded jax arrays save too (as training does) and come back as the same numbers
+    save_model_checkpoint(tmp_path / "resaved", nnx.to_pure_dict(nnx.state(model, nnx.Param)), cfg)
+    params, _ = load_model_checkpoint(tmp_path / "resaved")
+    stored, _ = load_model_checkpoint(tmp_path / "ckpt")
+    np.testing.assert_array_equal(params["lm_head"]["kernel"], stored["lm_head"]["kernel"].astype(np.float32))
 
 
 # ------------------------------------------------------------ ChatGLM2 naming
@@ -308,6 +312,14 @@ def test_existing_checkpoint_is_not_overwritten_silently(llama_dir, tmp_path, ca
     err = fails_with(capsys, "hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt")
     assert "already exists" in err
     assert cli("hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt", "--overwrite") == 0
+
+
+def test_checkpoint_not_matching_its_config(llama_dir, tmp_path, capsys):
+    assert cli("hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt") == 0
+    config = json.loads((tmp_path / "ckpt" / "rolellm_config.json").read_text())
+    (tmp_path / "ckpt" / "rolellm_config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    err = fails_with(capsys, "jax-to-hf", "--ckpt", tmp_path / "ckpt", "--out", tmp_path / "out")
+    assert "layers/mlp/down_proj/kernel" in err and "[2, 48, 32]" in err and "[2, 40, 32]" in err
 
 
 def test_not_a_checkpoint(tmp_path, capsys):
