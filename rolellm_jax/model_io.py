@@ -99,8 +99,8 @@ def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tup
     stored = checkpointer.metadata(path / PARAMS_DIR).item_metadata.tree
     _check_shapes(stored, cfg, str(path / PARAMS_DIR))
     if abstract is None:
-        target = jax_tree_map(lambda m: np.empty(0, m.dtype), stored)
-        restore_args = jax_tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+        target = _map_dict(lambda m: np.empty(0, m.dtype), stored)
+        restore_args = _map_dict(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), stored)
     else:
         _check_shapes(abstract, cfg, "abstract target")
         target = abstract
@@ -118,8 +118,8 @@ def _load_config(path: Path) -> ModelConfig:
         raise CheckpointError(f"{path / CONFIG_FILE}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
-def jax_tree_map(fn, tree: dict) -> dict:
-    return {k: jax_tree_map(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
+def _map_dict(fn, tree: dict) -> dict:
+    return {k: _map_dict(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
 def _check_shapes(tree: dict, cfg: ModelConfig, source: str) -> None:

@@ -69,7 +69,7 @@ class SafetensorsFolder:
             if pickles:
                 raise CheckpointError(
                     f"{self.folder}: only pickle weights ({', '.join(pickles[:3])}); refusing to unpickle "
-                    "(it can run arbitrary code): convert them to safetensors first"
+                    "(it can run arbitrary code): convert them to safetensors first (README: Conversion)"
                 )
             raise CheckpointError(f"{self.folder}: no *.safetensors weights found")
         self._file_of: dict[str, Path] = {}
