@@ -177,14 +177,13 @@ def pack(lengths: Sequence[int], seq_len: int, seed: int) -> list[list[int]]:
     return rows
 
 
-def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int, seed: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Packed ``[R, seq_len]`` arrays: input_ids, targets, loss_mask, segment_ids, positions."""
+def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int, seed: int, pad_id: int) -> "PackedRows":
+    """Pack tokenised examples into ``[R, seq_len]`` rows (see :class:`PackedRows`)."""
     groups = pack([len(ids) for ids, _ in tokenized], seq_len, seed)
     num = len(groups)
     tokens = np.full((num, seq_len), pad_id, np.int32)
     answer = np.zeros((num, seq_len), np.int8)
     segment_ids = np.zeros((num, seq_len), np.int32)
-    positions = np.zeros((num, seq_len), np.int32)
     for r, group in enumerate(groups):
         at = 0
         for seg, i in enumerate(group, start=1):
@@ -193,15 +192,39 @@ def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int,
             tokens[r, at : at + n] = ids
             answer[r, at : at + n] = mask
             segment_ids[r, at : at + n] = seg
-            positions[r, at : at + n] = np.arange(n)
             at += n
-    same_next = np.zeros_like(segment_ids, bool)
-    same_next[:, :-1] = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, :-1] > 0)
-    targets = np.full_like(tokens, pad_id)
-    targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], pad_id)
-    loss_mask = np.zeros((num, seq_len), np.float32)
-    loss_mask[:, :-1] = (same_next[:, :-1] & (answer[:, 1:] > 0)).astype(np.float32)
-    return {"input_ids": tokens, "targets": targets, "loss_mask": loss_mask, "segment_ids": segment_ids, "positions": positions}
+    return PackedRows(tokens, answer, segment_ids, pad_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Packed rows kept compact (ids, answer mask, segment ids); batch arrays are derived per batch."""
+
+    tokens: np.ndarray  # int32 [R, seq_len], pad_id in padding
+    answer: np.ndarray  # int8 [R, seq_len], 1 on answer tokens (EOS included)
+    segment_ids: np.ndarray  # int32 [R, seq_len], 1..n per row, 0 = padding
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch arrays (``BATCH_KEYS``) of rows ``idx``."""
+        tokens, answer, segment_ids = self.tokens[idx], self.answer[idx], self.segment_ids[idx]
+        # positions restart at 0 in each segment: index minus the index where the segment starts
+        index = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
+        starts = np.ones(tokens.shape, bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        positions = index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+        positions = np.where(segment_ids > 0, positions, 0).astype(np.int32)
+        same_next = np.zeros(tokens.shape, bool)  # the next token belongs to the same example
+        same_next[:, :-1] = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, :-1] > 0)
+        targets = np.full_like(tokens, self.pad_id)
+        targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], self.pad_id)
+        loss_mask = np.zeros(tokens.shape, np.float32)
+        loss_mask[:, :-1] = same_next[:, :-1] & (answer[:, 1:] > 0)
+        return {"input_ids": tokens, "targets": targets, "loss_mask": loss_mask,
+                "segment_ids": segment_ids, "positions": positions}
 
 
 class PackedBatches:
@@ -246,9 +269,13 @@ class PackedBatches:
         if not tokenized:
             raise DataError(f"{cfg.source}: no training example left (rows={self.stats.rows}, dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})")
         self.rows = build_rows(tokenized, cfg.seq_len, cfg.seed, pad_id)
-        self.stats.packed_rows = len(self.rows["input_ids"])
-        self.stats.tokens = int((self.rows["segment_ids"] > 0).sum())
-        self.stats.loss_tokens = int(self.rows["loss_mask"].sum())
+        self.stats.packed_rows = len(self.rows)
+        self.stats.tokens = int((self.rows.segment_ids > 0).sum())
+        seg = self.rows.segment_ids
+        # the first token of an example is never a target, so it never carries loss
+        follows = np.zeros(seg.shape, bool)
+        follows[:, 1:] = seg[:, 1:] == seg[:, :-1]
+        self.stats.loss_tokens = int(((self.rows.answer > 0) & follows).sum())
         if self.stats.truncated or self.stats.dropped:
             logger.warning(
                 "data: %d example(s) longer than seq_len=%d were truncated, %d dropped (prompt alone too long)",
@@ -283,8 +310,7 @@ class PackedBatches:
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of global batch ``step``: dict of ``[local_batch, seq_len]`` arrays."""
-        idx = self.row_indices(step)
-        return {k: self.rows[k][idx] for k in BATCH_KEYS}
+        return self.rows.take(self.row_indices(step))
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._order[0] != epoch:  # batches walk epochs in order: keep the last permutation

@@ -160,7 +160,7 @@ EXAMPLES = [Example(f"You are role {i % 3}.", f"Question {i}?" * (1 + i % 4), f"
 
 def test_loss_mask_covers_exactly_the_answer_tokens(tok):
     batches = PackedBatches(DataConfig(seq_len=128, shuffle=False), tok, "llama", 4, examples=EXAMPLES)
-    rows = batches.rows
+    rows = batches.rows.take(np.arange(batches.num_rows))
     expected = sum(len(tok(e.answer, add_special_tokens=False)["input_ids"]) + 1 for e in EXAMPLES)
     assert rows["loss_mask"].sum() == expected == batches.stats.loss_tokens
     for r in range(batches.num_rows):  # per segment: loss exactly on the targets that are answer ids
@@ -176,7 +176,7 @@ def test_loss_mask_covers_exactly_the_answer_tokens(tok):
 
 def test_packing_segments_positions_and_no_split(tok):
     batches = PackedBatches(DataConfig(seq_len=160), tok, "glm", 2, examples=EXAMPLES)
-    rows, seen = batches.rows, []
+    rows, seen = batches.rows.take(np.arange(batches.num_rows)), []
     for r in range(batches.num_rows):
         seg, pos = rows["segment_ids"][r], rows["positions"][r]
         n = seg.max()
@@ -199,14 +199,17 @@ def test_long_examples_truncated_and_counted(tok, caplog):
         batches = PackedBatches(DataConfig(seq_len=64), tok, "llama", 1, examples=long)
     assert batches.stats.truncated == 1 and batches.stats.dropped == 1
     assert "1 example(s) longer than seq_len=64 were truncated, 1 dropped" in caplog.text
-    assert batches.rows["input_ids"].shape[1] == 64
+    assert batches.rows.tokens.shape[1] == 64
 
 
 def test_build_rows_targets_follow_segments():
-    rows = build_rows([(np.array([5, 6, 7]), np.array([0, 1, 1])), (np.array([8, 9]), np.array([0, 1]))], 6, 0, pad_id=0)
-    seg = rows["segment_ids"][0].tolist()
-    assert sorted(seg) == [0, 1, 1, 1, 2, 2] or sorted(seg) == [0, 1, 1, 2, 2, 2]
-    assert rows["loss_mask"].sum() == 3  # 6, 7 and 9 are answer targets
+    packed = build_rows([(np.array([5, 6, 7]), np.array([0, 1, 1])), (np.array([8, 9]), np.array([0, 1]))], 6, 0, pad_id=0)
+    rows = packed.take(np.array([0]))
+    assert rows["input_ids"][0].tolist() == [5, 6, 7, 8, 9, 0]  # longest first
+    assert rows["segment_ids"][0].tolist() == [1, 1, 1, 2, 2, 0]
+    assert rows["positions"][0].tolist() == [0, 1, 2, 0, 1, 0]
+    assert rows["targets"][0].tolist() == [6, 7, 0, 9, 0, 0]
+    assert rows["loss_mask"][0].tolist() == [1, 1, 0, 1, 0, 0]  # 6, 7 and 9 are answer targets
 
 
 # ---------------------------------------------------------------- determinism and processes
