@@ -265,6 +265,8 @@ class PackedBatches:
             examples, self.stats.rows = load_examples(cfg)
         self.stats.examples = len(examples)
         pad_id = cfg.pad_id if cfg.pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        if not getattr(tokenizer, "is_fast", False):
+            logger.warning("data: %s is not a fast tokenizer: tokenising RoleBench will be slow", type(tokenizer).__name__)
         tokenized = tokenize_examples(examples, tokenizer, family, cfg.seq_len, self.stats)
         if not tokenized:
             raise DataError(f"{cfg.source}: no training example left (rows={self.stats.rows}, dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})")
@@ -323,6 +325,10 @@ class PackedBatches:
 
 def to_global_arrays(local_batch: dict[str, np.ndarray], mesh, sharding=None) -> dict[str, Any]:
     """Assemble each process's rows into global ``jax.Array`` s (batch axis over data x fsdp).
+
+    Process ``i`` holds rows ``i*local .. (i+1)*local-1`` of the global batch, which is the
+    block of the batch axis its devices own when the mesh lists devices in process order (as
+    ``jax.make_mesh`` does).
 
     ``sharding`` defaults to the batch axis split over the mesh axes ``data`` and ``fsdp``
     (those the mesh has), the sequence axis replicated.
