@@ -340,3 +340,48 @@ def to_global_arrays(local_batch: dict[str, np.ndarray], mesh, sharding=None) ->
         batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
         sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rolellm_jax.data``: check a RoleBench source and show what training sees."""
+    import argparse
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from rolellm_jax.jsonl import JsonlError
+
+    defaults = DataConfig()
+    p = argparse.ArgumentParser(prog="python -m rolellm_jax.data", description=main.__doc__)
+    p.add_argument("--source", default=defaults.source, help="original-layout folder, release folder or Hub id")
+    p.add_argument("--lang", default=defaults.lang, choices=rolebench.LANGS)
+    p.add_argument("--setting", default=defaults.setting, choices=rolebench.SETTINGS)
+    p.add_argument("--split", default=defaults.split)
+    p.add_argument("--seq-len", type=int, default=defaults.seq_len)
+    p.add_argument("--references-per-row", default=defaults.references_per_row)
+    p.add_argument("--on-bad-line", default=defaults.on_bad_line, choices=("fail", "skip"))
+    p.add_argument("--tokenizer", required=True, help="a folder or Hub id with the model's tokenizer")
+    p.add_argument("--family", default="llama", choices=chat.FAMILIES)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    try:
+        cfg = DataConfig(source=args.source, lang=args.lang, setting=args.setting, split=args.split, seq_len=args.seq_len,
+                         references_per_row=args.references_per_row, on_bad_line=args.on_bad_line)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        batches = PackedBatches(cfg, tokenizer, args.family, 1)
+    except (DataError, rolebench.RoleBenchError, JsonlError, chat.ChatFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    row = batches.batch(0)
+    first = row["segment_ids"][0] == 1
+    ids, loss = row["input_ids"][0][first], row["loss_mask"][0][first]
+    answer_from = int(np.argmax(loss)) + 1  # loss at t trains token t+1
+    print(dataclasses.asdict(batches.stats))
+    print("--- prompt ---\n" + tokenizer.decode(ids[:answer_from]))
+    print("--- answer (in the loss) ---\n" + tokenizer.decode(ids[answer_from:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

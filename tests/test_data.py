@@ -262,3 +262,16 @@ def test_config_errors_name_the_field():
         DataConfig(on_bad_line="ignore")
     with pytest.raises(rolebench.RoleBenchError, match="setting='role_generalization'"):
         rolebench.config_name("zh", "role_generalization", "general")
+
+
+def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp_path, capsys):
+    from rolellm_jax.data import main
+
+    tok.save_pretrained(tmp_path / "tok")
+    assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok"), "--seq-len", "1024"]) == 0
+    out = capsys.readouterr().out
+    assert "--- answer (in the loss) ---\n" in out and out.rstrip().endswith("</s>")
+    (original / "profiles-eng/desc.json").write_text("{}")
+    assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "has no description" in err and err.count("\n") == 1
