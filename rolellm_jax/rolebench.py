@@ -119,7 +119,7 @@ def read_original_rows(
     """Rows of one split file of an original-layout folder."""
     path = original_file(root, lang, setting, kind, split)
     if not path.is_file():
-        raise RoleBenchError(f"{path}: not found (expected the original RoleBench layout under {root})")
+        raise RoleBenchError(f"{path}: not found (original RoleBench layout under {root}; to train without it, leave {kind!r} out of data.kinds)")
     return [
         dataclasses.replace(row, source=f"{path}:{n}")
         for n, row in iter_jsonl(path, on_bad_line, lambda obj: parse_row(obj, kind))
