@@ -116,6 +116,7 @@ def build_release(
     staging = Path(tempfile.mkdtemp(prefix=".release-", dir=out.parent))
     try:
         manifest = _write_release(source, version, staging, max_shard_bytes, card_template, notes, previous, repo_id)
+        staging.chmod(0o755)  # mkdtemp makes it private; a release folder is meant to be shared
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
