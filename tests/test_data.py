@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,6 +14,10 @@ from rolellm_jax.jsonl import JsonlError, read_jsonl
 from tests.rolebench_fixtures import (
     DESC_ENG, all_texts, eng_rows, tiny_tokenizer, write_jsonl, write_original_layout, write_release_layout,
 )
+
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SOURCE, DEMO_RELEASE = REPO / "release/demo-source", REPO / "release/rolebench-demo"
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +122,26 @@ def test_original_and_release_sources_give_the_same_rows(original, tmp_path):
     assert rolebench.read_descriptions(original, "eng") == rolebench.read_descriptions(str(release), "eng") == DESC_ENG
     with pytest.raises(rolebench.RoleBenchError, match="zh-general.*rolegpt_baseline"):
         rolebench.read_release_rows(str(release), "zh", "instruction_generalization", "general", "rolegpt_baseline")
+
+
+@pytest.mark.parametrize("lang,setting,family", [
+    ("eng", "instruction_generalization", "llama"), ("eng", "role_generalization", "llama"), ("zh", "instruction_generalization", "glm"),
+])
+def test_demo_source_and_its_release_give_identical_batches(tok, lang, setting, family):
+    # release/rolebench-demo is built by the release branch from release/demo-source (original
+    # layout): our two readers must agree on it, down to the packed batches.
+    made = {}
+    for source in (DEMO_SOURCE, DEMO_RELEASE):
+        cfg = DataConfig(source=str(source), lang=lang, setting=setting, seq_len=1024, seed=1)
+        made[source] = PackedBatches(cfg, tok, family, 4)
+    a, b = made[DEMO_SOURCE], made[DEMO_RELEASE]
+    assert a.stats == b.stats and a.stats.rows > 50 and a.stats.truncated == 0
+    for k in (0, 3):
+        for key, value in a.batch(k).items():
+            np.testing.assert_array_equal(value, b.batch(k)[key])
+    if setting == "role_generalization":
+        held_out = rolebench.held_out_roles(DEMO_RELEASE, lang)
+        assert held_out and not any(role in tok.decode(a.rows.tokens[r]) for r in range(a.num_rows) for role in held_out)
 
 
 def test_role_missing_from_desc_is_an_error_naming_it(original):
