@@ -285,8 +285,12 @@ def test_config_errors_name_the_field():
         DataConfig(kinds=("chitchat",))
     with pytest.raises(DataError, match="data.on_bad_line='ignore'"):
         DataConfig(on_bad_line="ignore")
-    with pytest.raises(rolebench.RoleBenchError, match="setting='role_generalization'"):
-        rolebench.config_name("zh", "role_generalization", "general")
+    with pytest.raises(DataError, match="data.setting='role_generalization': Chinese RoleBench has only"):
+        DataConfig(lang="zh", setting="role_generalization")
+    with pytest.raises(DataError, match="data.lang='en'"):
+        DataConfig(lang="en")
+    with pytest.raises(DataError, match="data.split='dev'"):
+        DataConfig(split="dev")
 
 
 def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp_path, capsys):
