@@ -304,3 +304,11 @@ def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp
     assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "has no description" in err and err.count("\n") == 1
+
+
+def test_without_a_role_generalisation_test_split_the_papers_roles_are_held_out(original, caplog):
+    (original / "rolebench-eng/role-generalization/general/test.jsonl").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert rolebench.held_out_roles(original, "eng") == rolebench.PAPER_HELD_OUT_ROLES
+    assert "holding out the paper's 10 roles" in caplog.text
+    assert len(rolebench.PAPER_HELD_OUT_ROLES) == 10 and "Jack Sparrow" in rolebench.PAPER_HELD_OUT_ROLES
