@@ -120,6 +120,15 @@ def test_verify_finds_the_real_train_test_leak_in_the_sample(rolebench_sample, t
     assert report.problems and all(p.startswith("zh-role_specific: ('皇帝'") for p in report.problems)
 
 
+def test_drop_train_leaks_makes_the_sample_release_verify(rolebench_sample, tmp_path):
+    manifest = build_release(rolebench_sample, "1.0.0", tmp_path / "rel", drop_leaks=True)
+    assert manifest["configs"]["zh-role_specific"]["dropped_train_leaks"] == 1
+    assert manifest["configs"]["zh-role_specific"]["splits"]["train"]["rows"] == 199
+    assert "`zh-role_specific` 1" in (tmp_path / "rel" / "README.md").read_text()
+    report = verify_release(tmp_path / "rel")
+    assert report.ok, report.problems
+
+
 def test_build_from_shard_set_loads_every_config_multi_shard_and_streaming(tmp_path):
     source = write_shard_set(tmp_path)
     out = tmp_path / "rel"
@@ -165,7 +174,8 @@ def test_committed_demo_release_is_reproducible_and_loads(tmp_path):
     manifest = json.loads((DEMO_RELEASE / "manifest.json").read_text())
     assert (REPO_ROOT / "release" / "versions" / "v0.1.0.json").read_text() == json.dumps(manifest, ensure_ascii=False, indent=1) + "\n"
     rebuilt = tmp_path / "rebuilt"
-    build_release(DEMO_SOURCE, manifest["version"], rebuilt, repo_id="release/rolebench-demo")
+    # the command in make_demo_source.py's docstring
+    build_release(DEMO_SOURCE, manifest["version"], rebuilt, repo_id="release/rolebench-demo", name="RoleBench demo")
     same_writer = manifest["build_tool"]["pyarrow"] == pa.__version__
     for config in CONFIGS:
         ds = load(DEMO_RELEASE, config, tmp_path / "cache")
