@@ -382,3 +382,14 @@ def test_non_semver_version_is_refused(tmp_path, version, capsys):
     assert release.main(["build", "--from", str(DEMO_SOURCE), "--version", version, "--out", str(tmp_path / "rel")]) == 1
     assert capsys.readouterr().err.strip() == f"error: version {version!r} is not semver X.Y.Z (e.g. 1.0.0)"
     assert not (tmp_path / "rel").exists()
+
+
+def test_cli_module_verifies_the_committed_demo():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "data_gen.release", "verify", str(DEMO_RELEASE)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"{DEMO_RELEASE}: OK")
+    assert "eng-instruction_generalization-general: 0 of 24 test instructions also in train" in result.stdout
