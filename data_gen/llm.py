@@ -25,6 +25,7 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -323,6 +324,26 @@ class LLMClient:
         hit = self.journal.get(key)
         if hit is not None and (hit.ok or not self.retry_failed):
             return hit
+        # The same request already in flight (identical prompts in one batch): share its answer
+        # instead of paying twice.
+        if (pending := limits.inflight.get(key)) is not None:
+            r = await asyncio.shield(pending)
+            return dataclasses.replace(r, cached=True)
+        fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved" noise
+        limits.inflight[key] = fut
+        try:
+            result = await self._fetch(api, req, key, limits)
+        except BaseException as e:
+            fut.set_exception(e if isinstance(e, Exception) else LLMError("request cancelled"))
+            raise
+        finally:
+            del limits.inflight[key]
+        fut.set_result(result)
+        return result
+
+    async def _fetch(self, api: "openai.AsyncOpenAI | None", req: ChatRequest, key: str,
+                     limits: "_Limits") -> ChatResult:
         if self.offline:
             raise OfflineMissError(f"offline replay: journal {self.journal.path} has no answer for request "
                                    f"{key[:16]} (model {self.model}); run once online to record it")
@@ -464,6 +485,7 @@ class _Limits:
         self.api = None if client.offline else openai.AsyncOpenAI(
             api_key=client._api_key, base_url=client.base_url, max_retries=0, timeout=client.timeout)
         self.sem = asyncio.Semaphore(client.concurrency)
+        self.inflight: dict[str, asyncio.Future] = {}
         self.rpm = RateLimiter(client.rpm) if client.rpm else None
         self.tpm = RateLimiter(client.tpm) if client.tpm else None
 
@@ -477,7 +499,12 @@ def _bar(total: int, stage: str, enabled: bool):
 
 
 def usage_of(results: Iterable[ChatResult]) -> Usage:
+    """Totals over distinct requests (a request used twice was paid once). Journal hits count, so
+    the totals of a resumed run equal those of an uninterrupted one."""
     u = Usage()
+    seen: set[str] = set()
     for r in results:
-        u.add(r)
+        if r.key not in seen:
+            seen.add(r.key)
+            u.add(r)
     return u
