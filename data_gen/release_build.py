@@ -102,7 +102,7 @@ def drop_train_leaks(source: Source) -> dict[str, int]:
             continue
         asked = {
             (role, question.strip())
-            for split in ("test", "rolegpt_baseline")
+            for split in ("test", "rolegpt_baseline", "raw")
             if split in splits
             for role, question in zip(splits[split].columns["role"], splits[split].columns["question"])
         }

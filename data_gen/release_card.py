@@ -68,7 +68,9 @@ def front_matter(manifest: dict[str, Any], license_id: str = "apache-2.0") -> di
 
 
 def counts_table(manifest: dict[str, Any]) -> str:
-    splits = ["train", "test", "rolegpt_baseline"]
+    splits = ["train", "test", "rolegpt_baseline"] + (
+        ["raw"] if any("raw" in c["splits"] for c in manifest["configs"].values()) else []
+    )
     lines = ["| config | language | " + " | ".join(splits) + " | roles |", "|---|---|" + "---:|" * (len(splits) + 1)]
     for name, config in manifest["configs"].items():
         cells = [str(config["splits"][s]["rows"]) if s in config["splits"] else "-" for s in splits]

@@ -19,7 +19,10 @@ from typing import Any
 
 from datasets import Features, List, Value
 
-SPLITS = ("train", "test", "rolegpt_baseline")
+from data_gen.jsonl import DataFileError, iter_jsonl_numbered
+
+# raw: the instruction datasets' original answers for general test rows (data_gen shard sets), for RAW scoring
+SPLITS = ("train", "test", "rolegpt_baseline", "raw")
 
 # source folder (relative to the source root) -> config name (contract 9)
 DIALOG_FOLDERS: dict[str, str] = {
@@ -95,18 +98,11 @@ def sha256_file(path: Path) -> str:
 
 
 def read_jsonl(path: Path, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, row) from a JSONL file; blank lines skipped; bad JSON names file:line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ReleaseError(f"{label}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ReleaseError(f"{label}:{lineno}: row is not a JSON object")
-            yield lineno, row
+    """(line number, row) through data_gen's one JSONL reader; its errors become ReleaseError."""
+    try:
+        yield from iter_jsonl_numbered(path)
+    except DataFileError as err:
+        raise ReleaseError(str(err)) from None
 
 
 def row_language(texts: list[str]) -> str | None:

@@ -22,7 +22,7 @@ from datasets import Features
 
 from data_gen.release_layout import SEMVER, features_for
 
-EVAL_SPLITS = ("test", "rolegpt_baseline")
+EVAL_SPLITS = ("test", "rolegpt_baseline", "raw")
 
 
 @dataclass

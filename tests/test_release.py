@@ -62,17 +62,25 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 
 def write_shard_set(tmp_path: Path, version: str = "1.2.0") -> Path:
-    """A shard set as data_gen writes it: OUT/vX.Y.Z/<original layout> + manifest.json."""
+    """A shard set shaped as data_gen.shards writes it: OUT/vX.Y.Z/<original layout> + manifest.json
+    (files: rows + sha256, models, prompt template hashes, usage) and raw.jsonl RAW references."""
     root = tmp_path / "shards"
     vdir = make_demo_source(root / f"v{version}")
     (vdir / "SOURCE.md").unlink()
+    for test in vdir.glob("rolebench-*/**/general/test.jsonl"):
+        rows = jsonl(test)
+        (test.parent / "raw.jsonl").write_text("".join(
+            json.dumps({"role": r["role"], "question": r["question"], "generated": [r["generated"][0]]}, ensure_ascii=False) + "\n"
+            for r in rows))
     files = {
         p.relative_to(vdir).as_posix(): {"rows": len(p.read_text().splitlines()), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
         for p in sorted(vdir.rglob("*.json*"))
     }
-    manifest = {"version": version, "models": {"rolegpt": "gpt-4-0613", "context_instruct": "gpt-3.5-turbo"},
-                "prompt_templates": {"rolegpt_en.txt": "ab12"}, "total_tokens": 1234, "files": files}
-    (vdir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    manifest = {"version": version, "lang": "en", "files": files,
+                "generator": {"data_gen_version": "0.1.0", "config": {"seed": 0}},
+                "models": ["gpt-4-0613"], "prompt_templates": {"rolegpt_en.txt": "ab12"},
+                "usage": {"total": {"requests": 10, "cost_usd": 0.01}}}
+    (vdir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
 
 
@@ -147,6 +155,8 @@ def test_build_from_shard_set_loads_every_config_multi_shard_and_streaming(tmp_p
         assert list(stream["train"]) == ds["train"].to_list()
     card = (out / "README.md").read_text()
     assert "gpt-4-0613" in card and "rolegpt_en.txt" in card and "load_dataset(" in card
+    raw = load(out, "zh-general", tmp_path / "cache")["raw"]
+    assert raw.num_rows == manifest["configs"]["zh-general"]["splits"]["test"]["rows"]
     assert verify_release(out).ok
 
 
@@ -393,3 +403,10 @@ def test_cli_module_verifies_the_committed_demo():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(f"{DEMO_RELEASE}: OK")
     assert "eng-instruction_generalization-general: 0 of 24 test instructions also in train" in result.stdout
+
+
+def test_python_m_data_gen_release_dispatches_here(capsys):
+    from data_gen.__main__ import main as data_gen_main
+
+    assert data_gen_main(["release", "verify", str(DEMO_RELEASE)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{DEMO_RELEASE}: OK")
