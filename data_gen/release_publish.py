@@ -92,13 +92,15 @@ def execute_publish(out: Path, plan: PublishPlan, api: Any) -> str:
     return commit.oid
 
 
-def record_version(out: Path, versions_dir: Path) -> Path:
+def record_version(out: Path, versions_dir: Path, *, check_only: bool = False) -> Path:
     """Copy the manifest to versions_dir/vX.Y.Z.json; an existing, different record is refused."""
     manifest = (Path(out) / "manifest.json").read_bytes()
     version = json.loads(manifest)["version"]
     target = Path(versions_dir) / f"v{version}.json"
     if target.exists() and target.read_bytes() != manifest:
         raise ReleaseError(f"{target}: a different manifest is already recorded for v{version} (versions are immutable)")
+    if check_only:
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(manifest)
     return target
@@ -124,6 +126,8 @@ def publish(out: Path, repo_id: str, *, api: Any | None = None, dry_run: bool = 
     plan = plan_publish(out, repo_id, api)
     if dry_run:
         return plan
+    if versions_dir is not None:  # refuse before uploading, not after
+        record_version(out, versions_dir, check_only=True)
     execute_publish(out, plan, api)
     if versions_dir is not None:
         record_version(out, versions_dir)

@@ -329,6 +329,15 @@ def test_publish_refuses_an_existing_tag(demo_build, tmp_path):
     assert not (tmp_path / "versions").exists()
 
 
+def test_publish_refuses_when_a_different_manifest_is_recorded(demo_build, tmp_path):
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "versions" / "v0.2.0.json").write_text("{}")
+    hub = FakeHub()
+    with pytest.raises(ReleaseError, match="a different manifest is already recorded for v0.2.0"):
+        publish(demo_build, "me/rolebench", api=hub, versions_dir=tmp_path / "versions")
+    assert "create_commit" not in [c[0] for c in hub.calls]
+
+
 def test_publish_creates_a_missing_repo_and_refuses_an_unverified_folder(demo_build, tmp_path):
     plan = plan_publish(demo_build, "me/rolebench", FakeHub(exists=False))
     assert plan.repo_exists is False and plan.deletions == []
