@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import HfApi
 
 from data_gen import release
 from data_gen.release_build import build_release
@@ -282,10 +284,23 @@ def test_verify_catches_an_edited_card_and_an_unlisted_shard(demo_build):
 
 
 class FakeHub:
-    """Stand-in for huggingface_hub.HfApi: records calls, holds tags and files."""
+    """Stand-in for huggingface_hub.HfApi: records calls, holds tags and files. Every call is bound
+    against the real HfApi method's signature, so the stand-in cannot drift from the real client."""
 
     def __init__(self, tags=(), files=(), exists=True):
         self.tags, self.files, self.exists, self.calls = list(tags), list(files), exists, []
+
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        real = getattr(HfApi, name, None)
+        if real is None or not callable(attr):
+            return attr
+
+        def checked(*args, **kwargs):
+            inspect.signature(real).bind(None, *args, **kwargs)  # TypeError if the real API differs
+            return attr(*args, **kwargs)
+
+        return checked
 
     def list_repo_refs(self, repo_id, repo_type):
         self.calls.append(("list_repo_refs", repo_id, repo_type))
