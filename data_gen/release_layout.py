@@ -33,7 +33,7 @@ DIALOG_FOLDERS: dict[str, str] = {
     "rolebench-zh/general": "zh-general",
     "rolebench-zh/role_specific": "zh-role_specific",
 }
-PROFILE_LANGS = {"eng": "en", "zh": "zh"}
+PROFILE_LANGS = ("eng", "zh")  # profiles-<tag>/ folders
 
 GENERAL_FEATURES = Features(
     {"role": Value("string"), "question": Value("string"), "generated": List(Value("string"))}
@@ -238,29 +238,26 @@ def _read_json_object(path: Path, label: str) -> dict[str, Any]:
     return data
 
 
-def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData | None, SplitData | None, list[str]]:
+def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData | None, SplitData | None]:
     """profiles-<lang>/: desc.json + scripts.json -> profiles rows; profiles-<lang>-{role}.jsonl -> dialogues."""
-    used: list[str] = []
     profiles = None
     desc_path, scripts_path = folder / "desc.json", folder / "scripts.json"
     if desc_path.is_file() or scripts_path.is_file():
         desc = _read_json_object(desc_path, f"{prefix}/desc.json") if desc_path.is_file() else {}
         scripts = _read_json_object(scripts_path, f"{prefix}/scripts.json") if scripts_path.is_file() else {}
-        used += [f"{prefix}/{p.name}" for p in (desc_path, scripts_path) if p.is_file()]
         roles = list(desc) + [r for r in scripts if r not in desc]
         cols: dict[str, list] = {"role": [], "description": [], "script": []}
         for role in roles:
             cols["role"].append(role)
             cols["description"].append(_profile_text(desc.get(role, ""), role, f"{prefix}/desc.json"))
             cols["script"].append(_profile_text(scripts.get(role, ""), role, f"{prefix}/scripts.json"))
-        profiles = SplitData(cols, sources=list(used))
+        profiles = SplitData(cols, sources=[f"{prefix}/{p.name}" for p in (desc_path, scripts_path) if p.is_file()])
     dialogue_files = sorted(folder.glob(f"profiles-{lang_tag}-*.jsonl"))
     dialogues = None
     if dialogue_files:
         cols = {"role": [], "act_id": [], "diag_id": [], "speaker": [], "content": []}
         for path in dialogue_files:
             label = f"{prefix}/{path.name}"
-            used.append(label)
             role = path.name[len(f"profiles-{lang_tag}-") : -len(".jsonl")]
             for lineno, row in read_jsonl(path, label):
                 where = f"{label}:{lineno}"
@@ -284,7 +281,7 @@ def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData |
                 cols["speaker"].append(speaker)
                 cols["content"].append(row["content"])
         dialogues = SplitData(cols, sources=[f"{prefix}/{p.name}" for p in dialogue_files])
-    return profiles, dialogues, used
+    return profiles, dialogues
 
 
 def resolve_root(path: Path, version: str) -> tuple[Path, dict[str, Any] | None, bytes | None]:
@@ -351,7 +348,7 @@ def load_source(path: Path, version: str) -> Source:
     for tag in PROFILE_LANGS:
         folder = root / f"profiles-{tag}"
         if folder.is_dir():
-            profiles, dialogues, _ = read_profiles(folder, f"profiles-{tag}", tag)
+            profiles, dialogues = read_profiles(folder, f"profiles-{tag}", tag)
             if profiles is not None and profiles.num_rows:
                 configs[f"profiles-{tag}"] = {"train": profiles}
             if dialogues is not None and dialogues.num_rows:
