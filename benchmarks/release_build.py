@@ -7,6 +7,7 @@ test), then times, in one run on the same files:
             manifest with sha256, dataset card)
   baseline  datasets.Dataset.from_json(file).to_parquet(...) per file (no validation, no card;
             it also cannot give one schema per config: `type` stays string in train, list in test)
+and reports how long `verify` takes on our build (checksums, schema, leak checks).
 
     python benchmarks/release_build.py [--rows 170000]
 """
@@ -28,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import datasets  # noqa: E402
 
 from data_gen.release_build import build_release  # noqa: E402
+from data_gen.release_verify import verify_release  # noqa: E402
 
 WORDS = np.array(
     "the a of and to in is you that it he was for on are as with his they at be this have from or one had by word "
@@ -102,7 +104,11 @@ def main() -> None:
         t0 = time.perf_counter()
         baseline(tmp / "src", tmp / "baseline", tmp / "cache")
         results["baseline: Dataset.from_json + to_parquet"] = (time.perf_counter() - t0, tmp / "baseline")
+        t0 = time.perf_counter()
+        report = verify_release(tmp / "ours")
+        verify_s = time.perf_counter() - t0
         rows = sum(counts.values())
+        print(f"verify of our build: {verify_s:.1f} s ({'OK' if report.ok else report.problems[:3]})")
         print(f"{'tool':45s} {'seconds':>8s} {'rows/s':>9s} {'parquet MB':>10s}")
         for name, (seconds, out) in results.items():
             mb = sum(p.stat().st_size for p in out.rglob("*.parquet")) / 1e6
