@@ -40,6 +40,7 @@ def _add_llm_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tpm", type=float, default=None, help="tokens per minute limit")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt")
     g.add_argument("--max-retries", type=int, default=6)
+    g.add_argument("--backoff-base", type=float, default=1.0, help="first retry waits up to this (s), doubling")
     g.add_argument("--max-cost", type=float, default=None, help="USD budget for new requests of this run")
     g.add_argument("--retry-failed", action="store_true", help="re-ask requests journaled as failed")
     g.add_argument("--prices", type=Path, default=None, help="price table JSON (default: data_gen/prices.json)")
@@ -80,7 +81,8 @@ def _client(args: argparse.Namespace, cfg: GenConfig):
 
     return LLMClient(cfg.model, journal_path=args.work / "journal.sqlite", base_url=args.base_url,
                      api_key=args.api_key, offline=args.offline, concurrency=args.concurrency, rpm=args.rpm,
-                     tpm=args.tpm, timeout=args.timeout, max_retries=args.max_retries, max_cost=args.max_cost,
+                     tpm=args.tpm, timeout=args.timeout, max_retries=args.max_retries,
+                     backoff_base=args.backoff_base, max_cost=args.max_cost,
                      prices=PriceTable.load(args.prices) if args.prices else None, retry_failed=args.retry_failed,
                      progress=not args.no_progress and sys.stderr.isatty())
 

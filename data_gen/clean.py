@@ -10,9 +10,10 @@ from data_gen.llm import ChatResult
 
 # Phrases that reveal a model behind the role, or refuse the task (matched case-insensitively).
 _BREAKS_CHARACTER = re.compile(
-    r"as an ai\b|as a language model|as an artificial intelligence|i am an ai\b|i'm an ai\b|"
-    r"i am a (?:large )?language model|i'm a (?:large )?language model|openai|chatgpt|"
-    r"作为一个?(?:人工智能|AI|语言模型)|我是一个?(?:人工智能|AI|语言模型)|我只是一个?(?:人工智能|AI|语言模型)", re.I)
+    r"\bas an? (?:ai|artificial intelligence|(?:large )?language model)\b|"
+    r"\bi(?:'m| am) (?:just |only |merely |simply )?an? (?:ai|artificial intelligence|(?:large )?language model)\b|"
+    r"\bopenai\b|\bchatgpt\b|"
+    r"作为一个?(?:人工智能|AI|语言模型)|我(?:只|只不过|仅仅)?是一个?(?:人工智能|AI|语言模型)", re.I)
 _REFUSAL = re.compile(
     r"^\s*(?:i'm sorry|i am sorry|sorry,? (?:but )?i can(?:no|')t|i can(?:no|')t (?:help|assist|answer|comply)|"
     r"i (?:won't|will not) (?:help|answer|comply)|抱歉，?我(?:不能|无法)|对不起，?我(?:不能|无法))", re.I)

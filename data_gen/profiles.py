@@ -188,7 +188,7 @@ def role_file_name(lang: str, role: str) -> str:
 _LABEL = r"(?:\*\*|__)?\s*{}\s*(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?"
 _DESC = re.compile(_LABEL.format(r"(?:Description|描述)"), re.I)
 _CATCH = re.compile(_LABEL.format(r"(?:Catchphrases?|口头禅)"), re.I)
-_SECOND = re.compile(r"^\s*(?:\*\*)?\s*(?:Your description is|你的描述是)\s*(?:\*\*)?\s*[:：]?\s*", re.I)
+_SECOND = re.compile(r"^\s*(?:\*\*)?\s*(?:Your description is|你的描述是)\s*(?:\*\*)?\s*[:：]?\s*(?:\*\*)?\s*", re.I)
 
 
 def parse_third_person(text: str) -> tuple[str, str]:

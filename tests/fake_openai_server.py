@@ -53,6 +53,110 @@ def hash_faults(every_429: int = 0, every_500: int = 0, every_hang: int = 0, eve
     return plan
 
 
+def _h(*parts) -> int:
+    return int(hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:8], 16)
+
+
+def _role_lines(segment: str, limit: int) -> list[str]:
+    lines = [ln.split(":", 1)[1].strip() for ln in segment.splitlines() if ":" in ln]
+    return [ln for ln in lines if len(ln.split()) > 3][:limit] or ["the case"]
+
+
+def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str, str]:
+    """Numbered Q/confidence/A items in a style picked from the body's hash (plain, bold, Q1:,
+    one-line, Chinese labels), with a low-confidence item, a missing answer, a near-duplicate and
+    extra prose; one body in 7 is cut off (finish_reason "length")."""
+    h = _h(body)
+    style = h % 4
+    items = []
+    for i, topic in enumerate(topics):
+        q = f"{role}, what did you mean by \"{topic}\"?" if not zh else f"{role}，你说“{topic}”是什么意思？"
+        a = f"I meant it plainly: {topic.lower()}" if not zh else f"俺的意思很简单：{topic}"
+        items.append((q, "low" if i == 1 else ("high" if not zh else "高"), a))
+    items.append((items[0][0] + " Tell me.", "high", items[0][2]))  # near-duplicate of the first
+    items.append(("Which of them was it?", "high", ""))               # missing answer
+    out = ["Here are the questions you asked for:", ""]
+    for n, (q, c, a) in enumerate(items, 1):
+        if zh:
+            out += [f"{n}. 问题：{q}", f"   置信度：{c}"] + ([f"   答案：{a}"] if a else [])
+        elif style == 0:
+            out += [f"{n}. Question: {q}", f"   Confidence: {c}"] + ([f"   Answer: {a}"] if a else [])
+        elif style == 1:
+            out += [f"{n}. **Question:** {q}", f"**Confidence:** {c.capitalize()}"] + ([f"**Answer:** {a}"] if a else [])
+        elif style == 2:
+            out += [f"Q{n}: {q}", f"Confidence: {'9/10' if c == 'high' else '3/10'}"] + ([f"A{n}: {a}"] if a else [])
+        else:
+            out += [f"{n}) Question: {q} Confidence: {c}" + (f" Answer: {a}" if a else "")]
+        out.append("")
+    out.append("I hope these help!")
+    text = "\n".join(out)
+    if h % 7 == 0:
+        return text[: int(len(text) * 0.8)], "length"
+    return text, "stop"
+
+
+def rolebench_responder(body: dict) -> tuple[str, str]:
+    """Scripted answers in the formats data_gen's prompts ask for (en and zh), with the variations
+    and bad answers real models produce. Deterministic in the request body."""
+    msgs = body["messages"]
+    user = msgs[-1]["content"]
+    system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
+    zh = any("\u4e00" <= ch <= "\u9fff" for ch in user[:200] + system[:50])
+    if "third person" in user or "第三人称" in user:
+        role = user.split("character ", 1)[1].split(" speaks", 1)[0] if not zh else user.split("角色", 1)[1].split("在其中", 1)[0]
+        if zh:
+            return "描述：该角色桀骜不驯，本领高强，说话直来直去。\n口头禅：“俺老孙来也！”，“吃俺老孙一棒！”", "stop"
+        bold = "**" if _h(role) % 2 else ""
+        return (f"{bold}Description:{bold} The character is a sharp, proud figure from the story, who speaks "
+                f"in vivid images and never hides an opinion.\n{bold}Catchphrases:{bold} \"Mark my words.\", "
+                f"\"So it is.\""), "stop"
+    if "second person" in user or "第二人称" in user:
+        desc = user.rsplit("\n\n", 1)[-1]
+        if zh:
+            return "你的描述是：" + desc.replace("该角色", "你"), "stop"
+        return "Your description is: " + desc.replace("The character is", "You are").replace("who speaks", "you speak"), "stop"
+    if "based on the script segment below" in user or "根据下面的剧本片段" in user:
+        role = user.split("ask ", 1)[1].split(",", 1)[0] if not zh else user.split("会问", 1)[1].split("的问题", 1)[0]
+        segment = user.split("\n\n")[-2]
+        return _qa_answer(body, role, _role_lines(segment, 3), zh)
+    if "not tied to any particular scene" in user or "不局限于某一场景" in user:
+        role = user.split("ask ", 1)[1].split(",", 1)[0] if not zh else user.split("会问", 1)[1].split("的问题", 1)[0]
+        seed = body.get("seed", 0)
+        topics = [f"your view of duty number {seed}", f"the world in year {seed}", f"your oldest friend {seed}"]
+        if zh:
+            topics = [f"第{seed}次取经", f"第{seed}座山", f"第{seed}个妖怪"]
+        return _qa_answer(body, role, topics, zh)
+    if "your description is" in system or "你的特征描述是" in system:
+        role = system.split("You are ", 1)[1].split(",", 1)[0] if not zh else system.split("你是", 1)[1].split("，", 1)[0]
+        h = _h(body) % 20
+        if h == 0:
+            return "As an AI language model, I cannot pretend to be a character.", "stop"
+        if h == 1:
+            return "I'm sorry, but I can't help with that.", "stop"
+        if h == 2:
+            return "", "stop"
+        if h == 3:
+            return ("Well, let me tell you, it is a long story that begins" if not zh else "这事说来话长，要从"), "length"
+        if h == 4:
+            return ("这是一个中文回答。" if not zh else "This answer is in English only."), "stop"
+        q = user.replace("\n", " ")[:60]
+        if zh:
+            return f"俺老孙说：{q}（第{body.get('seed', 0)}回）", "stop"
+        return f"As {role} I say: {q} (take {body.get('seed', 0)})", "stop"
+    return "I do not understand the request.", "stop"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # clients that give up (timeouts, cancellation, a killed process) close sockets mid-answer
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class FakeOpenAIServer:
     def __init__(self, responder: Responder = echo_responder, *, keys: tuple[str, ...] = ("sk-test-key",),
                  latency: float = 0.0, fault_plan: FaultPlan | None = None, retry_after: str = "1",
@@ -66,9 +170,14 @@ class FakeOpenAIServer:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.successes: collections.Counter[str] = collections.Counter()
         self.auth_rejections = 0
+        # hold_after: once this many requests have succeeded, hold every new request unanswered
+        # until `release` is set, then drop it (counted in `dropped`): lets a test kill a client
+        # while requests are in flight without any answer being in transit.
+        self.hold_after: int | None = None
+        self.release = threading.Event()
+        self.dropped = 0
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -132,6 +241,12 @@ class FakeOpenAIServer:
                     self._error(401, "Incorrect API key provided.")
                     return
                 key = body_key(body)
+                if server.hold_after is not None and sum(server.successes.values()) >= server.hold_after:
+                    server.release.wait()
+                    with server.lock:
+                        server.dropped += 1
+                    self.close_connection = True
+                    return
                 with server.lock:
                     server.attempts[key] += 1
                     attempt = server.attempts[key]

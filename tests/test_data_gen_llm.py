@@ -73,7 +73,7 @@ def test_retries_429_honours_retry_after_500_hang_malformed(tmp_path):
         rs = reqs(5)
         for r in rs:  # the server sees the body: compute its key the way the server does
             order.append(f.body_key({"model": "fake-model", "messages": r.messages, **r.params}))
-        c = client(srv, tmp_path, timeout=1.0, backoff_max=30.0)
+        c = client(srv, tmp_path, timeout=1.5, backoff_max=30.0)
         delays = []
 
         async def record(d):
