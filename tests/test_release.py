@@ -434,3 +434,31 @@ def test_python_m_data_gen_release_dispatches_here(capsys):
 
     assert data_gen_main(["release", "verify", str(DEMO_RELEASE)]) == 0
     assert capsys.readouterr().out.strip().endswith(f"{DEMO_RELEASE}: OK")
+
+
+def test_release_of_a_real_data_gen_shard_set(tmp_path, monkeypatch):
+    """End to end: data_gen build (against the local fake OpenAI server) -> release build -> verify -> load."""
+    from data_gen.__main__ import main as data_gen_main
+    from tests.fake_openai_server import FakeOpenAIServer, rolebench_responder
+
+    demo = REPO_ROOT / "data_gen" / "demo"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    with FakeOpenAIServer(rolebench_responder) as srv:
+        assert data_gen_main(["build", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "shards"),
+                              "--version", "0.4.0", "--scripts", str(demo / "scripts-eng"),
+                              "--instructions", str(demo / "instructions-eng.jsonl"), "--segment-tokens", "250",
+                              "--model", "fake-model", "--concurrency", "4", "--no-progress",
+                              "--base-url", srv.base_url]) == 0
+    out = tmp_path / "rel"
+    assert data_gen_main(["release", "build", "--from", str(tmp_path / "shards"), "--version", "0.4.0", "--out", str(out)]) == 0
+    assert verify_release(out).ok
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "shard-set"
+    shard_manifest = (tmp_path / "shards" / "v0.4.0" / "manifest.json").read_bytes()
+    assert manifest["source"]["manifest_sha256"] == hashlib.sha256(shard_manifest).hexdigest()
+    card = (out / "README.md").read_text()
+    assert "fake-model" in card and "role_system_en.txt" in card
+    for config, info in manifest["configs"].items():
+        ds = load(out, config, tmp_path / "cache")
+        assert {split: ds[split].num_rows for split in ds} == {s: i["rows"] for s, i in info["splits"].items()}
+        assert all(ds[split].features == features_for(config) for split in ds)
