@@ -252,13 +252,16 @@ def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData |
             cols["description"].append(_profile_text(desc.get(role, ""), role, f"{prefix}/desc.json"))
             cols["script"].append(_profile_text(scripts.get(role, ""), role, f"{prefix}/scripts.json"))
         profiles = SplitData(cols, sources=[f"{prefix}/{p.name}" for p in (desc_path, scripts_path) if p.is_file()])
+    # data_gen names files with '/' in a role replaced by '_': map those names back to the role
+    known = {role.replace("/", "_"): role for role in (profiles.columns["role"] if profiles else [])}
     dialogue_files = sorted(folder.glob(f"profiles-{lang_tag}-*.jsonl"))
     dialogues = None
     if dialogue_files:
         cols = {"role": [], "act_id": [], "diag_id": [], "speaker": [], "content": []}
         for path in dialogue_files:
             label = f"{prefix}/{path.name}"
-            role = path.name[len(f"profiles-{lang_tag}-") : -len(".jsonl")]
+            stem = path.name[len(f"profiles-{lang_tag}-") : -len(".jsonl")]
+            role = known.get(stem, stem)
             for lineno, row in read_jsonl(path, label):
                 where = f"{label}:{lineno}"
                 for key in ("act_id", "diag_id", "content"):

@@ -117,7 +117,11 @@ def verify_release(out: Path) -> VerifyReport:
 
     readme = out / "README.md"
     if readme.is_file():
-        meta = _read_front_matter(readme) or {}
+        try:
+            meta = _read_front_matter(readme) or {}
+        except yaml.YAMLError as err:
+            report.problems.append(f"{readme}: front matter is not valid YAML ({type(err).__name__})")
+            meta = {}
         declared = {
             (c["config_name"], f["split"]): sorted(f["path"] if isinstance(f["path"], list) else [f["path"]])
             for c in meta.get("configs", [])

@@ -462,3 +462,18 @@ def test_release_of_a_real_data_gen_shard_set(tmp_path, monkeypatch):
         ds = load(out, config, tmp_path / "cache")
         assert {split: ds[split].num_rows for split in ds} == {s: i["rows"] for s, i in info["splits"].items()}
         assert all(ds[split].features == features_for(config) for split in ds)
+
+
+def test_profiles_map_data_gen_file_names_back_to_roles(tmp_path):
+    from data_gen.release_layout import load_source
+
+    folder = tmp_path / "src" / "profiles-eng"
+    folder.mkdir(parents=True)
+    (folder / "desc.json").write_text(json.dumps({"Jekyll/Hyde": "You are two men in one."}))
+    (folder / "profiles-eng-Jekyll_Hyde.jsonl").write_text(json.dumps({"act_id": 0, "diag_id": "1", "role": "Utterson", "content": "Who are you?"}) + "\n")
+    source = load_source(tmp_path / "src", "1.0.0")
+    assert source.configs["dialogues-eng"]["train"].columns == {
+        "role": ["Jekyll/Hyde"], "act_id": [0], "diag_id": [1], "speaker": ["Utterson"], "content": ["Who are you?"]}
+    (folder / "profiles-eng-Jekyll_Hyde.jsonl").write_text(json.dumps({"act_id": "x", "diag_id": 1, "role": "U", "content": "?"}) + "\n")
+    with pytest.raises(ReleaseError, match=r"profiles-eng/profiles-eng-Jekyll_Hyde.jsonl:1: 'act_id' must be an integer"):
+        load_source(tmp_path / "src", "1.0.0")
