@@ -26,12 +26,17 @@ class PublishPlan:
     tag: str
     uploads: list[tuple[str, int]]  # (path in repo, bytes)
     deletions: list[str] = field(default_factory=list)
+    name: str = "RoleBench"
     repo_exists: bool | None = None  # None: unknown (not checked)
+
+    @property
+    def message(self) -> str:
+        return f"{self.name} v{self.version}"
 
     def describe(self) -> str:
         lines = [f"repo: datasets/{self.repo_id} ({'exists' if self.repo_exists else 'will be created' if self.repo_exists is False else 'not checked'})",
                  f"tag: {self.tag}",
-                 f"commit: RoleBench v{self.version} ({len(self.uploads)} files, {sum(b for _, b in self.uploads)} bytes)"]
+                 f"commit: {self.message} ({len(self.uploads)} files, {sum(b for _, b in self.uploads)} bytes)"]
         lines += [f"  upload {path} ({size} bytes)" for path, size in self.uploads]
         lines += [f"  delete {path}" for path in self.deletions]
         return "\n".join(lines)
@@ -58,7 +63,8 @@ def plan_publish(out: Path, repo_id: str, api: Any | None) -> PublishPlan:
     version = check_version(manifest["version"])
     tag = f"v{version}"
     files = release_files(out)
-    plan = PublishPlan(repo_id, version, tag, [(p.relative_to(out).as_posix(), p.stat().st_size) for p in files])
+    plan = PublishPlan(repo_id, version, tag, [(p.relative_to(out).as_posix(), p.stat().st_size) for p in files],
+                       name=manifest.get("name", "RoleBench"))
     if api is None:
         return plan
     try:
@@ -85,10 +91,10 @@ def execute_publish(out: Path, plan: PublishPlan, api: Any) -> str:
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(out / path)) for path, _ in plan.uploads]
     operations += [CommitOperationDelete(path_in_repo=path) for path in plan.deletions]
     commit = api.create_commit(
-        plan.repo_id, operations=operations, commit_message=f"RoleBench v{plan.version}", repo_type="dataset"
+        plan.repo_id, operations=operations, commit_message=plan.message, repo_type="dataset"
     )
     api.create_tag(plan.repo_id, tag=plan.tag, revision=commit.oid, repo_type="dataset",
-                   tag_message=f"RoleBench v{plan.version}")
+                   tag_message=plan.message)
     return commit.oid
 
 
