@@ -27,6 +27,7 @@ class PublishPlan:
     uploads: list[tuple[str, int]]  # (path in repo, bytes)
     deletions: list[str] = field(default_factory=list)
     name: str = "RoleBench"
+    parent_commit: str | None = None  # head of main when planned: the commit fails if it moved
     repo_exists: bool | None = None  # None: unknown (not checked)
 
     @property
@@ -77,6 +78,8 @@ def plan_publish(out: Path, repo_id: str, api: Any | None) -> PublishPlan:
         refs, remote, plan.repo_exists = None, set(), False
     if refs is not None and tag in {ref.name for ref in refs.tags}:
         raise ReleaseError(f"datasets/{repo_id}: tag {tag} already exists (versions are immutable; bump the version)")
+    if refs is not None:
+        plan.parent_commit = next((b.target_commit for b in refs.branches if b.name == "main"), None)
     uploaded = {path for path, _ in plan.uploads}
     plan.deletions = sorted(remote - uploaded - KEEP_REMOTE)
     return plan
@@ -91,7 +94,8 @@ def execute_publish(out: Path, plan: PublishPlan, api: Any) -> str:
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(out / path)) for path, _ in plan.uploads]
     operations += [CommitOperationDelete(path_in_repo=path) for path in plan.deletions]
     commit = api.create_commit(
-        plan.repo_id, operations=operations, commit_message=plan.message, repo_type="dataset"
+        plan.repo_id, operations=operations, commit_message=plan.message, repo_type="dataset",
+        parent_commit=plan.parent_commit,  # deletions were planned against this head
     )
     api.create_tag(plan.repo_id, tag=plan.tag, revision=commit.oid, repo_type="dataset",
                    tag_message=plan.message)

@@ -170,6 +170,15 @@ def test_tampered_shard_set_file_is_refused(tmp_path):
         build_release(source, "1.2.0", tmp_path / "rel")
 
 
+def test_changelog_keeps_previous_entries(tmp_path):
+    source = make_demo_source(tmp_path / "src")
+    build_release(source, "0.1.0", tmp_path / "a", notes="First demo.")
+    build_release(source, "0.2.0", tmp_path / "b", notes="Rebuilt.", previous_changelog=tmp_path / "a" / "CHANGELOG.md")
+    text = (tmp_path / "b" / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog\n\n## v0.2.0\n\n- Rebuilt.\n")
+    assert text.count("# Changelog") == 1 and text.index("## v0.2.0") < text.index("## v0.1.0\n\n- First demo.")
+
+
 def test_build_twice_is_byte_identical(tmp_path):
     source = make_demo_source(tmp_path / "src")
     build_release(source, "0.3.0", tmp_path / "a", max_shard_bytes=20_000)
@@ -306,7 +315,8 @@ class FakeHub:
         self.calls.append(("list_repo_refs", repo_id, repo_type))
         if not self.exists:
             raise type("RepositoryNotFoundError", (Exception,), {})("404")
-        return SimpleNamespace(tags=[SimpleNamespace(name=t) for t in self.tags], branches=[])
+        return SimpleNamespace(tags=[SimpleNamespace(name=t) for t in self.tags],
+                               branches=[SimpleNamespace(name="main", target_commit="5eed")])
 
     def list_repo_files(self, repo_id, repo_type):
         return list(self.files)
@@ -314,8 +324,9 @@ class FakeHub:
     def create_repo(self, repo_id, repo_type, exist_ok):
         self.calls.append(("create_repo", repo_id, repo_type, exist_ok))
 
-    def create_commit(self, repo_id, operations, commit_message, repo_type):
-        self.calls.append(("create_commit", repo_id, [type(o).__name__ + ":" + o.path_in_repo for o in operations], repo_type))
+    def create_commit(self, repo_id, operations, commit_message, repo_type, parent_commit=None):
+        self.calls.append(("create_commit", repo_id, [type(o).__name__ + ":" + o.path_in_repo for o in operations],
+                           repo_type, parent_commit))
         return SimpleNamespace(oid="c0ffee")
 
     def create_tag(self, repo_id, tag, revision, repo_type, tag_message):
@@ -330,6 +341,7 @@ def test_publish_one_commit_then_tag_and_records_version(demo_build, tmp_path):
     commit = hub.calls[2]
     files = sorted(p.relative_to(demo_build).as_posix() for p in demo_build.rglob("*") if p.is_file())
     assert commit[2] == [f"CommitOperationAdd:{f}" for f in files] + ["CommitOperationDelete:data/old-config/train-00000-of-00001.parquet"]
+    assert commit[4] == "5eed"  # committed on top of the head the plan saw
     assert hub.calls[3] == ("create_tag", "me/rolebench", "v0.2.0", "c0ffee", "dataset")
     assert hub.calls[1] == ("create_repo", "me/rolebench", "dataset", True)
     assert (tmp_path / "versions" / "v0.2.0.json").read_bytes() == (demo_build / "manifest.json").read_bytes()
