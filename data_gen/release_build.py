@@ -24,6 +24,7 @@ import data_gen
 from data_gen.release_card import render_card, render_changelog
 from data_gen.release_layout import (
     DIALOG_FOLDERS,
+    EVAL_SPLITS,
     PROFILE_LANGS,
     SPLITS,
     ReleaseError,
@@ -102,7 +103,7 @@ def drop_train_leaks(source: Source) -> dict[str, int]:
             continue
         asked = {
             (role, question.strip())
-            for split in ("test", "rolegpt_baseline", "raw")
+            for split in EVAL_SPLITS
             if split in splits
             for role, question in zip(splits[split].columns["role"], splits[split].columns["question"])
         }

@@ -23,6 +23,7 @@ from data_gen.jsonl import DataFileError, iter_jsonl_numbered
 
 # raw: the instruction datasets' original answers for general test rows (data_gen shard sets), for RAW scoring
 SPLITS = ("train", "test", "rolegpt_baseline", "raw")
+EVAL_SPLITS = ("test", "rolegpt_baseline", "raw")  # rows about held-out questions: never in train
 
 # source folder (relative to the source root) -> config name (contract 9)
 DIALOG_FOLDERS: dict[str, str] = {

@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 
-from data_gen.release_layout import SEMVER, features_for
+from data_gen.release_layout import EVAL_SPLITS, SEMVER, features_for
 
-EVAL_SPLITS = ("test", "rolegpt_baseline", "raw")
 
 
 @dataclass
