@@ -148,6 +148,7 @@ def rolebench_responder(body: dict) -> tuple[str, str]:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # listen backlog: the default 5 resets bursts of new connections
 
     def handle_error(self, request, client_address) -> None:
         # clients that give up (timeouts, cancellation, a killed process) close sockets mid-answer
