@@ -58,8 +58,8 @@ def _h(*parts) -> int:
 
 
 def _role_lines(segment: str, limit: int) -> list[str]:
-    lines = [ln.split(":", 1)[1].strip() for ln in segment.splitlines() if ":" in ln]
-    return [ln for ln in lines if len(ln.split()) > 3][:limit] or ["the case"]
+    lines = [ln.replace("：", ":").split(":", 1)[1].strip() for ln in segment.replace("：", ":").splitlines() if ":" in ln]
+    return [ln for ln in lines if len(ln) > 12][:limit] or ["the case"]
 
 
 def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str, str]:
