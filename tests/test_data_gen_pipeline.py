@@ -127,7 +127,8 @@ def test_offline_rebuild_is_bit_for_bit_and_versions_are_immutable(built, capsys
     ma.pop("version"), mb.pop("version")
     assert ma == mb
     capsys.readouterr()
-    assert main(build_args(None, tmp / "work", tmp / "out", "0.1.0", "--offline")) == 1
+    # an existing version is refused up front, before any request (even online, with no server)
+    assert main(build_args("http://127.0.0.1:9/v1", tmp / "work", tmp / "out", "0.1.0", "--api-key", KEY)) == 1
     assert "versions are immutable" in capsys.readouterr().err
     # offline with a change that needs a new request: fails on the miss, names it
     assert main(build_args(None, tmp / "work", tmp / "out", "0.1.2", "--offline", "--samples", "7")) == 1
