@@ -114,12 +114,17 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "release":  # owned by data_gen/release.py; imported only when asked for
-        from data_gen.release import main as release_main
-
+        try:
+            from data_gen.release import main as release_main
+        except ModuleNotFoundError as e:
+            if e.name != "data_gen.release":
+                raise
+            print("error: data_gen.release is not part of this installation", file=sys.stderr)
+            return 1
         return release_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "openai"):  # one line per HTTP request otherwise
+    for noisy in ("httpx", "httpx2", "openai", "bm25s"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from data_gen.jsonl import DataFileError
     from data_gen.llm import LLMError

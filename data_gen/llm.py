@@ -424,7 +424,7 @@ class LLMClient:
 
         async def one(i: int, req: ChatRequest) -> tuple[int, ChatResult]:
             nonlocal failed
-            r = await self._call(limits.api, req, limits)
+            r = await self._call(limits.next_api(), req, limits)
             failed += 0 if r.ok else 1
             if bar is not None:
                 bar.set_postfix_str(f"failed={failed} ${self.spent:.4f}", refresh=False)
@@ -469,12 +469,16 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running loop (the journal stays open)."""
-        if self._state is not None and self._state.api is not None:
-            await self._state.api.close()
+        if self._state is not None:
+            for api in self._state.apis:
+                await api.close()
         self._state = None
 
     def close(self) -> None:
         self.journal.close()
+
+
+_CONNECTIONS_PER_POOL = 8
 
 
 class _Limits:
@@ -482,12 +486,23 @@ class _Limits:
 
     def __init__(self, client: LLMClient, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.api = None if client.offline else openai.AsyncOpenAI(
-            api_key=client._api_key, base_url=client.base_url, max_retries=0, timeout=client.timeout)
+        # Several small connection pools instead of one big one: httpcore scans every connection of
+        # its pool for each request it places, which costs more CPU than the request itself at
+        # concurrency 64 (see benchmarks/llm_client_throughput.py).
+        shards = 0 if client.offline else max(1, -(-client.concurrency // _CONNECTIONS_PER_POOL))
+        self.apis = [openai.AsyncOpenAI(api_key=client._api_key, base_url=client.base_url, max_retries=0,
+                                        timeout=client.timeout) for _ in range(shards)]
+        self._turn = 0
         self.sem = asyncio.Semaphore(client.concurrency)
         self.inflight: dict[str, asyncio.Future] = {}
         self.rpm = RateLimiter(client.rpm) if client.rpm else None
         self.tpm = RateLimiter(client.tpm) if client.tpm else None
+
+    def next_api(self) -> "openai.AsyncOpenAI | None":
+        if not self.apis:
+            return None
+        self._turn = (self._turn + 1) % len(self.apis)
+        return self.apis[self._turn]
 
 
 def _bar(total: int, stage: str, enabled: bool):

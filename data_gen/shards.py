@@ -129,15 +129,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_new_version(out: str | Path, version: str) -> Path:
+    """The folder of a version that may be written (checked before any money is spent)."""
+    if not _VERSION.match(version):
+        raise ShardError(f"version {version!r} is not X.Y.Z")
+    final = Path(out) / f"v{version}"
+    if final.exists():
+        raise ShardError(f"{final} exists: versions are immutable, choose a new --version")
+    return final
+
+
 def write_shard_set(work: str | Path, out: str | Path, version: str, cfg: GenConfig, stages: dict) -> Path:
     """Write ``OUT/v{version}`` atomically; ``stages`` are the stage records (usage, cleaning,
     templates, inputs) that go into the manifest. Returns the version folder."""
     work, out = Path(work), Path(out)
-    if not _VERSION.match(version):
-        raise ShardError(f"version {version!r} is not X.Y.Z")
-    final = out / f"v{version}"
-    if final.exists():
-        raise ShardError(f"{final} exists: versions are immutable, choose a new --version")
+    final = check_new_version(out, version)
     tmp = out / f".v{version}.partial"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
     files = split_files(work, cfg)

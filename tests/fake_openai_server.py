@@ -58,8 +58,8 @@ def _h(*parts) -> int:
 
 
 def _role_lines(segment: str, limit: int) -> list[str]:
-    lines = [ln.split(":", 1)[1].strip() for ln in segment.splitlines() if ":" in ln]
-    return [ln for ln in lines if len(ln.split()) > 3][:limit] or ["the case"]
+    lines = [ln.replace("：", ":").split(":", 1)[1].strip() for ln in segment.replace("：", ":").splitlines() if ":" in ln]
+    return [ln for ln in lines if len(ln) > 12][:limit] or ["the case"]
 
 
 def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str, str]:
@@ -148,6 +148,7 @@ def rolebench_responder(body: dict) -> tuple[str, str]:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # listen backlog: the default 5 resets bursts of new connections
 
     def handle_error(self, request, client_address) -> None:
         # clients that give up (timeouts, cancellation, a killed process) close sockets mid-answer

@@ -127,7 +127,8 @@ def test_offline_rebuild_is_bit_for_bit_and_versions_are_immutable(built, capsys
     ma.pop("version"), mb.pop("version")
     assert ma == mb
     capsys.readouterr()
-    assert main(build_args(None, tmp / "work", tmp / "out", "0.1.0", "--offline")) == 1
+    # an existing version is refused up front, before any request (even online, with no server)
+    assert main(build_args("http://127.0.0.1:9/v1", tmp / "work", tmp / "out", "0.1.0", "--api-key", KEY)) == 1
     assert "versions are immutable" in capsys.readouterr().err
     # offline with a change that needs a new request: fails on the miss, names it
     assert main(build_args(None, tmp / "work", tmp / "out", "0.1.2", "--offline", "--samples", "7")) == 1
@@ -244,3 +245,19 @@ def test_bad_instruction_line_is_reported(tmp_path, capsys, built):
     code, err = _cli(["rolegpt", "--work", str(tmp_path / "work"), "--instructions", str(bad), "--offline",
                       "--segment-tokens", "250", "--model", "fake-model"], capsys)
     assert code == 1 and f"{bad}:2: missing 'instruction'" in err
+
+
+def test_chinese_build_matches_real_rolebench_zh_layout(tmp_path, rolebench_sample):
+    with FakeOpenAIServer(rolebench_responder) as srv:
+        args = ["build", "--lang", "zh", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
+                "--version", "0.1.0", "--scripts", str(DEMO / "scripts-zh"),
+                "--instructions", str(DEMO / "instructions-zh.jsonl"), "--segment-tokens", "120",
+                "--model", "fake-model", "--base-url", srv.base_url, "--api-key", KEY, "--no-progress"]
+        assert main(args) == 0
+    v = tmp_path / "o" / "v0.1.0"
+    assert json.loads((v / "profiles-zh" / "desc.json").read_text())["孙悟空"].startswith("你")
+    for rel in ("general/train.jsonl", "general/test.jsonl", "role_specific/train.jsonl", "role_specific/test.jsonl"):
+        ours = json.loads((v / "rolebench-zh" / rel).read_text(encoding="utf-8").splitlines()[0])
+        real = json.loads((rolebench_sample / "rolebench-zh" / rel).read_text(encoding="utf-8").splitlines()[0])
+        assert {k: type(x) for k, x in ours.items()} == {k: type(x) for k, x in real.items()}, rel
+        assert ours["role"] == "孙悟空"

@@ -1,0 +1,93 @@
+"""LLMClient throughput against a local OpenAI-compatible server with fixed latency.
+
+The bound is concurrency / latency requests per second (e.g. 64 / 0.2 s = 320 req/s). Side by side
+in one run: the obvious alternative, a bare ``openai.AsyncOpenAI`` + asyncio.Semaphore + gather
+(no journal, limits or accounting), to show what the journal and bookkeeping cost.
+
+    python benchmarks/llm_client_throughput.py --concurrency 64 --latency 0.2 --requests 1280
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import logging
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from data_gen.llm import ChatRequest, LLMClient  # noqa: E402
+
+KEY = "sk-bench"
+
+
+def requests(n: int, tag: str) -> list[ChatRequest]:
+    return [ChatRequest([{"role": "user", "content": f"{tag} request {i}"}], {"temperature": 0.0, "max_tokens": 16})
+            for i in range(n)]
+
+
+def bench_llm_client(base_url: str, n: int, concurrency: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        client = LLMClient("bench-model", journal_path=Path(tmp) / "journal.sqlite", base_url=base_url, api_key=KEY,
+                           concurrency=concurrency, max_retries=0)
+        reqs = requests(n, "client")
+        t = time.perf_counter()
+        results = client.run_many(reqs)
+        elapsed = time.perf_counter() - t
+        assert all(r.ok for r in results) and len(client.journal) == n
+        client.close()
+    return n / elapsed
+
+
+def bench_bare_openai(base_url: str, n: int, concurrency: int) -> float:
+    async def go() -> float:
+        api = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(r: ChatRequest) -> None:
+            async with sem:
+                await api.chat.completions.create(model="bench-model", messages=r.messages, **r.params)
+        reqs = requests(n, "bare")
+        t = time.perf_counter()
+        await asyncio.gather(*(one(r) for r in reqs))
+        elapsed = time.perf_counter() - t
+        await api.close()
+        return n / elapsed
+    return asyncio.run(go())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--requests", type=int, default=1280)
+    args = ap.parse_args()
+    logging.getLogger("data_gen.llm").setLevel(logging.ERROR)  # "no price for bench-model"
+    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent.parent / "tests" / "fake_openai_server.py"),
+                               "--latency", str(args.latency), "--key", KEY], stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = server.stdout.readline().strip()
+        bench_bare_openai(base_url, args.concurrency, args.concurrency)  # warm-up (imports, connections)
+        bound = args.concurrency / args.latency
+        bare = bench_bare_openai(base_url, args.requests, args.concurrency)
+        ours = bench_llm_client(base_url, args.requests, args.concurrency)
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+          f"{platform.processor() or platform.machine()}, python {platform.python_version()}, openai {openai.__version__}")
+    print(f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.requests} requests, "
+          f"bound {bound:.0f} req/s")
+    print(f"bare AsyncOpenAI + semaphore : {bare:7.1f} req/s  ({100 * bare / bound:5.1f}% of bound)")
+    print(f"LLMClient (journal, limits)  : {ours:7.1f} req/s  ({100 * ours / bound:5.1f}% of bound)")
+
+
+if __name__ == "__main__":
+    main()
