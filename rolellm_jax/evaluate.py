@@ -1,0 +1,83 @@
+"""python -m rolellm_jax.evaluate: score predictions, generate and score a checkpoint, GPT judge.
+
+    python -m rolellm_jax.evaluate score --pred PRED.jsonl --ref REF.jsonl [--mode paper|f1]
+        [--refs max|first] [--lang en|zh] [--zh-tokenizer char|jieba] [--strict]
+
+``score`` prints one JSON object (score, row counts, unmatched rows with counts and examples,
+warnings). Warnings also go to stderr; ``--strict`` makes unmatched rows or a language warning
+an error (exit 1). Bad input (a malformed line, a missing key) is one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from rolellm_jax.jsonl import JsonlError
+from rolellm_jax.metrics import LANGS, MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
+from rolellm_jax.rolebench import RoleBenchError
+
+# Errors whose message is already the one line a user needs.
+USER_ERRORS: tuple[type[Exception], ...] = (JsonlError, RoleBenchError, MetricError)
+
+
+def _add_rouge_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default="paper", help="paper: `rouge` recall (RoleLLM tables); f1: rouge_score F1")
+    p.add_argument("--refs", choices=REFS_POLICIES, default="max", help="several references: best one or the first one")
+    p.add_argument("--zh-tokenizer", choices=ZH_TOKENIZERS, default="char", help="Chinese tokens: characters or jieba words")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rolellm_jax.scoring import score_files
+
+    report = score_files(args.pred, args.ref, mode=args.mode, refs=args.refs, lang=args.lang, zh_tokenizer=args.zh_tokenizer)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 1 if args.strict and report["warnings"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rolellm_jax.evaluate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="Rouge-L of a prediction file against a reference file (RoleBench rows)")
+    score.add_argument("--pred", required=True, help="predictions, RoleBench rows (a rolegpt_baseline.jsonl is valid)")
+    score.add_argument("--ref", required=True, help="references, RoleBench rows (e.g. test.jsonl)")
+    score.add_argument("--lang", choices=LANGS, default="en")
+    _add_rouge_flags(score)
+    score.add_argument("--strict", action="store_true", help="exit 1 when rows are unmatched or the language looks wrong")
+    score.set_defaults(func=cmd_score)
+    for register in _EXTRA_COMMANDS:
+        register(sub, _add_rouge_flags)
+    return parser
+
+
+# Subcommands defined in their own modules (generation, judge) register themselves here.
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction, Callable[[argparse.ArgumentParser], None]], None]] = []
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    errors = list(USER_ERRORS)
+    try:
+        from data_gen.llm import LLMError
+
+        errors.append(LLMError)
+    except ImportError:  # pragma: no cover - data_gen ships with the same distribution
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
