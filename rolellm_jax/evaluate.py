@@ -6,6 +6,12 @@
 ``score`` prints one JSON object (score, row counts, unmatched rows with counts and examples,
 warnings). Warnings also go to stderr; ``--strict`` makes unmatched rows or a language warning
 an error (exit 1). Bad input (a malformed line, a missing key) is one line on stderr, exit 2.
+
+    python -m rolellm_jax.evaluate judge --pred NAME=FILE --pred NAME=FILE [...] --profiles P
+        --model JUDGE --journal J.sqlite --out DIR [--ref REF.jsonl] [--lang en|zh] [--seed 0]
+
+``judge`` ranks anonymised, shuffled answers with an LLM through OPENAI_BASE_URL / OPENAI_API_KEY
+(see :mod:`rolellm_jax.judge`) and writes judgments.jsonl and judge_summary.json (win rates).
 """
 
 from __future__ import annotations
@@ -13,14 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from rolellm_jax import judge
 
 from rolellm_jax.jsonl import JsonlError
 from rolellm_jax.metrics import LANGS, MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
 from rolellm_jax.rolebench import RoleBenchError
 
 # Errors whose message is already the one line a user needs.
-USER_ERRORS: tuple[type[Exception], ...] = (JsonlError, RoleBenchError, MetricError)
+USER_ERRORS: tuple[type[Exception], ...] = (JsonlError, RoleBenchError, MetricError, judge.JudgeError)
 
 
 def _add_rouge_flags(p: argparse.ArgumentParser) -> None:
@@ -50,13 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rouge_flags(score)
     score.add_argument("--strict", action="store_true", help="exit 1 when rows are unmatched or the language looks wrong")
     score.set_defaults(func=cmd_score)
-    for register in _EXTRA_COMMANDS:
-        register(sub, _add_rouge_flags)
+    judge.add_parser(sub)
     return parser
-
-
-# Subcommands defined in their own modules (generation, judge) register themselves here.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction, Callable[[argparse.ArgumentParser], None]], None]] = []
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
