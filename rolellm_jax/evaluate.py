@@ -12,6 +12,12 @@ an error (exit 1). Bad input (a malformed line, a missing key) is one line on st
 
 ``judge`` ranks anonymised, shuffled answers with an LLM through OPENAI_BASE_URL / OPENAI_API_KEY
 (see :mod:`rolellm_jax.judge`) and writes judgments.jsonl and judge_summary.json (win rates).
+
+    python -m rolellm_jax.evaluate run --ckpt CKPT --data DATA --out DIR [--split SETTING ...]
+    python -m rolellm_jax.evaluate table DIR1/metrics.json DIR2/metrics.json
+
+``run`` generates answers for the RoleBench test splits and writes predictions, metrics.json and
+results.md (see :mod:`rolellm_jax.eval_run`); ``table`` puts several runs in one table.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from rolellm_jax import judge
+from rolellm_jax import eval_run, judge
 
 from rolellm_jax.jsonl import JsonlError
 from rolellm_jax.metrics import LANGS, MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
@@ -58,18 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rouge_flags(score)
     score.add_argument("--strict", action="store_true", help="exit 1 when rows are unmatched or the language looks wrong")
     score.set_defaults(func=cmd_score)
+    eval_run.add_parser(sub, _add_rouge_flags)
+    eval_run.add_table_parser(sub)
     judge.add_parser(sub)
     return parser
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     errors = list(USER_ERRORS)
-    try:
-        from data_gen.llm import LLMError
+    # Imported here: each brings jax / transformers / openai, which `score` alone does not need.
+    from data_gen.llm import LLMError
+    from rolellm_jax.chat import ChatFormatError
+    from rolellm_jax.generate import GenerationError
+    from rolellm_jax.models.config import ConfigError
+    from rolellm_jax.safetensors_io import CheckpointError
+    from rolellm_jax.sharding import ShardingError
+    from rolellm_jax.tokenizer import TokenizerError
 
-        errors.append(LLMError)
-    except ImportError:  # pragma: no cover - data_gen ships with the same distribution
-        pass
+    errors += [LLMError, ChatFormatError, GenerationError, ConfigError, CheckpointError, ShardingError, TokenizerError]
     return tuple(errors)
 
 
