@@ -152,6 +152,20 @@ def cmd_table(args) -> int:
     return 0
 
 
+def stop_token_ids(ckpt: str | Path, tokenizer) -> tuple[int, ...]:
+    """The tokenizer's EOS plus the ``eos_token_id`` of the checkpoint's generation_config.json
+    (chat models often end a turn with a token of their own, e.g. <|im_end|> or <|eot_id|>)."""
+    ids = [tokenizer.eos_token_id]
+    path = Path(ckpt) / "generation_config.json"
+    if path.is_file():
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+        except json.JSONDecodeError as e:
+            raise RoleBenchError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        ids += value if isinstance(value, list) else [value]
+    return tuple(dict.fromkeys(i for i in ids if isinstance(i, int)))
+
+
 def cmd_run(args) -> int:
     from rolellm_jax import sharding
     from rolellm_jax.generate import SamplingConfig
@@ -165,7 +179,7 @@ def cmd_run(args) -> int:
     mesh = sharding.make_mesh(sharding.MeshConfig(data=data_axis, fsdp=fsdp, tensor=tensor))
     model, cfg = load_model(args.ckpt, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
     tokenizer = load_tokenizer(args.ckpt)
-    eos = tuple(i for i in (tokenizer.eos_token_id,) if i is not None)
+    eos = stop_token_ids(args.ckpt, tokenizer)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed, eos_token_ids=eos, pad_token_id=tokenizer.pad_token_id or 0)
     out = Path(args.out)
