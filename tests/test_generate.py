@@ -62,12 +62,12 @@ def test_rows_stop_at_their_own_eos(pair) -> None:
 def test_greedy_on_8_device_mesh_equals_single_device(pair) -> None:
     hf, _ = pair
     model = ported(hf)
-    batch = prompts((4, 9, 2, 7))
-    want = generate(model, batch, SamplingConfig(max_new_tokens=6), batch_size=4)
+    batch = prompts()
+    want = generate(model, batch, SamplingConfig(max_new_tokens=NEW), batch_size=4)
     mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
     with jax.set_mesh(mesh):
         nnx.update(model, sharding.shard_params(nnx.state(model), mesh))
-    assert generate(model, batch, SamplingConfig(max_new_tokens=6), batch_size=4, mesh=mesh) == want
+    assert generate(model, batch, SamplingConfig(max_new_tokens=NEW), batch_size=4, mesh=mesh) == want
 
 
 def test_sampling_is_reproducible_from_seed(pair) -> None:
