@@ -1,0 +1,310 @@
+"""RoleBench rows -> chat-rendered, loss-masked, packed, deterministic training batches.
+
+Pipeline: read rows (:mod:`rolellm_jax.rolebench`) -> one example per reference answer
+(``references_per_row``) with the role's system instruction -> render and tokenise
+(:mod:`rolellm_jax.chat`, batched) -> truncate to ``seq_len`` -> pack into fixed rows
+(best-fit decreasing; an example is never split across rows) -> epoch-wise seeded shuffle.
+
+Batch ``k`` is a pure function of ``(seed, k)``: it holds global rows ``k*B .. k*B+B-1`` of an
+endless stream in which epoch ``e`` is the packed rows in the order of a permutation seeded by
+``(seed, e)``. Resuming at step k needs no replay. Every process builds the same packed rows
+(cheap) and returns only its contiguous slice of the global batch; :func:`to_global_arrays`
+assembles the global ``jax.Array`` with ``jax.make_array_from_process_local_data``.
+
+Inside a packed row, ``segment_ids`` number the examples 1..n (0 = padding) and ``positions``
+restart at 0 for each; ``targets[t]`` is the next token of the same segment and ``loss_mask[t]``
+is 1 only when that target is an answer token (EOS included).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rolellm_jax import chat, rolebench
+
+logger = logging.getLogger(__name__)
+
+BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions")
+
+
+class DataError(ValueError):
+    """A data configuration or dataset that cannot give training batches (message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where RoCIT data comes from and how it is batched.
+
+    The defaults are ours: the RoleLLM paper does not publish its training data settings
+    (sequence length, mixing, packing); the paper trains on general and role-specific data mixed.
+    """
+
+    # A folder in the original RoleBench layout, our release folder, or a Hub dataset id.
+    source: str = "release/rolebench-demo"
+    lang: str = "eng"  # eng | zh
+    setting: str = "instruction_generalization"  # | role_generalization (eng only)
+    kinds: tuple[str, ...] = ("general", "role_specific")  # which kinds are mixed into training
+    role_specific_repeat: int = 1  # times each role-specific example is repeated (upweights knowledge)
+    split: str = "train"
+    seq_len: int = 1024  # tokens per packed row (the model's T)
+    references_per_row: str = "all"  # all | first | N (a row with N answers gives <= N examples)
+    on_bad_line: str = "fail"  # fail | skip (skipped lines are counted in a warning)
+    max_rows: int | None = None  # cap on rows per kind (after reading, before shuffling); None = all
+    seed: int = 0  # packing order and per-epoch shuffling
+    shuffle: bool = True  # False: rows in packing order every epoch (debugging)
+    pad_id: int | None = None  # None: the tokenizer's pad id, else its EOS id (padding is masked anyway)
+
+    def __post_init__(self):
+        if isinstance(self.kinds, (list, str)):  # YAML gives lists; "general" means one kind
+            object.__setattr__(self, "kinds", (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds))
+        if not self.kinds or any(k not in rolebench.KINDS for k in self.kinds):
+            raise DataError(f"data.kinds={self.kinds!r}: expected a non-empty subset of {rolebench.KINDS}")
+        if self.on_bad_line not in ("fail", "skip"):
+            raise DataError(f"data.on_bad_line={self.on_bad_line!r}: expected 'fail' or 'skip'")
+        if self.seq_len < 2:
+            raise DataError(f"data.seq_len={self.seq_len}: must be at least 2")
+        if self.role_specific_repeat < 1:
+            raise DataError(f"data.role_specific_repeat={self.role_specific_repeat}: must be >= 1")
+        self.references_limit()  # validates
+
+    def references_limit(self) -> int | None:
+        """How many references per row become examples (None = all)."""
+        value = str(self.references_per_row)
+        if value == "all":
+            return None
+        if value == "first":
+            return 1
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        raise DataError(f"data.references_per_row={self.references_per_row!r}: expected 'all', 'first' or N >= 1")
+
+
+@dataclasses.dataclass
+class DataStats:
+    """What loading did; logged once and kept for the run's manifest."""
+
+    rows: int = 0
+    examples: int = 0
+    truncated: int = 0  # longer than seq_len: cut to seq_len (the answer lost its end)
+    dropped: int = 0  # prompt alone filled seq_len: no answer token left to learn from
+    packed_rows: int = 0
+    tokens: int = 0  # non-padding tokens in packed rows
+    loss_tokens: int = 0
+
+    @property
+    def fill(self) -> float:
+        return 0.0 if not self.packed_rows else self.tokens / self.packed_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One rendered training example (role, question, one reference answer)."""
+
+    system: str
+    question: str
+    answer: str
+
+
+def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
+    """The training examples of ``cfg`` and the number of rows they came from.
+
+    Refuses held-out role-generalisation roles and roles without a description.
+    """
+    rows: list[rolebench.RoleRow] = []
+    for kind in cfg.kinds:
+        kind_rows = rolebench.read_rows(cfg.source, cfg.lang, cfg.setting, kind, cfg.split, cfg.on_bad_line)
+        rows.extend(kind_rows[: cfg.max_rows] if cfg.max_rows is not None else kind_rows)
+    if cfg.setting == "role_generalization":
+        rolebench.check_no_held_out_roles(rows, rolebench.held_out_roles(cfg.source, cfg.lang))
+    descriptions = rolebench.describe(rows, rolebench.read_descriptions(cfg.source, cfg.lang), f"{cfg.source} profiles-{cfg.lang}")
+    systems = {role: chat.role_system_text(cfg.lang, role, desc) for role, desc in descriptions.items()}
+    limit = cfg.references_limit()
+    examples = []
+    for row in rows:
+        repeat = cfg.role_specific_repeat if row.kind == "role_specific" else 1
+        for answer in row.answers[:limit]:
+            examples.extend([Example(systems[row.role], row.question, answer)] * repeat)
+    return examples, len(rows)
+
+
+def tokenize_examples(
+    examples: Sequence[Example], tokenizer, family: str, seq_len: int, stats: DataStats, chunk: int = 1024
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, answer_mask)`` per example, truncated to ``seq_len``; counts truncated/dropped."""
+    out = []
+    for start in range(0, len(examples), chunk):
+        part = examples[start : start + chunk]
+        rendered = chat.render_examples(
+            tokenizer, family, [e.system for e in part], [e.question for e in part], [e.answer for e in part]
+        )
+        for ids, mask in rendered:
+            if len(ids) > seq_len:
+                ids, mask = ids[:seq_len], mask[:seq_len]
+                if not any(mask[1:]):  # the first token is never a target
+                    stats.dropped += 1
+                    continue
+                stats.truncated += 1
+            out.append((np.asarray(ids, np.int32), np.asarray(mask, np.int8)))
+    return out
+
+
+def pack(lengths: Sequence[int], seq_len: int, seed: int) -> list[list[int]]:
+    """Group example indices into rows of total length <= seq_len (best-fit decreasing).
+
+    Ties in length are broken by a seeded permutation, so the result is deterministic.
+    """
+    order = np.random.default_rng([seed, 0xC0FFEE]).permutation(len(lengths))
+    order = sorted(order.tolist(), key=lambda i: -lengths[i])  # stable: seeded order within a length
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (free space, row index) of open rows
+    for i in order:
+        n = lengths[i]
+        j = bisect.bisect_left(free, (n, -1))  # the fullest row that still fits
+        if j < len(free):
+            space, r = free.pop(j)
+        else:
+            space, r = seq_len, len(rows)
+            rows.append([])
+        rows[r].append(i)
+        if space - n > 0:
+            bisect.insort(free, (space - n, r))
+    return rows
+
+
+def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int, seed: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Packed ``[R, seq_len]`` arrays: input_ids, targets, loss_mask, segment_ids, positions."""
+    groups = pack([len(ids) for ids, _ in tokenized], seq_len, seed)
+    num = len(groups)
+    tokens = np.full((num, seq_len), pad_id, np.int32)
+    answer = np.zeros((num, seq_len), np.int8)
+    segment_ids = np.zeros((num, seq_len), np.int32)
+    positions = np.zeros((num, seq_len), np.int32)
+    for r, group in enumerate(groups):
+        at = 0
+        for seg, i in enumerate(group, start=1):
+            ids, mask = tokenized[i]
+            n = len(ids)
+            tokens[r, at : at + n] = ids
+            answer[r, at : at + n] = mask
+            segment_ids[r, at : at + n] = seg
+            positions[r, at : at + n] = np.arange(n)
+            at += n
+    same_next = np.zeros_like(segment_ids, bool)
+    same_next[:, :-1] = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, :-1] > 0)
+    targets = np.full_like(tokens, pad_id)
+    targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], pad_id)
+    loss_mask = np.zeros((num, seq_len), np.float32)
+    loss_mask[:, :-1] = (same_next[:, :-1] & (answer[:, 1:] > 0)).astype(np.float32)
+    return {"input_ids": tokens, "targets": targets, "loss_mask": loss_mask, "segment_ids": segment_ids, "positions": positions}
+
+
+class PackedBatches:
+    """Deterministic packed batches of RoCIT data for one process (contract 7).
+
+    ``batch(k)`` returns this process's ``global_batch_size // process_count`` rows of global
+    batch k, a pure function of ``(cfg.seed, k)``.
+    """
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        tokenizer,
+        family: str,
+        global_batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        *,
+        examples: Sequence[Example] | None = None,
+    ):
+        if global_batch_size < 1:
+            raise DataError(f"global_batch_size={global_batch_size}: must be >= 1")
+        if not 0 <= process_index < process_count:
+            raise DataError(f"process_index={process_index} is outside 0..{process_count - 1}")
+        if global_batch_size % process_count:
+            lower = global_batch_size - global_batch_size % process_count
+            raise DataError(
+                f"global_batch_size={global_batch_size} is not divisible by process_count={process_count}: "
+                f"use a multiple of {process_count} (e.g. {lower or process_count} or {lower + process_count})"
+            )
+        self.cfg = cfg
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // process_count
+        self.process_index = process_index
+        self.stats = DataStats()
+        self._order: tuple[int, np.ndarray | None] = (-1, None)
+        if examples is None:
+            examples, self.stats.rows = load_examples(cfg)
+        self.stats.examples = len(examples)
+        pad_id = cfg.pad_id if cfg.pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        tokenized = tokenize_examples(examples, tokenizer, family, cfg.seq_len, self.stats)
+        if not tokenized:
+            raise DataError(f"{cfg.source}: no training example left (rows={self.stats.rows}, dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})")
+        self.rows = build_rows(tokenized, cfg.seq_len, cfg.seed, pad_id)
+        self.stats.packed_rows = len(self.rows["input_ids"])
+        self.stats.tokens = int((self.rows["segment_ids"] > 0).sum())
+        self.stats.loss_tokens = int(self.rows["loss_mask"].sum())
+        if self.stats.truncated or self.stats.dropped:
+            logger.warning(
+                "data: %d example(s) longer than seq_len=%d were truncated, %d dropped (prompt alone too long)",
+                self.stats.truncated, cfg.seq_len, self.stats.dropped,
+            )
+        logger.info(
+            "data: %d rows -> %d examples -> %d packed rows of %d (%.1f%% filled), %d loss tokens",
+            self.stats.rows, self.stats.examples, self.stats.packed_rows, cfg.seq_len,
+            100 * self.stats.fill / cfg.seq_len, self.stats.loss_tokens,
+        )
+
+    @property
+    def num_rows(self) -> int:
+        return self.stats.packed_rows
+
+    @property
+    def steps_per_epoch(self) -> float:
+        return self.num_rows / self.global_batch_size
+
+    def row_indices(self, step: int) -> np.ndarray:
+        """Packed-row indices of this process's part of global batch ``step``."""
+        if step < 0:
+            raise DataError(f"step={step}: must be >= 0")
+        first = step * self.global_batch_size + self.process_index * self.local_batch_size
+        stream = np.arange(first, first + self.local_batch_size, dtype=np.int64)
+        epochs, offsets = np.divmod(stream, self.num_rows)
+        out = np.empty_like(stream)
+        for epoch in np.unique(epochs):
+            at = epochs == epoch
+            out[at] = self._epoch_order(int(epoch))[offsets[at]]
+        return out
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's rows of global batch ``step``: dict of ``[local_batch, seq_len]`` arrays."""
+        idx = self.row_indices(step)
+        return {k: self.rows[k][idx] for k in BATCH_KEYS}
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order[0] != epoch:  # batches walk epochs in order: keep the last permutation
+            order = np.arange(self.num_rows)
+            if self.cfg.shuffle:
+                order = np.random.default_rng([self.cfg.seed, epoch]).permutation(self.num_rows)
+            self._order = (epoch, order)
+        return self._order[1]
+
+
+def to_global_arrays(local_batch: dict[str, np.ndarray], mesh, sharding=None) -> dict[str, Any]:
+    """Assemble each process's rows into global ``jax.Array`` s (batch axis over data x fsdp).
+
+    ``sharding`` defaults to the batch axis split over the mesh axes ``data`` and ``fsdp``
+    (those the mesh has), the sequence axis replicated.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if sharding is None:
+        batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+        sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
