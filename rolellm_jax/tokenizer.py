@@ -1,0 +1,78 @@
+"""Tokenizers: load any checkpoint's with AutoTokenizer; train a tiny one for tests and demos.
+
+The tiny tokenizer is a sentencepiece BPE model (byte fallback, so any UTF-8 text encodes
+without <unk>; identity normalisation and no whitespace squeezing, so decode(encode(s)) == s),
+converted to a fast tokenizer by transformers and saved with `save_pretrained` (tokenizer.json).
+
+Trap this module avoids: in transformers 5 `LlamaTokenizer(vocab_file=...)` silently builds an
+empty 3-token tokenizer; loading the folder that holds tokenizer.model with `from_pretrained`
+runs the real sentencepiece conversion.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that cannot be trained or loaded (message names the folder)."""
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
+    """Train a sentencepiece BPE tokenizer on `texts` and save it as a transformers tokenizer.
+
+    Returns the loaded tokenizer. `out_dir` gets tokenizer.json, tokenizer_config.json and the
+    sentencepiece tokenizer.model it was converted from.
+    """
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts),
+                model_prefix=str(Path(tmp) / "tokenizer"),
+                model_type="bpe",
+                vocab_size=vocab_size,
+                byte_fallback=True,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                character_coverage=1.0,
+                split_digits=True,
+                unk_id=0,
+                bos_id=1,
+                eos_id=2,
+                pad_id=3,
+                minloglevel=2,
+            )
+        except RuntimeError as err:  # sentencepiece reports e.g. a vocab too small for the bytes
+            raise TokenizerError(f"{out_dir}: sentencepiece training failed: {str(err).splitlines()[-1]}") from None
+        # from_pretrained on the folder holding tokenizer.model (never the vocab_file= constructor).
+        # add_prefix_space=False mirrors add_dummy_prefix=False: no "▁" prepended to the first
+        # word and no leading space stripped on decode (chat segments concatenate cleanly).
+        tokenizer = LlamaTokenizer.from_pretrained(
+            tmp, add_bos_token=False, add_eos_token=False, add_prefix_space=False, **SPECIAL_TOKENS
+        )
+        tokenizer.save_pretrained(out_dir)
+        (out_dir / "tokenizer.model").write_bytes((Path(tmp) / "tokenizer.model").read_bytes())
+    return load_tokenizer(out_dir)
+
+
+def load_tokenizer(path: str | Path):
+    """AutoTokenizer from a checkpoint folder (ours or Hugging Face), refusing an empty one."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+        raise TokenizerError(f"{path}: no tokenizer.json or tokenizer.model in this folder")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if len(tokenizer) <= len(SPECIAL_TOKENS):
+        raise TokenizerError(f"{path}: tokenizer loaded with only {len(tokenizer)} tokens (empty vocabulary)")
+    return tokenizer
