@@ -109,8 +109,9 @@ class TrainProgram:
                 lambda p: lora_lib.init_adapters(p, lora_cfg, jax.random.key(seed + 1)), out_shardings=shardings
             )(params)
             frozen = params
-        opt_state = jax.jit(self.optimizer.init)(trainable)
-        return {"trainable": trainable, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32)}, frozen
+        state = {"trainable": trainable, "opt_state": self.optimizer.init(trainable), "step": jnp.zeros((), jnp.int32)}
+        # commit every leaf (scalars too) to its mesh sharding, as the step's outputs will be
+        return jax.device_put(state, jax.tree.map(lambda x: x.sharding, self.abstract_state())), frozen
 
     def abstract_adapters(self) -> dict:
         abstract = jax.eval_shape(lambda: lora_lib.init_adapters(self.abstract_params, self.lora, jax.random.key(0)))
@@ -196,18 +197,32 @@ class TrainProgram:
         return new_state, metrics
 
     def jitted_step(self) -> Callable:
+        """step(state, frozen, batch) -> (state, metrics); state is donated."""
         if self._step is None:
             abstract = self.abstract_state()
             state_shardings = jax.tree.map(lambda x: x.sharding, abstract)
             frozen_shardings = jax.tree.map(lambda x: x.sharding, self.abstract_params) if self.lora.enabled else None
             replicated = NamedSharding(self.mesh, PartitionSpec())
-            self._step = jax.jit(
+            jitted = jax.jit(
                 self.step_fn,
                 in_shardings=(state_shardings, frozen_shardings, self.batch_sharding),
                 out_shardings=(state_shardings, replicated),
                 donate_argnums=(0,),
             )
+            mesh = self.mesh
+
+            def step(state, frozen, batch):
+                with jax.set_mesh(mesh):  # activation constraints in the model read this mesh
+                    return jitted(state, frozen, batch)
+
+            step.lower = lambda *args: _lower_on(mesh, jitted, *args)
+            self._step = step
         return self._step
+
+
+def _lower_on(mesh: Mesh, jitted: Any, *args: Any) -> Any:
+    with jax.set_mesh(mesh):
+        return jitted.lower(*args)
 
 
 def _axes_tree(template: nnx.State) -> Any:
