@@ -1,0 +1,66 @@
+"""Flax NNX decoders for the LLaMA and GLM families: ``build_model(cfg, rngs=...)``.
+
+Build::
+
+    from flax import nnx
+    from rolellm_jax.models import build_model
+    from rolellm_jax.models.config import ModelConfig
+    model = build_model(cfg, rngs=nnx.Rngs(0))      # or nnx.eval_shape(lambda: build_model(...))
+
+Parameters: ``nnx.state(model, nnx.Param).to_pure_dict()`` is the tree of contract 2 (HF names
+without ``model.``, kernels [in, out], every layer param stacked on a leading L axis); each
+``nnx.Param`` carries its logical axis names in ``out_sharding`` metadata (sharding.shard_params
+reads them). Params are ``cfg.param_dtype``; compute runs in ``cfg.dtype``.
+
+Forward (training / scoring)::
+
+    logits = model(input_ids, positions=None, segment_ids=None)
+
+- ``input_ids`` int32 [B, T].
+- ``positions`` int32 [B, T], the rotary position of every token; default ``arange(T)`` per row.
+  For packed rows restart at 0 in each segment; for left-padded rows use ``cumsum(mask) - 1``
+  clipped at 0.
+- ``segment_ids`` int32 [B, T]; token i attends to token j <= i only when both carry the same
+  non-zero id; 0 marks padding (a pad token attends only to itself, so nothing is NaN; ignore its
+  logits). Default: all ones (plain causal attention).
+- returns float32 logits [B, T, V].
+
+Generation with a KV cache (static shapes; all rows advance in lockstep)::
+
+    cache = model.init_cache(batch, max_len)          # dtype defaults to cfg.dtype
+    logits, cache = model(prompt_ids, positions=pos, segment_ids=seg, cache=cache)   # prefill
+    logits, cache = model(next_ids[:, None], positions=pos_next[:, None],
+                          segment_ids=jnp.ones((B, 1), jnp.int32), cache=cache)     # each step
+
+- ``cache`` is a plain dict pytree: ``k``, ``v`` [L, B, max_len, KV, hd], ``segment_ids``
+  [B, max_len] (0 = empty or padding) and ``index`` (int32 scalar: the next slot to write).
+  A call with T tokens writes them at slots ``index .. index+T-1`` (they may attend to every earlier
+  slot with the same segment id, and causally among themselves) and returns ``index + T``.
+  The caller keeps ``index + T <= max_len``; nothing checks it under jit.
+- Left-padded prompts: pad on the left with segment id 0 and positions ``cumsum(mask) - 1``
+  (clipped at 0); real tokens use segment id 1. Each decode step then passes
+  ``positions = last position + 1`` per row and segment id 1. Logits at padded slots are junk.
+- ``positions`` defaults to ``index + arange(T)`` (right for unpadded batches only);
+  ``segment_ids`` defaults to ones.
+- Logits from prefill + decode equal the full forward logits of the same tokens (tested).
+- Wrap the call in ``nnx.jit`` (or split/merge + ``jax.jit``); the cache can be donated.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.glm import GlmForCausalLM
+from rolellm_jax.models.layers import CausalLM
+from rolellm_jax.models.llama import LlamaForCausalLM
+
+FAMILY_MODELS: dict[str, type[CausalLM]] = {"llama": LlamaForCausalLM, "glm": GlmForCausalLM}
+
+
+def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> CausalLM:
+    """A randomly initialised model of ``cfg.family`` (load weights with nnx.update afterwards)."""
+    return FAMILY_MODELS[cfg.family](cfg, rngs=rngs)
+
+
+__all__ = ["build_model", "CausalLM", "LlamaForCausalLM", "GlmForCausalLM", "FAMILY_MODELS", "ModelConfig"]

@@ -1,0 +1,316 @@
+"""The decoder building blocks shared by every family: written once, composed by llama.py / glm.py.
+
+Contents, top to bottom: parameter metadata helpers, RMSNorm, rotary position embedding (one
+function, two layouts), the attention function (the single kernel plug point), the attention and
+SwiGLU modules, one decoder layer, and ``CausalLM``: embeddings + a stacked layer stack (scanned or
+unrolled, optionally rematerialised) + final norm + LM head, with a functional KV cache.
+
+Numerics follow transformers' LlamaForCausalLM / GlmForCausalLM: RMSNorm normalises in float32,
+rotary angles are computed in float32, attention softmax runs in float32 inside
+``jax.nn.dot_product_attention``; everything else runs in ``cfg.dtype`` with ``cfg.param_dtype``
+parameters. Logits are always float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rolellm_jax.models.config import ConfigError, ModelConfig
+from rolellm_jax.sharding import constrain
+
+RotaryLayout = Literal["half", "interleaved"]
+
+BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole layer in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")
+
+
+def axes(*names: str) -> dict[str, Any]:
+    """Param metadata: logical axis names, mapped to the mesh later by sharding.LOGICAL_RULES.
+
+    eager_sharding=False so that a model builds with no mesh at all; shard_params places it.
+    """
+    return {"out_sharding": names, "eager_sharding": False}
+
+
+def dense(rngs: nnx.Rngs, cfg: ModelConfig, d_in: int, d_out: int, in_axis: str, out_axis: str,
+          bias: bool = False) -> nnx.Linear:
+    """A linear layer with HF's N(0, 0.02) init, kernel [in, out] (the HF weight transposed)."""
+    return nnx.Linear(
+        d_in, d_out, use_bias=bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        kernel_init=nnx.initializers.normal(0.02), bias_init=nnx.initializers.zeros_init(),
+        kernel_metadata=axes(in_axis, out_axis), bias_metadata=axes(out_axis), rngs=rngs,
+    )
+
+
+class RMSNorm(nnx.Module):
+    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as HF does)."""
+
+    def __init__(self, dim: int, eps: float, cfg: ModelConfig):
+        self.scale = nnx.Param(jnp.ones((dim,), cfg.param_dtype), **axes("norm"))
+        self.eps = eps
+        self.dtype = cfg.dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+# ---------------------------------------------------------------- rotary position embedding
+def rotary_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies of the rotated dimensions, with optional Llama-3 rescaling.
+
+    Same float32 arithmetic as transformers' compute_default_rope_parameters /
+    _compute_llama3_parameters so the angles match to the last bit that matters.
+    """
+    dim = cfg.rotary_dim
+    inv_freq = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+    inv_freq = inv_freq.astype(np.float32)
+    scaling = cfg.rope_scaling
+    if not scaling:
+        return inv_freq
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind != "llama3":
+        raise ConfigError(f"rope_scaling={scaling!r}: only rope_type 'llama3' is supported")
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array, inv_freq, layout: RotaryLayout) -> jax.Array:
+    """Rotate the first ``2 * len(inv_freq)`` dims of each head of x [B, T, N, hd]; pass the rest.
+
+    layout "half" (LLaMA): pair j is (x[j], x[j + r/2])  -- transformers' rotate_half.
+    layout "interleaved" (GLM): pair j is (x[2j], x[2j + 1]) -- transformers' Glm apply_rotary_pos_emb.
+    Pair j turns by angle positions * inv_freq[j]. Computed in float32.
+    """
+    inv_freq = np.asarray(inv_freq, np.float32)
+    rot = 2 * inv_freq.shape[0]
+    angles = positions.astype(jnp.float32)[:, :, None, None] * jnp.asarray(inv_freq)  # [B, T, 1, r/2]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x32 = x.astype(jnp.float32)
+    x_rot, x_pass = x32[..., :rot], x32[..., rot:]
+    if layout == "half":
+        x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
+    elif layout == "interleaved":
+        x1, x2 = x_rot[..., 0::2], x_rot[..., 1::2]
+    else:
+        raise ValueError(f"unknown rotary layout {layout!r}")
+    r1, r2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    if layout == "half":
+        rotated = jnp.concatenate([r1, r2], axis=-1)
+    else:
+        rotated = jnp.stack([r1, r2], axis=-1).reshape(x_rot.shape)
+    return jnp.concatenate([rotated, x_pass], axis=-1).astype(x.dtype)
+
+
+# ---------------------------------------------------------------- attention
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+              *, q_offset: jax.Array | int = 0, impl: str = "xla") -> jax.Array:
+    """Causal, segment-masked (grouped-query) attention: the ONE place attention is computed.
+
+    q [B, T, H, hd]; k, v [B, S, KV, hd] with H % KV == 0 (query head h reads kv head h // (H/KV),
+    as transformers' repeat_kv). Query i sits at slot ``q_offset + i`` of the S key slots (0 without
+    a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
+    a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
+
+    impl: "xla" (any backend, fp32 ok), "cudnn" (GPU, needs bf16/fp16 compute),
+    "splash" is the plug point for the TPU splash-attention kernel
+    (jax.experimental.pallas.ops.tpu.splash_attention with SegmentIds(q_segment_ids,
+    kv_segment_ids) and a CausalMask): it takes the same arguments and must return the same
+    [B, T, H, hd]; it is not wired yet and refuses clearly.
+    """
+    if impl == "splash":
+        raise NotImplementedError(
+            "attention_impl='splash' is the documented TPU plug point in models/layers.py:attention "
+            "and is not wired yet; use attention_impl='xla'"
+        )
+    if impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+    t, s = q.shape[1], k.shape[1]
+    q_slots = q_offset + jnp.arange(t)[:, None]
+    kv_slots = jnp.arange(s)[None, :]
+    same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (kv_segment_ids[:, None, :] != 0)
+    allowed = (same | (q_slots == kv_slots)[None]) & (kv_slots <= q_slots)[None]
+    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], implementation=impl)
+
+
+class Attention(nnx.Module):
+    """q/k/v projections (optional bias), rotary, attention(), bias-free output projection."""
+
+    def __init__(self, cfg: ModelConfig, rotary_layout: RotaryLayout, *, rngs: nnx.Rngs):
+        d, hd = cfg.hidden_size, cfg.head_size
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
+        self.q_proj = dense(rngs, cfg, d, self.num_heads * hd, "embed", "heads", cfg.attention_bias)
+        self.k_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
+        self.v_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
+        self.o_proj = dense(rngs, cfg, self.num_heads * hd, d, "heads", "embed")
+        self.rotary_layout = rotary_layout
+        self.inv_freq = tuple(float(f) for f in rotary_inv_freq(cfg))  # static constants, not params
+        self.impl = cfg.attention_impl
+
+    def __call__(self, x: jax.Array, positions: jax.Array, q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+                 kv_cache: tuple[jax.Array, jax.Array] | None = None, cache_index: jax.Array | int = 0):
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        q = constrain(q, (BATCH, LENGTH, "activation_heads", "activation_head_dim"))
+        q = apply_rotary(q, positions, self.inv_freq, self.rotary_layout)
+        k = apply_rotary(k, positions, self.inv_freq, self.rotary_layout)
+        if kv_cache is not None:  # write this step's keys/values at the cache index, read all slots
+            k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, cache_index, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, cache_index, 0, 0))
+            kv_cache = (k_all, v_all)
+            k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
+        out = attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=cache_index, impl=self.impl)
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), kv_cache
+
+
+class SwiGLU(nnx.Module):
+    """down(silu(gate(x)) * up(x)). fused=True keeps gate and up in one [D, 2F] kernel (GLM's
+    gate_up_proj, gate first); fused=False has LLaMA's separate gate_proj / up_proj."""
+
+    def __init__(self, cfg: ModelConfig, fused: bool, *, rngs: nnx.Rngs):
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.fused = fused
+        if fused:
+            self.gate_up_proj = dense(rngs, cfg, d, 2 * f, "embed", "mlp")
+        else:
+            self.gate_proj = dense(rngs, cfg, d, f, "embed", "mlp")
+            self.up_proj = dense(rngs, cfg, d, f, "embed", "mlp")
+        self.down_proj = dense(rngs, cfg, f, d, "mlp", "embed")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.fused:
+            gate, up = jnp.split(self.gate_up_proj(x), 2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        hidden = constrain(jax.nn.silu(gate) * up, (BATCH, LENGTH, "activation_mlp"))
+        return self.down_proj(hidden)
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, rotary_layout: RotaryLayout, fused_gate_up: bool, *, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.self_attn = Attention(cfg, rotary_layout, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.mlp = SwiGLU(cfg, fused_gate_up, rngs=rngs)
+
+    def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0):
+        attn_out, kv_cache = self.self_attn(self.input_layernorm(x), positions, q_segment_ids, kv_segment_ids,
+                                            kv_cache, cache_index)
+        x = constrain(x + attn_out, (BATCH, LENGTH, EMBED))
+        x = constrain(x + self.mlp(self.post_attention_layernorm(x)), (BATCH, LENGTH, EMBED))
+        return x, kv_cache
+
+
+# ---------------------------------------------------------------- the whole model
+class CausalLM(nnx.Module):
+    """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
+
+    A family subclass sets ``rotary_layout`` and ``fused_gate_up``; nothing else differs.
+    See rolellm_jax/models/__init__.py for the call and KV-cache contract.
+    """
+
+    rotary_layout: RotaryLayout = "half"
+    fused_gate_up: bool = False
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        if cfg.remat_policy != "none" and cfg.remat_policy not in REMAT_POLICIES:
+            raise ConfigError(f"remat_policy={cfg.remat_policy!r}: expected 'none' or one of {sorted(REMAT_POLICIES)}")
+        if cfg.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"attention_impl={cfg.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        self.cfg = cfg
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+            embedding_init=nnx.initializers.normal(0.02), embedding_metadata=axes("vocab", "embed"), rngs=rngs,
+        )
+
+        # One DecoderLayer per layer, vmapped at construction so every param gets a leading L axis
+        # (logical name "layers"); the same layout whether the forward scans or unrolls.
+        @nnx.split_rngs(splits=cfg.num_hidden_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_layers(layer_rngs: nnx.Rngs) -> DecoderLayer:
+            return DecoderLayer(cfg, self.rotary_layout, self.fused_gate_up, rngs=layer_rngs)
+
+        self.layers = make_layers(rngs)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = dense(rngs, cfg, cfg.hidden_size, cfg.vocab_size, "embed", "vocab")
+
+    # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
+    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
+        cfg = self.cfg
+        shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_size)
+        dtype = dtype or cfg.dtype
+        return {
+            "k": jnp.zeros(shape, dtype),
+            "v": jnp.zeros(shape, dtype),
+            "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
+            "index": jnp.zeros((), jnp.int32),
+        }
+
+    def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None, cache: dict[str, jax.Array] | None = None):
+        cfg = self.cfg
+        b, t = input_ids.shape
+        if segment_ids is None:
+            segment_ids = jnp.ones((b, t), jnp.int32)
+        segment_ids = segment_ids.astype(jnp.int32)
+        index = cache["index"] if cache is not None else 0
+        if positions is None:
+            positions = jnp.broadcast_to(index + jnp.arange(t, dtype=jnp.int32), (b, t))
+        kv_segment_ids = segment_ids
+        if cache is not None:
+            kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
+
+        x = constrain(self.embed_tokens(input_ids), (BATCH, LENGTH, EMBED))
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def layer_step(x, per_layer):
+            params, kv = per_layer
+            layer = nnx.merge(graphdef, params)
+            return layer(x, positions, segment_ids, kv_segment_ids, kv, index)
+
+        if cfg.remat_policy != "none":
+            layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[cfg.remat_policy],
+                                        prevent_cse=not cfg.scan_layers)
+        kv_in = (cache["k"], cache["v"]) if cache is not None else None
+        if cfg.scan_layers:
+            x, kv_out = jax.lax.scan(layer_step, x, (layer_state, kv_in))
+        else:  # unrolled: the same stacked params, sliced per layer
+            outs = []
+            for i in range(cfg.num_hidden_layers):
+                x, kv = layer_step(x, jax.tree.map(lambda a: a[i], (layer_state, kv_in)))
+                outs.append(kv)
+            kv_out = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+        x = self.norm(x)
+        # logits accumulate in float32 even with bf16 compute (the loss needs them exact)
+        head = self.embed_tokens.embedding[...].T if cfg.tie_word_embeddings else self.lm_head.kernel[...]
+        logits = jnp.einsum("btd,dv->btv", x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
+        logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
+        if cache is None:
+            return logits
+        new_cache = {"k": kv_out[0], "v": kv_out[1], "segment_ids": kv_segment_ids, "index": index + t}
+        return logits, new_cache
