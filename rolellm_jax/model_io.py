@@ -1,0 +1,135 @@
+"""Our model checkpoint (shared contract 5) and `load_model`.
+
+A checkpoint is a folder:
+  rolellm_config.json   ModelConfig JSON (param_dtype = the dtype the tensors are stored in)
+  params/               orbax PyTree of the pure-dict parameter tree (hf_layout / contract 2)
+  tokenizer.json, ...   the tokenizer files, so AutoTokenizer.from_pretrained(folder) works
+
+Saving host numpy arrays goes through a NumpyHandler that does not deep-copy them first, with
+small tensorstore chunks and OCDBT data files, so a save needs little memory beyond the arrays.
+Restoring goes against an abstract target: give `jax.ShapeDtypeStruct`s carrying shardings and
+each process reads only its shards, cast to the requested dtype on the fly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rolellm_jax.hf_layout import flatten, param_shapes
+from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.safetensors_io import CheckpointError
+
+CONFIG_FILE = "rolellm_config.json"
+PARAMS_DIR = "params"
+_CHUNK_BYTES = 16 << 20  # tensorstore chunk: bounds the encode buffers during save
+_OCDBT_FILE_BYTES = 64 << 20  # OCDBT flushes data files of this size instead of buffering more
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint import type_handlers
+    from orbax.checkpoint._src.serialization import type_handler_registry as registry
+
+    # The default NumpyHandler deep-copies every host array before an (async) save: twice the
+    # memory for a converted checkpoint. Our saves are synchronous, so the copy buys nothing.
+    handlers = [
+        (ty, type_handlers.NumpyHandler(deepcopy_host_arrays=False) if ty is np.ndarray else handler)
+        for ty, handler in registry._DEFAULT_TYPE_HANDLERS
+    ]
+    handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry.create_type_handler_registry(*handlers))
+    return ocp.Checkpointer(handler)
+
+
+def is_model_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def save_model_checkpoint(
+    path: str | Path,
+    params: dict,
+    cfg: ModelConfig,
+    tokenizer_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write params (numpy or jax arrays, possibly sharded), the config and the tokenizer files."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from rolellm_jax.convert import copy_tokenizer_files
+
+    path = Path(path).absolute()
+    _check_shapes(params, cfg, str(path))
+    if (path / PARAMS_DIR).exists():
+        if not overwrite:
+            raise CheckpointError(f"{path / PARAMS_DIR}: already exists (pass overwrite=True / --overwrite)")
+        if jax.process_index() == 0:
+            shutil.rmtree(path / PARAMS_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), params)
+    _checkpointer().save(
+        path / PARAMS_DIR,
+        args=ocp.args.PyTreeSave(params, save_args=save_args, ocdbt_target_data_file_size=_OCDBT_FILE_BYTES),
+    )
+    if jax.process_index() == 0:
+        cfg.save(path / CONFIG_FILE)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, path)
+
+
+def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tuple[dict, ModelConfig]:
+    """(params, cfg) of our checkpoint.
+
+    `abstract`: None restores host numpy arrays in the stored dtype (conversion); a tree of
+    `jax.ShapeDtypeStruct` (with `.sharding`) restores jax arrays placed and cast as described.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if not is_model_checkpoint(path):
+        raise CheckpointError(f"{path}: no {CONFIG_FILE} (not a rolellm_jax checkpoint)")
+    cfg = ModelConfig.load(path / CONFIG_FILE)
+    if not (path / PARAMS_DIR).is_dir():
+        raise CheckpointError(f"{path / PARAMS_DIR}: missing (checkpoint incomplete)")
+    checkpointer = _checkpointer()
+    stored = checkpointer.metadata(path / PARAMS_DIR).item_metadata.tree
+    _check_shapes(stored, cfg, str(path / PARAMS_DIR))
+    if abstract is None:
+        target = jax_tree_map(lambda m: np.empty(0, m.dtype), stored)
+        restore_args = jax_tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+    else:
+        _check_shapes(abstract, cfg, "abstract target")
+        target = abstract
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    params = checkpointer.restore(
+        path / PARAMS_DIR, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args)
+    )
+    return params, cfg
+
+
+def jax_tree_map(fn, tree: dict) -> dict:
+    return {k: jax_tree_map(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
+
+
+def _check_shapes(tree: dict, cfg: ModelConfig, source: str) -> None:
+    """Refuse a parameter tree that is not exactly the one `cfg` describes (names both shapes)."""
+    want = flatten(param_shapes(cfg))
+    have = {k: tuple(v.shape) for k, v in flatten(tree).items()}
+    for key in sorted(set(want) | set(have)):
+        name = "/".join(key)
+        if key not in have:
+            raise CheckpointError(f"{source}: missing parameter {name}")
+        if key not in want:
+            raise CheckpointError(f"{source}: unexpected parameter {name}")
+        if have[key] != tuple(want[key]):
+            raise CheckpointError(f"{source}: parameter {name} has shape {list(have[key])}, expected {list(want[key])}")
+
+
+def load_model(path: str | Path, *, mesh: Any = None, **runtime_overrides) -> tuple[Any, ModelConfig]:
+    """(model, cfg) from our checkpoint or a Hugging Face folder; `runtime_overrides` set e.g.
+    param_dtype, dtype, scan_layers. With `mesh`, parameters are placed by the logical-axis rules."""
+    raise NotImplementedError  # filled in once the models branch lands (see below)
