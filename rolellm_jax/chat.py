@@ -61,7 +61,7 @@ def render_texts(tokenizer, family: str, system: str, question: str, answer: str
 
     Default formats leave the start tokens and EOS out of these texts (added as ids).
     """
-    if getattr(tokenizer, "chat_template", None):
+    if _has_template(tokenizer):
         return _template_texts(tokenizer, system, question, answer)
     fmt = chat_format(family)
     prompt = fmt["prompt"].format(system=system, question=question)
@@ -71,7 +71,7 @@ def render_texts(tokenizer, family: str, system: str, question: str, answer: str
 def render_prompts(tokenizer, family: str, systems: Sequence[str], questions: Sequence[str]) -> list[list[int]]:
     """Prompt ids (ending where the answer starts) for a batch of examples."""
     prompts = [render_texts(tokenizer, family, s, q)[0] for s, q in zip(systems, questions, strict=True)]
-    start = [] if tokenizer.chat_template else _start_ids(tokenizer, family)
+    start = [] if _has_template(tokenizer) else _start_ids(tokenizer, family)
     return [start + ids for ids in _encode(tokenizer, prompts)]
 
 
@@ -80,12 +80,15 @@ def render_examples(
 ) -> list[tuple[list[int], list[int]]]:
     """``(ids, loss_mask)`` for a batch of examples; tokenised in two batched calls."""
     texts = [render_texts(tokenizer, family, s, q, a) for s, q, a in zip(systems, questions, answers, strict=True)]
-    prompt_ids = _encode(tokenizer, [p for p, _ in texts])
+    # A RoleBench row gives one example per reference answer: encode each distinct prompt once.
+    unique_prompts = list(dict.fromkeys(p for p, _ in texts))
+    encoded = dict(zip(unique_prompts, _encode(tokenizer, unique_prompts)))
+    prompt_ids = [encoded[p] for p, _ in texts]
     answer_ids = _encode(tokenizer, [a for _, a in texts])
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
-    templated = bool(tokenizer.chat_template)
+    templated = _has_template(tokenizer)
     start = [] if templated else _start_ids(tokenizer, family)
     out = []
     for (_, answer_text), p_ids, a_ids in zip(texts, prompt_ids, answer_ids, strict=True):
@@ -125,6 +128,10 @@ def _template_texts(tokenizer, system: str, question: str, answer: str | None) -
             "so the answer span cannot be found (a template that rewrites earlier turns?)"
         )
     return prompt, full[len(prompt):]
+
+
+def _has_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -177,14 +177,13 @@ def pack(lengths: Sequence[int], seq_len: int, seed: int) -> list[list[int]]:
     return rows
 
 
-def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int, seed: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Packed ``[R, seq_len]`` arrays: input_ids, targets, loss_mask, segment_ids, positions."""
+def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int, seed: int, pad_id: int) -> "PackedRows":
+    """Pack tokenised examples into ``[R, seq_len]`` rows (see :class:`PackedRows`)."""
     groups = pack([len(ids) for ids, _ in tokenized], seq_len, seed)
     num = len(groups)
     tokens = np.full((num, seq_len), pad_id, np.int32)
     answer = np.zeros((num, seq_len), np.int8)
     segment_ids = np.zeros((num, seq_len), np.int32)
-    positions = np.zeros((num, seq_len), np.int32)
     for r, group in enumerate(groups):
         at = 0
         for seg, i in enumerate(group, start=1):
@@ -193,15 +192,39 @@ def build_rows(tokenized: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: int,
             tokens[r, at : at + n] = ids
             answer[r, at : at + n] = mask
             segment_ids[r, at : at + n] = seg
-            positions[r, at : at + n] = np.arange(n)
             at += n
-    same_next = np.zeros_like(segment_ids, bool)
-    same_next[:, :-1] = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, :-1] > 0)
-    targets = np.full_like(tokens, pad_id)
-    targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], pad_id)
-    loss_mask = np.zeros((num, seq_len), np.float32)
-    loss_mask[:, :-1] = (same_next[:, :-1] & (answer[:, 1:] > 0)).astype(np.float32)
-    return {"input_ids": tokens, "targets": targets, "loss_mask": loss_mask, "segment_ids": segment_ids, "positions": positions}
+    return PackedRows(tokens, answer, segment_ids, pad_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Packed rows kept compact (ids, answer mask, segment ids); batch arrays are derived per batch."""
+
+    tokens: np.ndarray  # int32 [R, seq_len], pad_id in padding
+    answer: np.ndarray  # int8 [R, seq_len], 1 on answer tokens (EOS included)
+    segment_ids: np.ndarray  # int32 [R, seq_len], 1..n per row, 0 = padding
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch arrays (``BATCH_KEYS``) of rows ``idx``."""
+        tokens, answer, segment_ids = self.tokens[idx], self.answer[idx], self.segment_ids[idx]
+        # positions restart at 0 in each segment: index minus the index where the segment starts
+        index = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
+        starts = np.ones(tokens.shape, bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        positions = index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+        positions = np.where(segment_ids > 0, positions, 0).astype(np.int32)
+        same_next = np.zeros(tokens.shape, bool)  # the next token belongs to the same example
+        same_next[:, :-1] = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, :-1] > 0)
+        targets = np.full_like(tokens, self.pad_id)
+        targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], self.pad_id)
+        loss_mask = np.zeros(tokens.shape, np.float32)
+        loss_mask[:, :-1] = same_next[:, :-1] & (answer[:, 1:] > 0)
+        return {"input_ids": tokens, "targets": targets, "loss_mask": loss_mask,
+                "segment_ids": segment_ids, "positions": positions}
 
 
 class PackedBatches:
@@ -242,13 +265,19 @@ class PackedBatches:
             examples, self.stats.rows = load_examples(cfg)
         self.stats.examples = len(examples)
         pad_id = cfg.pad_id if cfg.pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        if not getattr(tokenizer, "is_fast", False):
+            logger.warning("data: %s is not a fast tokenizer: tokenising RoleBench will be slow", type(tokenizer).__name__)
         tokenized = tokenize_examples(examples, tokenizer, family, cfg.seq_len, self.stats)
         if not tokenized:
             raise DataError(f"{cfg.source}: no training example left (rows={self.stats.rows}, dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})")
         self.rows = build_rows(tokenized, cfg.seq_len, cfg.seed, pad_id)
-        self.stats.packed_rows = len(self.rows["input_ids"])
-        self.stats.tokens = int((self.rows["segment_ids"] > 0).sum())
-        self.stats.loss_tokens = int(self.rows["loss_mask"].sum())
+        self.stats.packed_rows = len(self.rows)
+        self.stats.tokens = int((self.rows.segment_ids > 0).sum())
+        seg = self.rows.segment_ids
+        # the first token of an example is never a target, so it never carries loss
+        follows = np.zeros(seg.shape, bool)
+        follows[:, 1:] = seg[:, 1:] == seg[:, :-1]
+        self.stats.loss_tokens = int(((self.rows.answer > 0) & follows).sum())
         if self.stats.truncated or self.stats.dropped:
             logger.warning(
                 "data: %d example(s) longer than seq_len=%d were truncated, %d dropped (prompt alone too long)",
@@ -283,8 +312,7 @@ class PackedBatches:
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of global batch ``step``: dict of ``[local_batch, seq_len]`` arrays."""
-        idx = self.row_indices(step)
-        return {k: self.rows[k][idx] for k in BATCH_KEYS}
+        return self.rows.take(self.row_indices(step))
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._order[0] != epoch:  # batches walk epochs in order: keep the last permutation
@@ -298,6 +326,10 @@ class PackedBatches:
 def to_global_arrays(local_batch: dict[str, np.ndarray], mesh, sharding=None) -> dict[str, Any]:
     """Assemble each process's rows into global ``jax.Array`` s (batch axis over data x fsdp).
 
+    Process ``i`` holds rows ``i*local .. (i+1)*local-1`` of the global batch, which is the
+    block of the batch axis its devices own when the mesh lists devices in process order (as
+    ``jax.make_mesh`` does).
+
     ``sharding`` defaults to the batch axis split over the mesh axes ``data`` and ``fsdp``
     (those the mesh has), the sequence axis replicated.
     """
@@ -308,3 +340,48 @@ def to_global_arrays(local_batch: dict[str, np.ndarray], mesh, sharding=None) ->
         batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
         sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rolellm_jax.data``: check a RoleBench source and show what training sees."""
+    import argparse
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from rolellm_jax.jsonl import JsonlError
+
+    defaults = DataConfig()
+    p = argparse.ArgumentParser(prog="python -m rolellm_jax.data", description=main.__doc__)
+    p.add_argument("--source", default=defaults.source, help="original-layout folder, release folder or Hub id")
+    p.add_argument("--lang", default=defaults.lang, choices=rolebench.LANGS)
+    p.add_argument("--setting", default=defaults.setting, choices=rolebench.SETTINGS)
+    p.add_argument("--split", default=defaults.split)
+    p.add_argument("--seq-len", type=int, default=defaults.seq_len)
+    p.add_argument("--references-per-row", default=defaults.references_per_row)
+    p.add_argument("--on-bad-line", default=defaults.on_bad_line, choices=("fail", "skip"))
+    p.add_argument("--tokenizer", required=True, help="a folder or Hub id with the model's tokenizer")
+    p.add_argument("--family", default="llama", choices=chat.FAMILIES)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    try:
+        cfg = DataConfig(source=args.source, lang=args.lang, setting=args.setting, split=args.split, seq_len=args.seq_len,
+                         references_per_row=args.references_per_row, on_bad_line=args.on_bad_line)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        batches = PackedBatches(cfg, tokenizer, args.family, 1)
+    except (DataError, rolebench.RoleBenchError, JsonlError, chat.ChatFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    row = batches.batch(0)
+    first = row["segment_ids"][0] == 1
+    ids, loss = row["input_ids"][0][first], row["loss_mask"][0][first]
+    answer_from = int(np.argmax(loss)) + 1  # loss at t trains token t+1
+    print(dataclasses.asdict(batches.stats))
+    print("--- prompt ---\n" + tokenizer.decode(ids[:answer_from]))
+    print("--- answer (in the loss) ---\n" + tokenizer.decode(ids[answer_from:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -119,3 +119,21 @@ def test_bad_family_and_missing_eos_are_errors(tok):
     t.eos_token = None
     with pytest.raises(chat.ChatFormatError, match="no eos_token"):
         chat.render_example(t, "llama", SYSTEM, QUESTION, ANSWER)
+
+
+LLAMA3_LIKE = (  # BOS written by the template itself, end-of-turn token distinct from EOS
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def test_template_that_writes_bos_gets_exactly_one():
+    t = tiny_tokenizer(all_texts())
+    t.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    t.chat_template = LLAMA3_LIKE
+    ids, mask = chat.render_example(t, "llama", SYSTEM, QUESTION, ANSWER)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    expected = t.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ids[: mask.index(1)] == list(expected) and ids.count(t.bos_token_id) == 1 and ids[0] == t.bos_token_id
+    assert t.decode([i for i, m in zip(ids, mask) if m]) == ANSWER + "<|eot_id|></s>"

@@ -1,0 +1,277 @@
+"""RoleBench readers, JSONL errors, loss mask, packing, deterministic per-process batches."""
+
+import json
+import logging
+
+import jax
+import numpy as np
+import pytest
+
+from rolellm_jax import chat, rolebench
+from rolellm_jax.data import DataConfig, DataError, Example, PackedBatches, build_rows, load_examples, to_global_arrays
+from rolellm_jax.jsonl import JsonlError, read_jsonl
+from tests.rolebench_fixtures import (
+    DESC_ENG, all_texts, eng_rows, tiny_tokenizer, write_jsonl, write_original_layout, write_release_layout,
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer(all_texts())
+
+
+@pytest.fixture
+def original(tmp_path):
+    return write_original_layout(tmp_path / "RoleBench")
+
+
+# ---------------------------------------------------------------- JSONL
+
+
+def test_malformed_line_fails_with_file_and_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2\n[1]\n', encoding="utf-8")
+    with pytest.raises(JsonlError, match=rf"^{path}:3: invalid JSON"):
+        read_jsonl(path)
+
+
+def test_malformed_lines_skipped_with_a_counting_warning(tmp_path, caplog):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2\n[1]\n{"a": 3}\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert read_jsonl(path, on_bad_line="skip") == [{"a": 1}, {"a": 3}]
+    assert f"{path}: skipped 2 malformed line(s)" in caplog.text
+    assert f"{path}:3: expected a JSON object, got list" in caplog.text
+
+
+def test_bad_row_schema_reports_file_line_and_key(original):
+    path = original / "rolebench-eng/instruction-generalization/general/train.jsonl"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"role": "Captain Vale", "question": "q", "generated": []}) + "\n")
+    n = len(path.read_text().splitlines())
+    with pytest.raises(JsonlError, match=rf"{path}:{n}: key 'generated'"):
+        rolebench.read_original_rows(original, "eng", "instruction_generalization", "general", "train")
+    rows = rolebench.read_original_rows(original, "eng", "instruction_generalization", "general", "train", on_bad_line="skip")
+    assert len(rows) == n - 1
+
+
+# ---------------------------------------------------------------- real RoleBench rows
+
+
+def test_real_rows_type_string_in_train_list_in_test(rolebench_sample):
+    train = rolebench.read_original_rows(rolebench_sample, "zh", "instruction_generalization", "role_specific", "train")
+    test = rolebench.read_original_rows(rolebench_sample, "zh", "instruction_generalization", "role_specific", "test")
+    raw_train = read_jsonl(rolebench_sample / "rolebench-zh/role_specific/train.jsonl")
+    raw_test = read_jsonl(rolebench_sample / "rolebench-zh/role_specific/test.jsonl")
+    assert len(train) == len(raw_train) == 200 and len(test) == len(raw_test) == 239
+    assert all(isinstance(r["type"], str) for r in raw_train) and all(isinstance(r["type"], list) for r in raw_test)
+    for row, raw in zip(train, raw_train):
+        assert row.types == (raw["type"],) * len(raw["generated"])
+    for row, raw in zip(test, raw_test):
+        assert row.types == tuple(raw["type"]) and len(row.types) == len(row.answers)
+    assert any(len(r.answers) > 1 for r in test)  # merged duplicate questions
+    assert {r.role for r in test} == {"孙悟空", "皇帝", "华妃", "李白", "张飞"}
+    assert train[0].source.endswith("rolebench-zh/role_specific/train.jsonl:1")
+
+
+def test_real_english_role_specific_leading_spaces_are_stripped(rolebench_sample):
+    rows = rolebench.read_original_rows(rolebench_sample, "eng", "instruction_generalization", "role_specific", "test")
+    raw = read_jsonl(rolebench_sample / "rolebench-eng/instruction-generalization/role_specific/test.jsonl")
+    assert all(r["question"].startswith(" ") and r["generated"][0].startswith(" ") for r in raw)
+    assert [r.question for r in rows] == [r["question"].strip() for r in raw]
+    assert [r.answers for r in rows] == [tuple(a.strip() for a in r["generated"]) for r in raw]
+    baseline = rolebench.read_original_rows(rolebench_sample, "eng", "instruction_generalization", "role_specific", "rolegpt_baseline")
+    assert all(r.types is None and len(r.answers) == 1 for r in baseline)
+
+
+def test_real_chinese_rows_train_with_descriptions_given(rolebench_sample, tmp_path, tok):
+    # The sample has no profiles: pair its rows with made-up descriptions in our own folder.
+    root = tmp_path / "rb"
+    for kind in ("general", "role_specific"):
+        rows = read_jsonl(rolebench_sample / f"rolebench-zh/{kind}/train.jsonl")
+        write_jsonl(root / f"rolebench-zh/{kind}/train.jsonl", rows[:20])
+    roles = {r.role for k in ("general", "role_specific") for r in rolebench.read_original_rows(root, "zh", "instruction_generalization", k, "train")}
+    (root / "profiles-zh").mkdir()
+    (root / "profiles-zh/desc.json").write_text(json.dumps({r: f"{r}的描述" for r in roles}, ensure_ascii=False))
+    batches = PackedBatches(DataConfig(source=str(root), lang="zh", seq_len=512), tok, "glm", 2)
+    assert batches.stats.rows == 40 and batches.stats.examples > 40  # general rows carry 5 references
+    text = tok.decode(batches.batch(0)["input_ids"][0])
+    assert "你的特征描述是" in text and "[Round 1]" in text
+
+
+# ---------------------------------------------------------------- our fixtures: both sources
+
+
+def test_original_and_release_sources_give_the_same_rows(original, tmp_path):
+    release = write_release_layout(tmp_path / "release")
+    for lang, setting, kind, split in [
+        ("eng", "instruction_generalization", "role_specific", "train"),
+        ("eng", "instruction_generalization", "role_specific", "test"),
+        ("eng", "role_generalization", "general", "train"),
+        ("zh", "instruction_generalization", "general", "test"),
+    ]:
+        a = rolebench.read_rows(original, lang, setting, kind, split)
+        b = rolebench.read_rows(str(release), lang, setting, kind, split)
+        strip = lambda rows: [(r.role, r.question, r.answers, r.types) for r in rows]  # noqa: E731
+        assert strip(a) == strip(b) and a
+    assert rolebench.read_descriptions(original, "eng") == rolebench.read_descriptions(str(release), "eng") == DESC_ENG
+    with pytest.raises(rolebench.RoleBenchError, match="zh-general.*rolegpt_baseline"):
+        rolebench.read_release_rows(str(release), "zh", "instruction_generalization", "general", "rolegpt_baseline")
+
+
+def test_role_missing_from_desc_is_an_error_naming_it(original):
+    desc = original / "profiles-eng/desc.json"
+    desc.write_text(json.dumps({k: v for k, v in DESC_ENG.items() if k != "Doctor Moss"}))
+    with pytest.raises(rolebench.RoleBenchError, match="role 'Doctor Moss' has no description"):
+        load_examples(DataConfig(source=str(original)))
+
+
+def test_role_generalisation_refuses_held_out_roles(original, tok):
+    cfg = DataConfig(source=str(original), setting="role_generalization")
+    examples, _ = load_examples(cfg)
+    assert examples and not any("Old Tam" in e.system for e in examples)
+    path = original / "rolebench-eng/role-generalization/general/train.jsonl"
+    write_jsonl(path, eng_rows("general", "train") + eng_rows("general", "train", roles=("Old Tam",), n=1))
+    with pytest.raises(rolebench.RoleBenchError, match="'Old Tam' is held out for role generalisation"):
+        load_examples(cfg)
+    with pytest.raises(rolebench.RoleBenchError, match="held out"):  # the test split is never training data
+        load_examples(DataConfig(source=str(original), setting="role_generalization", split="test", kinds=("general",)))
+
+
+def test_references_per_row(original):
+    counts = {ref: len(load_examples(DataConfig(source=str(original), kinds=("general",), references_per_row=ref))[0])
+              for ref in ("all", "first", "1", "5")}
+    assert counts == {"all": 12, "first": 6, "1": 6, "5": 12}  # 6 rows with 2 references each
+    with pytest.raises(DataError, match="references_per_row='some'"):
+        DataConfig(references_per_row="some")
+
+
+def test_role_specific_answers_and_system_text(original):
+    examples, rows = load_examples(DataConfig(source=str(original), kinds=("role_specific",)))
+    assert rows == 6 and examples[0].question == "Captain Vale, what happened on voyage 0?"
+    assert examples[0].answer == "Captain Vale remembers voyage 0."
+    assert examples[0].system == chat.role_system_text("eng", "Captain Vale", DESC_ENG["Captain Vale"])
+
+
+# ---------------------------------------------------------------- loss mask and packing
+
+EXAMPLES = [Example(f"You are role {i % 3}.", f"Question {i}?" * (1 + i % 4), f"Answer {i} is here." * (1 + i % 3)) for i in range(23)]
+
+
+def test_loss_mask_covers_exactly_the_answer_tokens(tok):
+    batches = PackedBatches(DataConfig(seq_len=128, shuffle=False), tok, "llama", 4, examples=EXAMPLES)
+    rows = batches.rows.take(np.arange(batches.num_rows))
+    expected = sum(len(tok(e.answer, add_special_tokens=False)["input_ids"]) + 1 for e in EXAMPLES)
+    assert rows["loss_mask"].sum() == expected == batches.stats.loss_tokens
+    for r in range(batches.num_rows):  # per segment: loss exactly on the targets that are answer ids
+        for seg in range(1, rows["segment_ids"][r].max() + 1):
+            at = np.flatnonzero(rows["segment_ids"][r] == seg)
+            ids = rows["input_ids"][r, at].tolist()
+            example = next(e for e in EXAMPLES if chat.render_example(tok, "llama", e.system, e.question, e.answer)[0] == ids)
+            _, mask = chat.render_example(tok, "llama", example.system, example.question, example.answer)
+            assert rows["loss_mask"][r, at[:-1]].tolist() == mask[1:]
+            assert rows["targets"][r, at[:-1]].tolist() == ids[1:]
+            assert rows["loss_mask"][r, at[-1]] == 0  # never predict across a segment boundary
+
+
+def test_packing_segments_positions_and_no_split(tok):
+    batches = PackedBatches(DataConfig(seq_len=160), tok, "glm", 2, examples=EXAMPLES)
+    rows, seen = batches.rows.take(np.arange(batches.num_rows)), []
+    for r in range(batches.num_rows):
+        seg, pos = rows["segment_ids"][r], rows["positions"][r]
+        n = seg.max()
+        used = np.flatnonzero(seg)
+        assert used.tolist() == list(range(len(used)))  # segments first, padding (0) at the end
+        assert np.all(np.diff(seg[used]) >= 0) and set(seg[used]) == set(range(1, n + 1))
+        for s in range(1, n + 1):
+            at = np.flatnonzero(seg == s)
+            assert pos[at].tolist() == list(range(len(at)))
+            seen.append(rows["input_ids"][r, at].tolist())
+        assert np.all(rows["loss_mask"][r, seg == 0] == 0)
+    whole = [chat.render_example(tok, "glm", e.system, e.question, e.answer)[0] for e in EXAMPLES]
+    assert sorted(seen) == sorted(whole)  # every example exactly once, never split across rows
+    assert batches.stats.truncated == 0 and batches.num_rows < len(EXAMPLES)
+
+
+def test_long_examples_truncated_and_counted(tok, caplog):
+    long = [Example("sys", "q?", "word " * 200), Example("s" * 400, "q?", "a")] + [Example("s", "q?", "a")] * 3
+    with caplog.at_level(logging.WARNING):
+        batches = PackedBatches(DataConfig(seq_len=64), tok, "llama", 1, examples=long)
+    assert batches.stats.truncated == 1 and batches.stats.dropped == 1
+    assert "1 example(s) longer than seq_len=64 were truncated, 1 dropped" in caplog.text
+    assert batches.rows.tokens.shape[1] == 64
+
+
+def test_build_rows_targets_follow_segments():
+    packed = build_rows([(np.array([5, 6, 7]), np.array([0, 1, 1])), (np.array([8, 9]), np.array([0, 1]))], 6, 0, pad_id=0)
+    rows = packed.take(np.array([0]))
+    assert rows["input_ids"][0].tolist() == [5, 6, 7, 8, 9, 0]  # longest first
+    assert rows["segment_ids"][0].tolist() == [1, 1, 1, 2, 2, 0]
+    assert rows["positions"][0].tolist() == [0, 1, 2, 0, 1, 0]
+    assert rows["targets"][0].tolist() == [6, 7, 0, 9, 0, 0]
+    assert rows["loss_mask"][0].tolist() == [1, 1, 0, 1, 0, 0]  # 6, 7 and 9 are answer targets
+
+
+# ---------------------------------------------------------------- determinism and processes
+
+
+def make(tok, batch=4, index=0, count=1, seed=3):
+    return PackedBatches(DataConfig(seq_len=128, seed=seed), tok, "llama", batch, index, count, examples=EXAMPLES)
+
+
+def test_batch_k_is_a_pure_function_of_seed_and_k(tok):
+    a, b = make(tok), make(tok)
+    for k in range(6):
+        a.batch(k)
+    for key, value in a.batch(7).items():  # b never produced batches 0..6
+        np.testing.assert_array_equal(value, b.batch(7)[key])
+    assert not np.array_equal(a.batch(7)["input_ids"], make(tok, seed=4).batch(7)["input_ids"])
+
+
+def test_each_epoch_visits_every_packed_row_once(tok):
+    a = make(tok, batch=1)
+    first = [int(a.row_indices(k)[0]) for k in range(a.num_rows)]
+    second = [int(a.row_indices(k)[0]) for k in range(a.num_rows, 2 * a.num_rows)]
+    assert sorted(first) == sorted(second) == list(range(a.num_rows)) and first != second
+
+
+def test_process_slices_concatenate_to_the_global_batch(tok):
+    whole = make(tok, batch=4)
+    parts = [make(tok, batch=4, index=i, count=2) for i in range(2)]
+    for k in (0, 5):
+        for key in whole.batch(k):
+            np.testing.assert_array_equal(np.concatenate([p.batch(k)[key] for p in parts]), whole.batch(k)[key])
+    assert parts[0].batch(0)["input_ids"].shape == (2, 128)
+    with pytest.raises(DataError, match="global_batch_size=6 is not divisible by process_count=4: use a multiple of 4"):
+        make(tok, batch=6, count=4)
+
+
+def test_to_global_arrays_on_a_mesh(tok):
+    mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    local = make(tok, batch=8).batch(2)
+    arrays = to_global_arrays(local, mesh)
+    assert arrays["input_ids"].shape == (8, 128) and len(arrays["input_ids"].sharding.device_set) == 8
+    for key in local:
+        np.testing.assert_array_equal(np.asarray(arrays[key]), local[key])
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(DataError, match="data.kinds"):
+        DataConfig(kinds=("chitchat",))
+    with pytest.raises(DataError, match="data.on_bad_line='ignore'"):
+        DataConfig(on_bad_line="ignore")
+    with pytest.raises(rolebench.RoleBenchError, match="setting='role_generalization'"):
+        rolebench.config_name("zh", "role_generalization", "general")
+
+
+def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp_path, capsys):
+    from rolellm_jax.data import main
+
+    tok.save_pretrained(tmp_path / "tok")
+    assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok"), "--seq-len", "1024"]) == 0
+    out = capsys.readouterr().out
+    assert "--- answer (in the loss) ---\n" in out and out.rstrip().endswith("</s>")
+    (original / "profiles-eng/desc.json").write_text("{}")
+    assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "has no description" in err and err.count("\n") == 1
