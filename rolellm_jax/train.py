@@ -23,13 +23,17 @@ from typing import Any
 import jax
 import numpy as np
 
+from rolellm_jax.chatglm import chatglm_model_config, is_chatglm_config
 from rolellm_jax.checkpoint import CheckpointStore
+from rolellm_jax.convert import read_hf_checkpoint, read_hf_config
 from rolellm_jax.config import RunConfig, help_text, model_config_of, parse_args
 from rolellm_jax.data import PackedBatches, load_examples, to_global_arrays
 from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device
+from rolellm_jax.model_io import is_model_checkpoint, load_model_checkpoint, save_model_checkpoint
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.run_log import MetricsLog, plot_loss_curve
 from rolellm_jax.sharding import make_mesh
+from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
 from rolellm_jax.train_step import TrainProgram
 
 log = logging.getLogger("rolellm_jax.train")
@@ -53,17 +57,16 @@ class RunResult:
 # ---------------------------------------------------------------- tokenizer and model
 def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, ModelConfig, Path | None]:
     """(tokenizer, model config, tokenizer folder to ship with the export)."""
-    from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
-
     runtime = {f: getattr(cfg.model, f) for f in ModelConfig.RUNTIME_FIELDS}
-    if cfg.model.init:
+    if cfg.model.init:  # the checkpoint's architecture wins over the preset's
         init = Path(cfg.model.init)
-        if (init / "rolellm_config.json").is_file():
+        if is_model_checkpoint(init):
             model_cfg = ModelConfig.load(init / "rolellm_config.json").replace(**runtime)
         else:
-            import json
-
-            model_cfg = ModelConfig.from_hf_config(json.loads((init / "config.json").read_text()), str(init / "config.json"), **runtime)
+            hf = read_hf_config(init)
+            source = str(init / "config.json")
+            arch = chatglm_model_config(hf, source) if is_chatglm_config(hf) else ModelConfig.from_hf_config(hf, source)
+            model_cfg = arch.replace(**runtime)
         tokenizer_dir = Path(cfg.model.tokenizer or init)
         return load_tokenizer(tokenizer_dir), model_cfg, tokenizer_dir
     if cfg.model.tokenizer:
@@ -94,18 +97,11 @@ def _initial_params(cfg: RunConfig, program: TrainProgram) -> dict:
     if not cfg.model.init:
         return program.init_params(cfg.train.seed)
     init = Path(cfg.model.init)
-    if (init / "rolellm_config.json").is_file():
-        from rolellm_jax.model_io import load_model_checkpoint
-
+    if is_model_checkpoint(init):  # restored straight onto the mesh, cast to param_dtype
         params, _ = load_model_checkpoint(init, abstract=program.abstract_params)
-        return program.place_params(params)
-    from flax import nnx
-
-    from rolellm_jax import load_model
-
-    runtime = {f: getattr(cfg.model, f) for f in ModelConfig.RUNTIME_FIELDS}
-    model, _ = load_model(init, **runtime)
-    return program.place_params(nnx.state(model, nnx.Param).to_pure_dict())
+        return params
+    params, _ = read_hf_checkpoint(init)  # host numpy, one tensor at a time from safetensors
+    return program.place_params(params)
 
 
 def _sync(name: str) -> None:
@@ -227,10 +223,9 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
                             f"{model_cfg.family} RoCIT ({Path(cfg.data.source).name})")
     export_dir = None
     if cfg.train.export:
-        from rolellm_jax.model_io import save_model_checkpoint
-
         export_dir = output_dir / "export"
-        save_model_checkpoint(export_dir, program.full_params(state, frozen), model_cfg, tokenizer_dir=tokenizer_dir)
+        save_model_checkpoint(export_dir, program.full_params(state, frozen), model_cfg, tokenizer_dir=tokenizer_dir,
+                              overwrite=True)
     return RunResult(first_loss, last_loss, cfg.train.steps - start, cfg.checkpoint_dir, export_dir, curve, metrics_log.path)
 
 
