@@ -150,13 +150,17 @@ class TrainProgram:
         return jax.jit(lambda f, a: lora_lib.merge(f, a, lora_cfg))(frozen, state["trainable"])
 
     # ---------------------------------------------------------------- the step
-    def loss_sums(self, trainable: dict, frozen: dict | None, batch: dict) -> tuple[jax.Array, jax.Array]:
-        """(sum of answer-token cross entropy, number of answer tokens) for one microbatch."""
+    def logits(self, trainable: dict, frozen: dict | None, batch: dict) -> jax.Array:
+        """float32 [B, T, V] logits of the current model (LoRA folded in) on a batch."""
         params = lora_lib.merge(frozen, trainable, self.lora) if self.lora.enabled else trainable
         state = jax.tree.map(lambda v: v, self.param_template, is_leaf=lambda v: isinstance(v, nnx.Variable))
         nnx.replace_by_pure_dict(state, params)
         model = nnx.merge(self.graphdef, state)
-        logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+        return model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+
+    def loss_sums(self, trainable: dict, frozen: dict | None, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """(sum of answer-token cross entropy, number of answer tokens) for one microbatch."""
+        logits = self.logits(trainable, frozen, batch)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["targets"])
         mask = batch["loss_mask"].astype(jnp.float32)
         return jnp.sum(ce * mask), jnp.sum(mask)
