@@ -7,6 +7,7 @@ trained once per session, so a run costs a compile plus a few milliseconds per s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -213,19 +214,13 @@ def test_lora_trains_only_adapters_and_export_merges_them(tokenizer_dir, tmp_pat
     plain, _ = load_model_checkpoint(tmp_path / "export")
     assert "lora_a" not in json.dumps(jax.tree.map(lambda x: 0, plain))
     batch = to_global_arrays(batches.batch(5), mesh, program.batch_sharding)
+    plain_program = TrainProgram.create(program.model_cfg, mesh, cfg.train, dataclasses.replace(cfg.lora, enabled=False), cfg.data.seq_len)
     with jax.set_mesh(mesh):
         adapter_logits = jax.jit(program.logits)(state["trainable"], frozen, batch)
-        plain_program = TrainProgram.create(program.model_cfg, mesh, cfg.train, dataclass_replace(cfg.lora, enabled=False), cfg.data.seq_len)
         merged_logits = jax.jit(plain_program.logits)(plain_program.place_params(plain), None, batch)
         base_logits = jax.jit(plain_program.logits)(plain_program.place_params(base_before), None, batch)
     np.testing.assert_allclose(np.asarray(merged_logits), np.asarray(adapter_logits), atol=1e-5, rtol=1e-5)
     assert np.abs(np.asarray(base_logits) - np.asarray(adapter_logits)).max() > 1e-3  # adapters did something
-
-
-def dataclass_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 def test_loss_is_cross_entropy_averaged_over_answer_tokens(tokenizer_dir, tmp_path):
