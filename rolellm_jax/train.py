@@ -258,8 +258,8 @@ def _is_ours(err: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # no-op when already configured
+    logging.getLogger("rolellm_jax").setLevel(logging.INFO)  # our progress notes; others stay at WARNING
     try:
         cfg, want_help = parse_args(argv)
         if want_help:

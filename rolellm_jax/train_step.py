@@ -76,8 +76,8 @@ class TrainProgram:
             )
         abstract_model = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)))
         graphdef, template = nnx.split(abstract_model, nnx.Param)
-        shardings = param_shardings(template, mesh).to_pure_dict()
-        abstract_params = _with_sharding(template.to_pure_dict(), shardings)
+        shardings = nnx.to_pure_dict(param_shardings(template, mesh))
+        abstract_params = _with_sharding(nnx.to_pure_dict(template), shardings)
         batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
         return cls(model_cfg, mesh, train, lora, graphdef, template, abstract_params, batch_sharding,
                    make_optimizer(train), seq_len)
@@ -88,7 +88,7 @@ class TrainProgram:
         model_cfg = self.model_cfg
 
         def init():
-            return nnx.state(build_model(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param).to_pure_dict()
+            return nnx.to_pure_dict(nnx.state(build_model(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
 
         shardings = jax.tree.map(lambda x: x.sharding, self.abstract_params)
         with jax.set_mesh(self.mesh):
