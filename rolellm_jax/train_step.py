@@ -194,7 +194,7 @@ class TrainProgram:
         }
         metrics = {
             "loss": loss_sum / denom,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "loss_tokens": count,
             "lr": lr_schedule(self.train)(state["step"]),
         }
