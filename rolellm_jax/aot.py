@@ -43,6 +43,8 @@ def chip_hbm_bytes(topology: str) -> int:
 
 def compile_for_topology(argv: list[str], topology: str) -> dict:
     cfg, _ = parse_args(argv)
+    # TPU executables cannot be reloaded without a TPU client: keep them out of the persistent cache
+    jax.config.update("jax_enable_compilation_cache", False)
     hbm = chip_hbm_bytes(topology)
     from jax.experimental import topologies
 

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loss: first {result.first_loss:.4f} -> last {result.last_loss:.4f} ({result.steps_run} steps this run)")
         print(f"checkpoints: {result.checkpoint_dir}")
         if result.export_dir:
-            print(f"export:      {result.export_dir}  (python -m rolellm_jax.convert jax-to-hf {result.export_dir} OUT)")
+            print(f"export:      {result.export_dir}  (python -m rolellm_jax.convert jax-to-hf --ckpt {result.export_dir} --out OUT)")
         if result.loss_curve:
             print(f"loss curve:  {result.loss_curve}")
         print(f"metrics:     {result.metrics}  (tensorboard --logdir {result.metrics.parent / 'tensorboard'})")
