@@ -178,7 +178,7 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     meta_base = {"config": cfg.to_dict(), **identity}
     step_fn = program.jitted_step()
     first_loss = last_loss = float("nan")
-    progress = _progress(cfg, start)
+    progress = ProgressBar(cfg, start)
     try:
         for step in range(start, cfg.train.steps):
             batch = to_global_arrays(batches.batch(step), mesh, program.batch_sharding)
@@ -229,7 +229,7 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     return RunResult(first_loss, last_loss, cfg.train.steps - start, cfg.checkpoint_dir, export_dir, curve, metrics_log.path)
 
 
-class _progress:
+class ProgressBar:
     """tqdm bar with step, loss, tokens/s, MFU, lr and grad norm (process 0 only)."""
 
     def __init__(self, cfg: RunConfig, start: int):

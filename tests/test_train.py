@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 
+from rolellm_jax.checkpoint import CheckpointMismatchError
 from rolellm_jax.config import ConfigError, parse_args
 from rolellm_jax.data import DataConfig, PackedBatches, load_examples, to_global_arrays
 from rolellm_jax.lora import LoraError
@@ -160,6 +161,11 @@ def test_corrupt_and_partial_checkpoints_are_skipped(tokenizer_dir, tmp_path, ca
     assert result.steps_run == 4  # resumed from step 2
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     assert len(list((tmp_path / "run" / "checkpoints-corrupt").iterdir())) == 1
+
+    # checkpoints of another model are an error, never silently skipped or loaded
+    other, _ = parse_args(tiny_args(tokenizer_dir, out, "--train.steps=8", "--model.hidden_size=64"))
+    with pytest.raises(CheckpointMismatchError, match=r"checkpoints/6: written for a different model_config \(hidden_size: checkpoint 32, now 64\)"):
+        run(other)
 
 
 def test_nan_loss_stops_naming_step_and_last_checkpoint(tokenizer_dir, tmp_path, capsys):
