@@ -73,7 +73,7 @@ def torch_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return batch["input_ids"].size / statistics.median(times), float(loss)
+    return batch["input_ids"].size / statistics.median(times), float(loss.detach())
 
 
 def main() -> None:
