@@ -9,8 +9,11 @@ Without a mesh everything still works: ``constrain`` is a no-op and models build
 Usage::
 
     mesh = make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1))
-    with jax.set_mesh(mesh):
-        state = shard_params(nnx.state(model), mesh)
+    abstract = nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0)))
+    state = jax.jit(init_state, out_shardings=param_shardings(nnx.state(abstract), mesh))()
+    # or, for a model already in host memory: nnx.update(model, shard_params(nnx.state(model), mesh))
+    with jax.set_mesh(mesh):          # activates constrain() inside the model
+        logits = step(state, batch)   # batch rows sharded over ("data", "fsdp"): data.to_global_arrays
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ behind a default of ones or zeros; weights move into our tree by renaming + tran
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -91,9 +92,9 @@ def hf_to_tree(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict:
 
 def load_into(model: CausalLM, tree: dict) -> CausalLM:
     state = nnx.state(model, nnx.Param)
-    ours = jax.tree.map(np.shape, state.to_pure_dict())
+    ours = jax.tree.map(np.shape, nnx.to_pure_dict(state))
     assert ours == jax.tree.map(np.shape, tree), "parameter tree differs from contract 2"
-    state.replace_by_pure_dict(jax.tree.map(jnp.asarray, tree))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, tree))
     nnx.update(model, state)
     return model
 
@@ -212,7 +213,7 @@ def test_scan_unrolled_and_remat_agree(llama_pair):
             return jnp.mean(nnx.merge(graphdef, state)(ids, pos, seg) ** 2)
 
         loss, grads = jax.value_and_grad(f)(state)
-        return loss, grads.to_pure_dict()
+        return loss, nnx.to_pure_dict(grads)
 
     ref_loss, ref_grads = loss_and_grad(scan_layers=True)
     for runtime in ({"scan_layers": False}, {"remat_policy": "full"},
@@ -239,23 +240,34 @@ def test_packed_segments_equal_examples_run_alone(llama_pair):
 
 @pytest.mark.parametrize("family", ["llama", "glm"])
 def test_kv_cache_decode_equals_full_forward(family, llama_pair):
-    """Left-padded prefill of 5 tokens, then 3 one-token steps == one full forward of 8 tokens."""
-    model = llama_pair[1] if family == "llama" else ported(hf_glm(0.5))
-    ids, mask, pos, seg = left_padded_batch(pads=(0, 2))
-    full = np.asarray(forward(model, ids, pos, seg))
+    """Left-padded prefill of 5 tokens, then 3 one-token steps == one full forward of 8 tokens.
+
+    GLM runs unrolled on the 2x2x2 mesh, so both layer-stack paths and a sharded cache are covered.
+    """
+    if family == "llama":
+        model, batch, pads, mesh = llama_pair[1], 2, (0, 2), None
+    else:
+        model, batch, pads = ported(hf_glm(0.5), scan_layers=False), 4, (0, 2, 4, 1)
+        mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+        nnx.update(model, sharding.shard_params(nnx.state(model), mesh))
+    ids, mask, pos, seg = left_padded_batch(batch, pads)
 
     @nnx.jit
     def step(model, ids, pos, seg, cache):
         return model(ids, positions=pos, segment_ids=seg, cache=cache)
 
-    cache = model.init_cache(ids.shape[0], max_len=T + 2)
-    prefill = 5
-    logits, cache = step(model, ids[:, :prefill], pos[:, :prefill], seg[:, :prefill], cache)
-    got = [np.asarray(logits)]
-    for t in range(prefill, T):
-        logits, cache = step(model, ids[:, t:t + 1], pos[:, t:t + 1], seg[:, t:t + 1], cache)
-        got.append(np.asarray(logits))
+    with jax.set_mesh(mesh) if mesh else contextlib.nullcontext():
+        full = np.asarray(forward(model, ids, pos, seg))
+        cache = model.init_cache(batch, max_len=T + 2)
+        prefill = 5
+        logits, cache = step(model, ids[:, :prefill], pos[:, :prefill], seg[:, :prefill], cache)
+        got = [np.asarray(logits)]
+        for t in range(prefill, T):
+            logits, cache = step(model, ids[:, t:t + 1], pos[:, t:t + 1], seg[:, t:t + 1], cache)
+            got.append(np.asarray(logits))
     assert int(cache["index"]) == T
+    if mesh:
+        assert cache["k"].sharding.spec[1] == ("data", "fsdp")
     diff = max_diff_on_real_tokens(np.concatenate(got, axis=1), full, mask)
     assert diff <= TOL, diff
 
@@ -288,9 +300,18 @@ def test_param_tree_layout_and_logical_axes():
 
     llama = nnx.eval_shape(lambda: build_model(cfg.replace(family="llama", attention_bias=False,
                                                            tie_word_embeddings=True), rngs=nnx.Rngs(0)))
-    names = set(nnx.state(llama, nnx.Param).to_pure_dict()["layers"]["mlp"])
+    names = set(nnx.to_pure_dict(nnx.state(llama, nnx.Param))["layers"]["mlp"])
     assert names == {"gate_proj", "up_proj", "down_proj"}
-    assert "lm_head" not in nnx.state(llama, nnx.Param).to_pure_dict()
+    assert "lm_head" not in nnx.to_pure_dict(nnx.state(llama, nnx.Param))
+
+
+def test_graphdef_hashes_with_hf_style_config_fields():
+    """jax.jit(static_argnames="graphdef") needs a hashable graph; HF configs carry dicts and lists."""
+    cfg = our_config(hf_llama(rope=LLAMA3_ROPE)).replace(eos_token_id=[1, 2])
+    first, second = (nnx.graphdef(build_model(cfg, rngs=nnx.Rngs(seed))) for seed in (0, 1))
+    assert hash(first) == hash(second) and first == second
+    assert first != nnx.graphdef(build_model(cfg.replace(eos_token_id=[1]), rngs=nnx.Rngs(0)))
+    assert build_model(cfg, rngs=nnx.Rngs(0)).cfg == cfg
 
 
 def test_bf16_compute_with_fp32_params_is_close(llama_pair):
@@ -303,3 +324,67 @@ def test_bf16_compute_with_fp32_params_is_close(llama_pair):
     assert model16.layers.self_attn.q_proj.kernel[...].dtype == jnp.float32
     scale = float(np.max(np.abs(np.asarray(ref))))
     assert max_diff_on_real_tokens(got, np.asarray(ref), mask) < 0.02 * scale
+
+
+def test_bad_runtime_settings_are_refused_in_one_line():
+    from rolellm_jax.models.config import ConfigError
+
+    for runtime, needle in [({"remat_policy": "sometimes"}, "remat_policy='sometimes'"),
+                            ({"attention_impl": "flash"}, "attention_impl='flash'"),
+                            ({"attention_impl": "cudnn", "dtype": "float32"}, "needs dtype bfloat16")]:
+        with pytest.raises(ConfigError, match=needle):
+            build_model(ModelConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=2, **runtime), rngs=nnx.Rngs(0))
+    from rolellm_jax.models import ModelInputError
+
+    model = build_model(ModelConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1), rngs=nnx.Rngs(0))
+    with pytest.raises(ModelInputError, match=r"input_ids must be \[batch, seq\], got shape \(5,\)"):
+        model(jnp.ones((5,), jnp.int32))
+    with pytest.raises(ModelInputError, match=r"segment_ids has shape \(1, 4\), expected"):
+        model(jnp.ones((1, 5), jnp.int32), segment_ids=jnp.ones((1, 4), jnp.int32))
+    with pytest.raises(ModelInputError, match="do not fit a KV cache of max_len 3"):
+        model(jnp.ones((1, 5), jnp.int32), cache=model.init_cache(1, 3))
+    splash = build_model(model.cfg.replace(attention_impl="splash"), rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="multiple of 128, got 5"):
+        splash(jnp.ones((1, 5), jnp.int32))
+    with pytest.raises(ConfigError, match="only rope_type 'llama3'"):
+        rotary_inv_freq(ModelConfig(rope_scaling={"rope_type": "yarn", "factor": 2.0}))
+
+
+@pytest.mark.parametrize("on_mesh", [False, True], ids=["one-device", "mesh-2x2x2"])
+def test_splash_kernel_matches_xla_attention(on_mesh):
+    """The TPU splash kernel (Pallas interpret mode on CPU) gives the XLA path's logits and grads."""
+    cfg = ModelConfig(family="llama", vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, dtype="float32")
+    xla_model = build_model(cfg, rngs=nnx.Rngs(0))
+    splash_model = build_model(cfg.replace(attention_impl="splash"), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, VOCAB, (4, 128)).astype(np.int32)
+    segment_ids = np.ones((4, 128), np.int32)
+    segment_ids[1, :37] = 0  # left padding
+    segment_ids[2, 60:] = 2  # two packed examples
+    positions = np.where(segment_ids[2] == 2, np.arange(128) - 60, np.arange(128))[None].repeat(4, 0)
+    positions[1] = np.clip(np.arange(128) - 37, 0, None)
+    real = segment_ids != 0
+
+    def loss_and_grads(model):
+        graphdef, state = nnx.split(model)
+
+        def loss(state):
+            logits = nnx.merge(graphdef, state)(ids, positions, segment_ids)
+            return jnp.sum(jnp.where(real[..., None], logits, 0.0) ** 2) / real.sum(), logits
+
+        (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(state)
+        return np.asarray(logits), nnx.to_pure_dict(grads)
+
+    if on_mesh:
+        mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+        with jax.set_mesh(mesh):
+            ref_logits, ref_grads = loss_and_grads(xla_model)
+            logits, grads = loss_and_grads(splash_model)
+    else:
+        ref_logits, ref_grads = loss_and_grads(xla_model)
+        logits, grads = loss_and_grads(splash_model)
+    assert np.max(np.abs(logits - ref_logits)[real]) <= TOL
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), grads, ref_grads)

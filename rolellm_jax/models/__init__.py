@@ -7,7 +7,7 @@ Build::
     from rolellm_jax.models.config import ModelConfig
     model = build_model(cfg, rngs=nnx.Rngs(0))      # or nnx.eval_shape(lambda: build_model(...))
 
-Parameters: ``nnx.state(model, nnx.Param).to_pure_dict()`` is the tree of contract 2 (HF names
+Parameters: ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` is the tree of contract 2 (HF names
 without ``model.``, kernels [in, out], every layer param stacked on a leading L axis); each
 ``nnx.Param`` carries its logical axis names in ``out_sharding`` metadata (sharding.shard_params
 reads them). Params are ``cfg.param_dtype``; compute runs in ``cfg.dtype``.
@@ -43,6 +43,9 @@ Generation with a KV cache (static shapes; all rows advance in lockstep)::
 - ``positions`` defaults to ``index + arange(T)`` (right for unpadded batches only);
   ``segment_ids`` defaults to ones.
 - Logits from prefill + decode equal the full forward logits of the same tokens (tested).
+- Attention kernel: ``cfg.attention_impl`` "xla" (anywhere), "cudnn" (GPU, bf16/fp16 compute) or
+  "splash" (TPU Pallas kernel, sequence lengths multiple of 128; cache steps fall back to "xla").
+- Shapes that do not fit raise ``ModelInputError`` (one line) at trace time.
 - Wrap the call in ``nnx.jit`` (or split/merge + ``jax.jit``); the cache can be donated.
 """
 
@@ -52,7 +55,7 @@ from flax import nnx
 
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.glm import GlmForCausalLM
-from rolellm_jax.models.layers import CausalLM
+from rolellm_jax.models.layers import CausalLM, ModelInputError
 from rolellm_jax.models.llama import LlamaForCausalLM
 
 FAMILY_MODELS: dict[str, type[CausalLM]] = {"llama": LlamaForCausalLM, "glm": GlmForCausalLM}
@@ -63,4 +66,4 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> CausalLM:
     return FAMILY_MODELS[cfg.family](cfg, rngs=rngs)
 
 
-__all__ = ["build_model", "CausalLM", "LlamaForCausalLM", "GlmForCausalLM", "FAMILY_MODELS", "ModelConfig"]
+__all__ = ["build_model", "CausalLM", "ModelInputError", "LlamaForCausalLM", "GlmForCausalLM", "FAMILY_MODELS", "ModelConfig"]

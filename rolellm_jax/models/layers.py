@@ -13,6 +13,7 @@ parameters. Logits are always float32.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Literal
 
@@ -33,6 +34,18 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")
+
+
+class ModelInputError(ValueError):
+    """Inputs the model cannot take (the message names the argument and its shape)."""
+
+
+def check_attention_impl(impl: str, dtype: Any = None) -> None:
+    """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+    if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={dtype!r}")
 
 
 def axes(*names: str) -> dict[str, Any]:
@@ -131,19 +144,17 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
     a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
 
-    impl: "xla" (any backend, fp32 ok), "cudnn" (GPU, needs bf16/fp16 compute),
-    "splash" is the plug point for the TPU splash-attention kernel
-    (jax.experimental.pallas.ops.tpu.splash_attention with SegmentIds(q_segment_ids,
-    kv_segment_ids) and a CausalMask): it takes the same arguments and must return the same
-    [B, T, H, hd]; it is not wired yet and refuses clearly.
+    impl: "xla" (any backend, fp32 ok), "cudnn" (GPU, needs bf16/fp16 compute), "splash" (the TPU
+    Pallas kernel plugged in here, models/splash.py; full sequences only, so calls with a cache
+    offset use "xla"). A new kernel plugs in the same way: same arguments, same [B, T, H, hd].
     """
+    check_attention_impl(impl)
+    if impl == "splash" and isinstance(q_offset, int) and q_offset == 0 and q.shape[1] == k.shape[1]:
+        from rolellm_jax.models.splash import splash_attention  # Pallas import only when asked for
+
+        return splash_attention(q, k, v, q_segment_ids)
     if impl == "splash":
-        raise NotImplementedError(
-            "attention_impl='splash' is the documented TPU plug point in models/layers.py:attention "
-            "and is not wired yet; use attention_impl='xla'"
-        )
-    if impl not in ATTENTION_IMPLS:
-        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+        impl = "xla"
     t, s = q.shape[1], k.shape[1]
     q_slots = q_offset + jnp.arange(t)[:, None]
     kv_slots = jnp.arange(s)[None, :]
@@ -178,6 +189,8 @@ class Attention(nnx.Module):
         if kv_cache is not None:  # write this step's keys/values at the cache index, read all slots
             k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, cache_index, 0, 0))
             v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, cache_index, 0, 0))
+            cache_axes = (BATCH, LENGTH, "activation_kv_heads", "activation_head_dim")
+            k_all, v_all = constrain(k_all, cache_axes), constrain(v_all, cache_axes)  # rows stay on their devices
             kv_cache = (k_all, v_all)
             k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
         out = attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=cache_index, impl=self.impl)
@@ -225,6 +238,23 @@ class DecoderLayer(nnx.Module):
 
 
 # ---------------------------------------------------------------- the whole model
+class StaticConfig:
+    """A ModelConfig held as a static graph attribute. GraphDefs are jit cache keys and must hash,
+    but HF-derived configs carry dicts and lists (rope_scaling, eos_token_id); hash the JSON."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, cfg: ModelConfig):
+        self.value = cfg
+        self._key = json.dumps(cfg.to_dict(), sort_keys=True)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticConfig) and self._key == other._key
+
+
 class CausalLM(nnx.Module):
     """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
 
@@ -238,9 +268,8 @@ class CausalLM(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if cfg.remat_policy != "none" and cfg.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"remat_policy={cfg.remat_policy!r}: expected 'none' or one of {sorted(REMAT_POLICIES)}")
-        if cfg.attention_impl not in ATTENTION_IMPLS:
-            raise ConfigError(f"attention_impl={cfg.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
-        self.cfg = cfg
+        check_attention_impl(cfg.attention_impl, cfg.dtype)
+        self.static_config = StaticConfig(cfg)
         self.embed_tokens = nnx.Embed(
             cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
             embedding_init=nnx.initializers.normal(0.02), embedding_metadata=axes("vocab", "embed"), rngs=rngs,
@@ -258,6 +287,10 @@ class CausalLM(nnx.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = dense(rngs, cfg, cfg.hidden_size, cfg.vocab_size, "embed", "vocab")
 
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.static_config.value
+
     # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
         cfg = self.cfg
@@ -273,7 +306,14 @@ class CausalLM(nnx.Module):
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: dict[str, jax.Array] | None = None):
         cfg = self.cfg
+        if input_ids.ndim != 2:
+            raise ModelInputError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         b, t = input_ids.shape
+        if cache is not None and t > cache["k"].shape[2]:
+            raise ModelInputError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
+        for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
+            if arr is not None and tuple(arr.shape) != (b, t):
+                raise ModelInputError(f"{name} has shape {tuple(arr.shape)}, expected input_ids' shape {(b, t)}")
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
         segment_ids = segment_ids.astype(jnp.int32)
