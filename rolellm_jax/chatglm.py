@@ -40,6 +40,8 @@ _REQUIRED = {
     "apply_residual_connection_post_layernorm": False,
     "post_layer_norm": True,
     "add_bias_linear": False,
+    "quantization_bit": 0,  # int4/int8 checkpoints store packed weights under other names
+    "pre_seq_len": None,  # P-tuning v2 prefix encoder
 }
 
 

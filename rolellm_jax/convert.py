@@ -98,7 +98,7 @@ def write_hf_checkpoint(
     cfg: ModelConfig,
     out_dir: str | Path,
     tokenizer_dir: str | Path | None = None,
-    max_shard_size: str | int = "5GB",
+    max_shard_size: str | int = "2GB",
 ) -> list[str]:
     """Write `params` (our tree, numpy or host jax arrays) as an HF folder; returns the weight files."""
     out_dir = Path(out_dir)
@@ -112,7 +112,8 @@ def write_hf_checkpoint(
         leaf = get_leaf(params, spec.path)
         want = get_leaf(flat_shapes, spec.path)
         if tuple(leaf.shape) != tuple(want):
-            raise CheckpointError(f"parameter {'/'.join(spec.path)} has shape {list(leaf.shape)}, expected {list(want)}")
+            name = "/".join(spec.path)
+            raise CheckpointError(f"parameter {name} has shape {list(leaf.shape)}, expected {list(want)}")
         dtype = dtype or np.dtype(leaf.dtype)
 
     def materialise(name: str) -> np.ndarray:
@@ -141,7 +142,7 @@ def hf_to_jax(hf_dir: str | Path, out: str | Path, overwrite: bool = False) -> M
     return cfg
 
 
-def jax_to_hf(ckpt: str | Path, out: str | Path, max_shard_size: str | int = "5GB") -> list[str]:
+def jax_to_hf(ckpt: str | Path, out: str | Path, max_shard_size: str | int = "2GB") -> list[str]:
     from rolellm_jax.model_io import load_model_checkpoint
 
     params, cfg = load_model_checkpoint(ckpt)  # host numpy arrays in the stored dtype
@@ -158,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     to_hf = sub.add_parser("jax-to-hf", help="our checkpoint -> HF folder for AutoModelForCausalLM")
     to_hf.add_argument("--ckpt", required=True, help="our checkpoint folder")
     to_hf.add_argument("--out", required=True, help="HF folder to write")
-    to_hf.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
+    to_hf.add_argument(
+        "--max-shard-size", default="2GB", help="largest shard, e.g. 2GB or 500MB (memory: model + ~2 shards)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "hf-to-jax":

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from rolellm_jax.hf_layout import flatten, param_shapes
-from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.config import ConfigError, ModelConfig
 from rolellm_jax.safetensors_io import CheckpointError
 
 CONFIG_FILE = "rolellm_config.json"
 PARAMS_DIR = "params"
 _CHUNK_BYTES = 16 << 20  # tensorstore chunk: bounds the encode buffers during save
-_OCDBT_FILE_BYTES = 64 << 20  # OCDBT flushes data files of this size instead of buffering more
+_OCDBT_FILE_BYTES = 32 << 20  # OCDBT flushes data files of this size instead of buffering more
 
 
 def _checkpointer():
@@ -92,15 +92,15 @@ def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tup
     path = Path(path).absolute()
     if not is_model_checkpoint(path):
         raise CheckpointError(f"{path}: no {CONFIG_FILE} (not a rolellm_jax checkpoint)")
-    cfg = ModelConfig.load(path / CONFIG_FILE)
+    cfg = _load_config(path)
     if not (path / PARAMS_DIR).is_dir():
         raise CheckpointError(f"{path / PARAMS_DIR}: missing (checkpoint incomplete)")
     checkpointer = _checkpointer()
     stored = checkpointer.metadata(path / PARAMS_DIR).item_metadata.tree
     _check_shapes(stored, cfg, str(path / PARAMS_DIR))
     if abstract is None:
-        target = jax_tree_map(lambda m: np.empty(0, m.dtype), stored)
-        restore_args = jax_tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+        target = _map_dict(lambda m: np.empty(0, m.dtype), stored)
+        restore_args = _map_dict(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), stored)
     else:
         _check_shapes(abstract, cfg, "abstract target")
         target = abstract
@@ -111,8 +111,15 @@ def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tup
     return params, cfg
 
 
-def jax_tree_map(fn, tree: dict) -> dict:
-    return {k: jax_tree_map(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
+def _load_config(path: Path) -> ModelConfig:
+    try:
+        return ModelConfig.load(path / CONFIG_FILE)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path / CONFIG_FILE}:{err.lineno}: invalid JSON ({err.msg})") from None
+
+
+def _map_dict(fn, tree: dict) -> dict:
+    return {k: _map_dict(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
 def _check_shapes(tree: dict, cfg: ModelConfig, source: str) -> None:
@@ -130,6 +137,45 @@ def _check_shapes(tree: dict, cfg: ModelConfig, source: str) -> None:
 
 
 def load_model(path: str | Path, *, mesh: Any = None, **runtime_overrides) -> tuple[Any, ModelConfig]:
-    """(model, cfg) from our checkpoint or a Hugging Face folder; `runtime_overrides` set e.g.
-    param_dtype, dtype, scan_layers. With `mesh`, parameters are placed by the logical-axis rules."""
-    raise NotImplementedError  # filled in once the models branch lands (see below)
+    """(model, cfg) from our checkpoint or a Hugging Face folder.
+
+    `runtime_overrides` set ModelConfig runtime fields (param_dtype, dtype, scan_layers,
+    remat_policy, attention_impl); parameters are cast to param_dtype while they are read. With
+    `mesh` (sharding.make_mesh), every parameter is placed by its logical axis names through
+    sharding.LOGICAL_RULES; without, on the first device.
+    """
+    import jax
+    from flax import nnx
+
+    from rolellm_jax import sharding
+    from rolellm_jax.convert import read_hf_checkpoint
+    from rolellm_jax.models import build_model
+
+    path = Path(path)
+    unknown = sorted(set(runtime_overrides) - set(ModelConfig.RUNTIME_FIELDS))
+    if unknown:
+        raise ConfigError(f"load_model: {unknown} are not runtime fields {list(ModelConfig.RUNTIME_FIELDS)}")
+    if is_model_checkpoint(path):
+        hf_params, cfg = None, _load_config(path)
+    elif (path / "config.json").is_file():
+        hf_params, cfg = read_hf_checkpoint(path)
+    else:
+        raise CheckpointError(f"{path}: neither our checkpoint ({CONFIG_FILE}) nor an HF folder (config.json)")
+    cfg = cfg.replace(**runtime_overrides)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
+    if mesh is not None:
+        shardings = nnx.to_pure_dict(sharding.param_shardings(state, mesh))
+    else:
+        single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: single, nnx.to_pure_dict(state))
+    target = jax.tree.map(
+        lambda var, where: jax.ShapeDtypeStruct(var.shape, np.dtype(cfg.param_dtype), sharding=where),
+        nnx.to_pure_dict(state),
+        shardings,
+    )
+    if hf_params is None:
+        params, _ = load_model_checkpoint(path, abstract=target)
+    else:  # one leaf at a time, so host memory holds the numpy tree plus one cast copy
+        params = jax.tree.map(lambda a, t: jax.device_put(a.astype(t.dtype, copy=False), t.sharding), hf_params, target)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state), cfg

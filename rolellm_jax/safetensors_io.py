@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors' numpy backend)
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 SINGLE_FILE = "model.safetensors"
@@ -69,7 +69,7 @@ class SafetensorsFolder:
             if pickles:
                 raise CheckpointError(
                     f"{self.folder}: only pickle weights ({', '.join(pickles[:3])}); refusing to unpickle "
-                    "(it can run arbitrary code): convert them to safetensors first"
+                    "(it can run arbitrary code): convert them to safetensors first (README: Conversion)"
                 )
             raise CheckpointError(f"{self.folder}: no *.safetensors weights found")
         self._file_of: dict[str, Path] = {}
@@ -78,12 +78,15 @@ class SafetensorsFolder:
             path = self.folder / name
             if not path.is_file():
                 raise CheckpointError(f"{index}: lists {name}, which is missing")
-            with safe_open(path, framework="numpy") as handle:
-                for key in handle.keys():
-                    piece = handle.get_slice(key)
-                    dtype = piece.get_dtype()
-                    self._file_of[key] = path
-                    self._info[key] = (tuple(piece.get_shape()), _DTYPES.get(dtype, dtype))
+            try:
+                with safe_open(path, framework="numpy") as handle:
+                    for key in handle.keys():
+                        piece = handle.get_slice(key)
+                        dtype = piece.get_dtype()
+                        self._file_of[key] = path
+                        self._info[key] = (tuple(piece.get_shape()), _DTYPES.get(dtype, dtype))
+            except (SafetensorError, OSError) as err:
+                raise CheckpointError(f"{path}: unreadable safetensors file ({err})") from None
 
     def names(self) -> list[str]:
         return sorted(self._file_of)
