@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from rolellm_jax import chat
-from rolellm_jax.data import DataStats, Example, pack, tokenize_examples
+from rolellm_jax.data import DataConfig, DataStats, Example, PackedBatches, pack, tokenize_examples
 
 WORDS = ("ship wind storm captain sea rock lamp tide harbor sail map gold crew night star rain "
          "fern leaf root tree soil seed bloom moss garden river stone cloud path voyage").split()
@@ -82,12 +82,20 @@ def main() -> None:
     pack_s = time.perf_counter() - t0
     rows_nf = next_fit(lengths, args.seq_len)
     total = sum(lengths)
+    t0 = time.perf_counter()
+    batches = PackedBatches(DataConfig(seq_len=args.seq_len), tok, "llama", 64, examples=examples)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k in range(20):
+        batches.batch(k)
+    batch_ms = (time.perf_counter() - t0) / 20 * 1e3
     print(f"date {datetime.date.today()}  host {platform.processor() or platform.machine()}  "
           f"examples {len(examples)}  mean tokens {np.mean(lengths):.0f}  seq_len {args.seq_len}")
     print(f"render+tokenise, batched (ours):     {len(examples) / batched_s:9.0f} examples/s")
     print(f"render+tokenise, one by one:         {len(examples) / single_s:9.0f} examples/s (extrapolated from 2000)")
     print(f"packing best-fit decreasing (ours):  {rows_bfd} rows, fill {100 * total / (rows_bfd * args.seq_len):.1f}%, {pack_s:.2f} s")
     print(f"packing next-fit in order:           {rows_nf} rows, fill {100 * total / (rows_nf * args.seq_len):.1f}%")
+    print(f"PackedBatches end to end: {build_s:.1f} s to build; batch(k) of 64 x {args.seq_len}: {batch_ms:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,9 @@ def verify_release(out: Path) -> VerifyReport:
                     continue
                 if _sha256(path) != shard["sha256"]:
                     report.problems.append(f"{path}: sha256 differs from manifest.json")
-                try:
+                try:  # decoding every value too: a flipped byte can leave the footer intact
                     table = pq.read_table(path)
+                    values = {name: table.column(name).to_pylist() for name in table.column_names}
                 except Exception as err:  # a corrupt shard: report and go on
                     report.problems.append(f"{path}: unreadable parquet ({type(err).__name__}: {err})".splitlines()[0])
                     continue
@@ -96,8 +97,8 @@ def verify_release(out: Path) -> VerifyReport:
                     report.problems.append(f"{path}: schema is not the {config} schema ({table.schema.names})")
                     continue
                 total += table.num_rows
-                for name in table.column_names:
-                    columns.setdefault(name, []).extend(table.column(name).to_pylist())
+                for name, column in values.items():
+                    columns.setdefault(name, []).extend(column)
             if total != split_info["rows"]:
                 report.problems.append(f"{config}/{split}: {total} rows readable, manifest.json says {split_info['rows']}")
             tables.setdefault(config, {})[split] = columns

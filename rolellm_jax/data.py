@@ -65,6 +65,13 @@ class DataConfig:
             object.__setattr__(self, "kinds", (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds))
         if not self.kinds or any(k not in rolebench.KINDS for k in self.kinds):
             raise DataError(f"data.kinds={self.kinds!r}: expected a non-empty subset of {rolebench.KINDS}")
+        for kind in self.kinds:  # lang / setting / kind combination (zh has no role_generalization)
+            try:
+                rolebench.config_name(self.lang, self.setting, kind)
+            except rolebench.RoleBenchError as e:
+                raise DataError(f"data.{e}") from None
+        if self.split not in rolebench.SPLITS:
+            raise DataError(f"data.split={self.split!r}: expected one of {rolebench.SPLITS}")
         if self.on_bad_line not in ("fail", "skip"):
             raise DataError(f"data.on_bad_line={self.on_bad_line!r}: expected 'fail' or 'skip'")
         if self.seq_len < 2:

@@ -119,7 +119,7 @@ def read_original_rows(
     """Rows of one split file of an original-layout folder."""
     path = original_file(root, lang, setting, kind, split)
     if not path.is_file():
-        raise RoleBenchError(f"{path}: not found (expected the original RoleBench layout under {root})")
+        raise RoleBenchError(f"{path}: not found (original RoleBench layout under {root}; to train without it, leave {kind!r} out of data.kinds)")
     return [
         dataclasses.replace(row, source=f"{path}:{n}")
         for n, row in iter_jsonl(path, on_bad_line, lambda obj: parse_row(obj, kind))
@@ -175,14 +175,26 @@ def read_release_descriptions(path: str, lang: str) -> dict[str, str]:
     return out
 
 
+def resolve_source(source: str | Path) -> str:
+    """A local path as given when it exists, else relative to the repository checkout (so the
+    default ``release/rolebench-demo`` works from any directory of an editable install), else
+    ``source`` unchanged (a Hub id)."""
+    if Path(source).exists():
+        return str(source)
+    in_repo = Path(__file__).resolve().parent.parent / source
+    return str(in_repo) if not Path(source).is_absolute() and in_repo.exists() else str(source)
+
+
 def read_rows(source: str | Path, lang: str, setting: str, kind: str, split: str, on_bad_line: str = "fail") -> list[RoleRow]:
     """Rows from either kind of source (an original-layout folder, else a release folder / Hub id)."""
+    source = resolve_source(source)
     if is_original_layout(source):
         return read_original_rows(source, lang, setting, kind, split, on_bad_line)
     return read_release_rows(str(source), lang, setting, kind, split, on_bad_line)
 
 
 def read_descriptions(source: str | Path, lang: str) -> dict[str, str]:
+    source = resolve_source(source)
     if is_original_layout(source):
         return read_original_descriptions(source, lang)
     return read_release_descriptions(str(source), lang)

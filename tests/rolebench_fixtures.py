@@ -9,24 +9,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+import atexit
+import functools
+import shutil
+import tempfile
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
 
 
-def tiny_tokenizer(texts: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (any text encodes) with pad/bos/eos, trained on ``texts``."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+def tiny_tokenizer(texts: list[str], vocab_size: int = 400):
+    """The repository's tiny sentencepiece BPE (byte fallback: any text encodes), trained on
+    ``texts`` once per session; every call returns a fresh copy (tests may add tokens to it)."""
+    return load_tokenizer(_trained(tuple(texts), vocab_size))
+
+
+@functools.cache
+def _trained(texts: tuple[str, ...], vocab_size: int) -> str:
+    out = tempfile.mkdtemp(prefix="rolellm-tiny-tokenizer-")
+    atexit.register(shutil.rmtree, out, True)
+    train_tokenizer(list(texts), vocab_size, out)
+    return out
 
 
 DESC_ENG = {

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,6 +14,10 @@ from rolellm_jax.jsonl import JsonlError, read_jsonl
 from tests.rolebench_fixtures import (
     DESC_ENG, all_texts, eng_rows, tiny_tokenizer, write_jsonl, write_original_layout, write_release_layout,
 )
+
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SOURCE, DEMO_RELEASE = REPO / "release/demo-source", REPO / "release/rolebench-demo"
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +122,26 @@ def test_original_and_release_sources_give_the_same_rows(original, tmp_path):
     assert rolebench.read_descriptions(original, "eng") == rolebench.read_descriptions(str(release), "eng") == DESC_ENG
     with pytest.raises(rolebench.RoleBenchError, match="zh-general.*rolegpt_baseline"):
         rolebench.read_release_rows(str(release), "zh", "instruction_generalization", "general", "rolegpt_baseline")
+
+
+@pytest.mark.parametrize("lang,setting,family", [
+    ("eng", "instruction_generalization", "llama"), ("eng", "role_generalization", "llama"), ("zh", "instruction_generalization", "glm"),
+])
+def test_demo_source_and_its_release_give_identical_batches(tok, lang, setting, family):
+    # release/rolebench-demo is built by the release branch from release/demo-source (original
+    # layout): our two readers must agree on it, down to the packed batches.
+    made = {}
+    for source in (DEMO_SOURCE, DEMO_RELEASE):
+        cfg = DataConfig(source=str(source), lang=lang, setting=setting, seq_len=1024, seed=1)
+        made[source] = PackedBatches(cfg, tok, family, 4)
+    a, b = made[DEMO_SOURCE], made[DEMO_RELEASE]
+    assert a.stats == b.stats and a.stats.rows > 50 and a.stats.truncated == 0
+    for k in (0, 3):
+        for key, value in a.batch(k).items():
+            np.testing.assert_array_equal(value, b.batch(k)[key])
+    if setting == "role_generalization":
+        held_out = rolebench.held_out_roles(DEMO_RELEASE, lang)
+        assert held_out and not any(role in tok.decode(a.rows.tokens[r]) for r in range(a.num_rows) for role in held_out)
 
 
 def test_role_missing_from_desc_is_an_error_naming_it(original):
@@ -260,8 +285,12 @@ def test_config_errors_name_the_field():
         DataConfig(kinds=("chitchat",))
     with pytest.raises(DataError, match="data.on_bad_line='ignore'"):
         DataConfig(on_bad_line="ignore")
-    with pytest.raises(rolebench.RoleBenchError, match="setting='role_generalization'"):
-        rolebench.config_name("zh", "role_generalization", "general")
+    with pytest.raises(DataError, match="data.setting='role_generalization': Chinese RoleBench has only"):
+        DataConfig(lang="zh", setting="role_generalization")
+    with pytest.raises(DataError, match="data.lang='en'"):
+        DataConfig(lang="en")
+    with pytest.raises(DataError, match="data.split='dev'"):
+        DataConfig(split="dev")
 
 
 def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp_path, capsys):
@@ -275,3 +304,11 @@ def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp
     assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "has no description" in err and err.count("\n") == 1
+
+
+def test_without_a_role_generalisation_test_split_the_papers_roles_are_held_out(original, caplog):
+    (original / "rolebench-eng/role-generalization/general/test.jsonl").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert rolebench.held_out_roles(original, "eng") == rolebench.PAPER_HELD_OUT_ROLES
+    assert "holding out the paper's 10 roles" in caplog.text
+    assert len(rolebench.PAPER_HELD_OUT_ROLES) == 10 and "Jack Sparrow" in rolebench.PAPER_HELD_OUT_ROLES
