@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--previous-changelog", type=Path, default=None, help="CHANGELOG.md of the previous release")
     b.add_argument("--record", type=Path, default=None, help="also copy manifest.json to this versions folder")
     b.add_argument("--overwrite", action="store_true", help="replace an existing release folder")
+    b.add_argument("--name", default="RoleBench", help="pretty name in the card and manifest")
+    b.add_argument("--drop-train-leaks", action="store_true",
+                   help="drop train rows whose (role, question) is also in test/rolegpt_baseline (counted in the card)")
     v = sub.add_parser("verify", help="verify a release folder")
     v.add_argument("out", type=Path)
     p = sub.add_parser("publish", help="upload to the Hub in one commit and tag it")
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest = build_release(
                 args.source, args.version, args.out, max_shard_bytes=args.max_shard_bytes,
                 card_template=args.card_template, notes=args.notes, previous_changelog=args.previous_changelog,
-                overwrite=args.overwrite, repo_id=args.repo_id,
+                overwrite=args.overwrite, repo_id=args.repo_id, name=args.name, drop_leaks=args.drop_train_leaks,
             )
             if args.record:
                 record_version(args.out, args.record)

@@ -24,6 +24,7 @@ import data_gen
 from data_gen.release_card import render_card, render_changelog
 from data_gen.release_layout import (
     DIALOG_FOLDERS,
+    EVAL_SPLITS,
     PROFILE_LANGS,
     SPLITS,
     ReleaseError,
@@ -89,6 +90,31 @@ def write_split(table: pa.Table, out: Path, config: str, split: str, max_shard_b
     return shards
 
 
+def drop_train_leaks(source: Source) -> dict[str, int]:
+    """Remove train rows whose (role, question) is also asked in test/rolegpt_baseline; count per config.
+
+    The published RoleBench has such pairs (e.g. a Chinese question in train and, space-padded,
+    in test); `verify` refuses them, and this is the documented way to release such a source.
+    """
+    dropped: dict[str, int] = {}
+    for config, splits in source.configs.items():
+        train = splits.get("train")
+        if train is None or "question" not in train.columns:
+            continue
+        asked = {
+            (role, question.strip())
+            for split in EVAL_SPLITS
+            if split in splits
+            for role, question in zip(splits[split].columns["role"], splits[split].columns["question"])
+        }
+        keep = [(r, q.strip()) not in asked for r, q in zip(train.columns["role"], train.columns["question"])]
+        if all(keep):
+            continue
+        dropped[config] = keep.count(False)
+        train.columns = {name: [v for v, k in zip(values, keep) if k] for name, values in train.columns.items()}
+    return dropped
+
+
 def build_release(
     source_dir: Path,
     version: str,
@@ -100,6 +126,8 @@ def build_release(
     previous_changelog: Path | None = None,
     overwrite: bool = False,
     repo_id: str = "NAMESPACE/rolebench",
+    name: str = "RoleBench",
+    drop_leaks: bool = False,
 ) -> dict[str, Any]:
     """Build the release folder OUT from a source; returns the manifest written to OUT/manifest.json."""
     check_version(version)
@@ -110,12 +138,13 @@ def build_release(
         if not (out / "manifest.json").is_file():
             raise ReleaseError(f"{out}: refusing to overwrite a folder that is not a release (no manifest.json)")
     source = load_source(Path(source_dir), version)
+    dropped = drop_train_leaks(source) if drop_leaks else {}
     previous = previous_changelog.read_text(encoding="utf-8") if previous_changelog else ""
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".release-", dir=out.parent))
     try:
-        manifest = _write_release(source, version, staging, max_shard_bytes, card_template, notes, previous, repo_id)
+        manifest = _write_release(source, version, staging, max_shard_bytes, card_template, notes, previous, repo_id, name, dropped)
         staging.chmod(0o755)  # mkdtemp makes it private; a release folder is meant to be shared
         if out.exists():
             shutil.rmtree(out)
@@ -135,6 +164,8 @@ def _write_release(
     notes: str,
     previous_changelog: str,
     repo_id: str,
+    name: str,
+    dropped: dict[str, int],
 ) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     for config in CONFIG_ORDER:
@@ -161,8 +192,10 @@ def _write_release(
             "features": features.to_dict(),
             "splits": splits,
         }
+        if config in dropped:
+            configs[config]["dropped_train_leaks"] = dropped[config]
     manifest: dict[str, Any] = {
-        "name": "RoleBench",
+        "name": name,
         "version": version,
         "build_tool": build_tool_info(),
         "source": {

@@ -68,7 +68,9 @@ def front_matter(manifest: dict[str, Any], license_id: str = "apache-2.0") -> di
 
 
 def counts_table(manifest: dict[str, Any]) -> str:
-    splits = ["train", "test", "rolegpt_baseline"]
+    splits = ["train", "test", "rolegpt_baseline"] + (
+        ["raw"] if any("raw" in c["splits"] for c in manifest["configs"].values()) else []
+    )
     lines = ["| config | language | " + " | ".join(splits) + " | roles |", "|---|---|" + "---:|" * (len(splits) + 1)]
     for name, config in manifest["configs"].items():
         cells = [str(config["splits"][s]["rows"]) if s in config["splits"] else "-" for s in splits]
@@ -104,8 +106,8 @@ def generation_text(manifest: dict[str, Any], source: Source) -> str:
 
 def limitations_text(manifest: dict[str, Any]) -> str:
     items = [
-        "Answers are written by language models imitating characters; they can be wrong about the "
-        "character's story and carry the generating model's biases.",
+        "Answers come from the generator described above (for RoleBench: language models imitating "
+        "characters); they can be wrong about the character's story and carry the generator's biases.",
         "Text is kept exactly as in the source: English role-specific questions and answers often "
         "begin with a space, and test rows may carry several references (merged duplicate questions).",
         "`type` of `rolegpt_baseline` rows is copied from the test row with the same role and question "
@@ -114,6 +116,10 @@ def limitations_text(manifest: dict[str, Any]) -> str:
         "instructions are shared across roles by design.",
     ]
     missing = [c for c in ("zh-general", "eng-instruction_generalization-general") if c not in manifest["configs"]]
+    dropped = {c: info["dropped_train_leaks"] for c, info in manifest["configs"].items() if "dropped_train_leaks" in info}
+    if dropped:
+        items.append("Train rows whose (role, question) was also in test were dropped at build time: "
+                     + ", ".join(f"`{c}` {n}" for c, n in dropped.items()) + ".")
     if missing:
         items.append("This build does not contain every RoleBench config (absent: " + ", ".join(missing) + ").")
     return "\n".join(f"- {item}" for item in items)
@@ -150,6 +156,7 @@ def render_changelog(manifest: dict[str, Any], notes: str = "", previous: str = 
     entry.append(f"- Source: {manifest['source']['kind']}, manifest sha256 `{manifest['source']['manifest_sha256']}`.")
     for name, config in manifest["configs"].items():
         counts = ", ".join(f"{split} {info['rows']}" for split, info in config["splits"].items())
-        entry.append(f"- `{name}`: {counts}.")
+        leaks = f" ({config['dropped_train_leaks']} train rows dropped: also in test)" if "dropped_train_leaks" in config else ""
+        entry.append(f"- `{name}`: {counts}{leaks}.")
     body = previous.removeprefix("# Changelog\n").lstrip("\n")
     return "# Changelog\n\n" + "\n".join(entry) + "\n" + ("\n" + body if body else "")

@@ -19,7 +19,11 @@ from typing import Any
 
 from datasets import Features, List, Value
 
-SPLITS = ("train", "test", "rolegpt_baseline")
+from data_gen.jsonl import DataFileError, iter_jsonl_numbered
+
+# raw: the instruction datasets' original answers for general test rows (data_gen shard sets), for RAW scoring
+SPLITS = ("train", "test", "rolegpt_baseline", "raw")
+EVAL_SPLITS = ("test", "rolegpt_baseline", "raw")  # rows about held-out questions: never in train
 
 # source folder (relative to the source root) -> config name (contract 9)
 DIALOG_FOLDERS: dict[str, str] = {
@@ -30,7 +34,7 @@ DIALOG_FOLDERS: dict[str, str] = {
     "rolebench-zh/general": "zh-general",
     "rolebench-zh/role_specific": "zh-role_specific",
 }
-PROFILE_LANGS = {"eng": "en", "zh": "zh"}
+PROFILE_LANGS = ("eng", "zh")  # profiles-<tag>/ folders
 
 GENERAL_FEATURES = Features(
     {"role": Value("string"), "question": Value("string"), "generated": List(Value("string"))}
@@ -56,6 +60,7 @@ DIALOGUE_FEATURES = Features(
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_LETTER = re.compile(r"[^\W\d_]")  # any letter, CJK included
 
 
 class ReleaseError(Exception):
@@ -94,26 +99,23 @@ def sha256_file(path: Path) -> str:
 
 
 def read_jsonl(path: Path, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, row) from a JSONL file; blank lines skipped; bad JSON names file:line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ReleaseError(f"{label}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ReleaseError(f"{label}:{lineno}: row is not a JSON object")
-            yield lineno, row
+    """(line number, row) through data_gen's one JSONL reader; its errors become ReleaseError."""
+    try:
+        yield from iter_jsonl_numbered(path)
+    except DataFileError as err:
+        raise ReleaseError(str(err)) from None
 
 
 def row_language(texts: list[str]) -> str | None:
     """'zh' when clearly Chinese, 'en' when clearly not, None when in between (no verdict)."""
-    letters = [c for text in texts for c in text if c.isalpha()]
+    text = "".join(texts)
+    if text.isascii():  # the common English case, decided without a regex
+        return "en" if any(c.isalpha() for c in text[:200]) else None
+    text = text[:400]  # a prefix tells the language; keeps 170k-row builds fast
+    letters = len(text) - len(_LETTER.sub("", text))
     if not letters:
         return None
-    ratio = sum(1 for c in letters if _CJK.match(c)) / len(letters)
+    ratio = (len(text) - len(_CJK.sub("", text))) / letters
     if ratio >= 0.5:
         return "zh"
     if ratio <= 0.1:
@@ -174,7 +176,7 @@ def read_dialog_file(path: Path, label: str, config: str, split: str) -> dict[st
         generated = _text_list(row["generated"], "generated", where)
         if not generated:
             raise ReleaseError(f"{where}: 'generated' is empty")
-        found = row_language([question, *generated])
+        found = row_language([question, generated[0]])  # one answer suffices to tell the language
         if found is not None and found != lang:
             raise ReleaseError(
                 f"{where}: {'Chinese' if found == 'zh' else 'English'} row in "
@@ -237,30 +239,30 @@ def _read_json_object(path: Path, label: str) -> dict[str, Any]:
     return data
 
 
-def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData | None, SplitData | None, list[str]]:
+def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData | None, SplitData | None]:
     """profiles-<lang>/: desc.json + scripts.json -> profiles rows; profiles-<lang>-{role}.jsonl -> dialogues."""
-    used: list[str] = []
     profiles = None
     desc_path, scripts_path = folder / "desc.json", folder / "scripts.json"
     if desc_path.is_file() or scripts_path.is_file():
         desc = _read_json_object(desc_path, f"{prefix}/desc.json") if desc_path.is_file() else {}
         scripts = _read_json_object(scripts_path, f"{prefix}/scripts.json") if scripts_path.is_file() else {}
-        used += [f"{prefix}/{p.name}" for p in (desc_path, scripts_path) if p.is_file()]
         roles = list(desc) + [r for r in scripts if r not in desc]
         cols: dict[str, list] = {"role": [], "description": [], "script": []}
         for role in roles:
             cols["role"].append(role)
             cols["description"].append(_profile_text(desc.get(role, ""), role, f"{prefix}/desc.json"))
             cols["script"].append(_profile_text(scripts.get(role, ""), role, f"{prefix}/scripts.json"))
-        profiles = SplitData(cols, sources=list(used))
+        profiles = SplitData(cols, sources=[f"{prefix}/{p.name}" for p in (desc_path, scripts_path) if p.is_file()])
+    # data_gen names files with '/' in a role replaced by '_': map those names back to the role
+    known = {role.replace("/", "_"): role for role in (profiles.columns["role"] if profiles else [])}
     dialogue_files = sorted(folder.glob(f"profiles-{lang_tag}-*.jsonl"))
     dialogues = None
     if dialogue_files:
         cols = {"role": [], "act_id": [], "diag_id": [], "speaker": [], "content": []}
         for path in dialogue_files:
             label = f"{prefix}/{path.name}"
-            used.append(label)
-            role = path.name[len(f"profiles-{lang_tag}-") : -len(".jsonl")]
+            stem = path.name[len(f"profiles-{lang_tag}-") : -len(".jsonl")]
+            role = known.get(stem, stem)
             for lineno, row in read_jsonl(path, label):
                 where = f"{label}:{lineno}"
                 for key in ("act_id", "diag_id", "content"):
@@ -283,7 +285,7 @@ def read_profiles(folder: Path, prefix: str, lang_tag: str) -> tuple[SplitData |
                 cols["speaker"].append(speaker)
                 cols["content"].append(row["content"])
         dialogues = SplitData(cols, sources=[f"{prefix}/{p.name}" for p in dialogue_files])
-    return profiles, dialogues, used
+    return profiles, dialogues
 
 
 def resolve_root(path: Path, version: str) -> tuple[Path, dict[str, Any] | None, bytes | None]:
@@ -350,7 +352,7 @@ def load_source(path: Path, version: str) -> Source:
     for tag in PROFILE_LANGS:
         folder = root / f"profiles-{tag}"
         if folder.is_dir():
-            profiles, dialogues, _ = read_profiles(folder, f"profiles-{tag}", tag)
+            profiles, dialogues = read_profiles(folder, f"profiles-{tag}", tag)
             if profiles is not None and profiles.num_rows:
                 configs[f"profiles-{tag}"] = {"train": profiles}
             if dialogues is not None and dialogues.num_rows:

@@ -26,12 +26,18 @@ class PublishPlan:
     tag: str
     uploads: list[tuple[str, int]]  # (path in repo, bytes)
     deletions: list[str] = field(default_factory=list)
+    name: str = "RoleBench"
+    parent_commit: str | None = None  # head of main when planned: the commit fails if it moved
     repo_exists: bool | None = None  # None: unknown (not checked)
+
+    @property
+    def message(self) -> str:
+        return f"{self.name} v{self.version}"
 
     def describe(self) -> str:
         lines = [f"repo: datasets/{self.repo_id} ({'exists' if self.repo_exists else 'will be created' if self.repo_exists is False else 'not checked'})",
                  f"tag: {self.tag}",
-                 f"commit: RoleBench v{self.version} ({len(self.uploads)} files, {sum(b for _, b in self.uploads)} bytes)"]
+                 f"commit: {self.message} ({len(self.uploads)} files, {sum(b for _, b in self.uploads)} bytes)"]
         lines += [f"  upload {path} ({size} bytes)" for path, size in self.uploads]
         lines += [f"  delete {path}" for path in self.deletions]
         return "\n".join(lines)
@@ -58,7 +64,8 @@ def plan_publish(out: Path, repo_id: str, api: Any | None) -> PublishPlan:
     version = check_version(manifest["version"])
     tag = f"v{version}"
     files = release_files(out)
-    plan = PublishPlan(repo_id, version, tag, [(p.relative_to(out).as_posix(), p.stat().st_size) for p in files])
+    plan = PublishPlan(repo_id, version, tag, [(p.relative_to(out).as_posix(), p.stat().st_size) for p in files],
+                       name=manifest.get("name", "RoleBench"))
     if api is None:
         return plan
     try:
@@ -71,6 +78,8 @@ def plan_publish(out: Path, repo_id: str, api: Any | None) -> PublishPlan:
         refs, remote, plan.repo_exists = None, set(), False
     if refs is not None and tag in {ref.name for ref in refs.tags}:
         raise ReleaseError(f"datasets/{repo_id}: tag {tag} already exists (versions are immutable; bump the version)")
+    if refs is not None:
+        plan.parent_commit = next((b.target_commit for b in refs.branches if b.name == "main"), None)
     uploaded = {path for path, _ in plan.uploads}
     plan.deletions = sorted(remote - uploaded - KEEP_REMOTE)
     return plan
@@ -85,20 +94,23 @@ def execute_publish(out: Path, plan: PublishPlan, api: Any) -> str:
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(out / path)) for path, _ in plan.uploads]
     operations += [CommitOperationDelete(path_in_repo=path) for path in plan.deletions]
     commit = api.create_commit(
-        plan.repo_id, operations=operations, commit_message=f"RoleBench v{plan.version}", repo_type="dataset"
+        plan.repo_id, operations=operations, commit_message=plan.message, repo_type="dataset",
+        parent_commit=plan.parent_commit,  # deletions were planned against this head
     )
     api.create_tag(plan.repo_id, tag=plan.tag, revision=commit.oid, repo_type="dataset",
-                   tag_message=f"RoleBench v{plan.version}")
+                   tag_message=plan.message)
     return commit.oid
 
 
-def record_version(out: Path, versions_dir: Path) -> Path:
+def record_version(out: Path, versions_dir: Path, *, check_only: bool = False) -> Path:
     """Copy the manifest to versions_dir/vX.Y.Z.json; an existing, different record is refused."""
     manifest = (Path(out) / "manifest.json").read_bytes()
     version = json.loads(manifest)["version"]
     target = Path(versions_dir) / f"v{version}.json"
     if target.exists() and target.read_bytes() != manifest:
         raise ReleaseError(f"{target}: a different manifest is already recorded for v{version} (versions are immutable)")
+    if check_only:
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(manifest)
     return target
@@ -124,6 +136,8 @@ def publish(out: Path, repo_id: str, *, api: Any | None = None, dry_run: bool = 
     plan = plan_publish(out, repo_id, api)
     if dry_run:
         return plan
+    if versions_dir is not None:  # refuse before uploading, not after
+        record_version(out, versions_dir, check_only=True)
     execute_publish(out, plan, api)
     if versions_dir is not None:
         record_version(out, versions_dir)

@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 
-from data_gen.release_layout import SEMVER, features_for
+from data_gen.release_layout import EVAL_SPLITS, SEMVER, features_for
 
-EVAL_SPLITS = ("test", "rolegpt_baseline")
 
 
 @dataclass
@@ -117,7 +116,11 @@ def verify_release(out: Path) -> VerifyReport:
 
     readme = out / "README.md"
     if readme.is_file():
-        meta = _read_front_matter(readme) or {}
+        try:
+            meta = _read_front_matter(readme) or {}
+        except yaml.YAMLError as err:
+            report.problems.append(f"{readme}: front matter is not valid YAML ({type(err).__name__})")
+            meta = {}
         declared = {
             (c["config_name"], f["split"]): sorted(f["path"] if isinstance(f["path"], list) else [f["path"]])
             for c in meta.get("configs", [])

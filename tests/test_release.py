@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import HfApi
 
 from data_gen import release
 from data_gen.release_build import build_release
@@ -62,17 +64,25 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 
 def write_shard_set(tmp_path: Path, version: str = "1.2.0") -> Path:
-    """A shard set as data_gen writes it: OUT/vX.Y.Z/<original layout> + manifest.json."""
+    """A shard set shaped as data_gen.shards writes it: OUT/vX.Y.Z/<original layout> + manifest.json
+    (files: rows + sha256, models, prompt template hashes, usage) and raw.jsonl RAW references."""
     root = tmp_path / "shards"
     vdir = make_demo_source(root / f"v{version}")
     (vdir / "SOURCE.md").unlink()
+    for test in vdir.glob("rolebench-*/**/general/test.jsonl"):
+        rows = jsonl(test)
+        (test.parent / "raw.jsonl").write_text("".join(
+            json.dumps({"role": r["role"], "question": r["question"], "generated": [r["generated"][0]]}, ensure_ascii=False) + "\n"
+            for r in rows))
     files = {
         p.relative_to(vdir).as_posix(): {"rows": len(p.read_text().splitlines()), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
         for p in sorted(vdir.rglob("*.json*"))
     }
-    manifest = {"version": version, "models": {"rolegpt": "gpt-4-0613", "context_instruct": "gpt-3.5-turbo"},
-                "prompt_templates": {"rolegpt_en.txt": "ab12"}, "total_tokens": 1234, "files": files}
-    (vdir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    manifest = {"version": version, "lang": "en", "files": files,
+                "generator": {"data_gen_version": "0.1.0", "config": {"seed": 0}},
+                "models": ["gpt-4-0613"], "prompt_templates": {"rolegpt_en.txt": "ab12"},
+                "usage": {"total": {"requests": 10, "cost_usd": 0.01}}}
+    (vdir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
 
 
@@ -120,6 +130,15 @@ def test_verify_finds_the_real_train_test_leak_in_the_sample(rolebench_sample, t
     assert report.problems and all(p.startswith("zh-role_specific: ('皇帝'") for p in report.problems)
 
 
+def test_drop_train_leaks_makes_the_sample_release_verify(rolebench_sample, tmp_path):
+    manifest = build_release(rolebench_sample, "1.0.0", tmp_path / "rel", drop_leaks=True)
+    assert manifest["configs"]["zh-role_specific"]["dropped_train_leaks"] == 1
+    assert manifest["configs"]["zh-role_specific"]["splits"]["train"]["rows"] == 199
+    assert "`zh-role_specific` 1" in (tmp_path / "rel" / "README.md").read_text()
+    report = verify_release(tmp_path / "rel")
+    assert report.ok, report.problems
+
+
 def test_build_from_shard_set_loads_every_config_multi_shard_and_streaming(tmp_path):
     source = write_shard_set(tmp_path)
     out = tmp_path / "rel"
@@ -138,6 +157,8 @@ def test_build_from_shard_set_loads_every_config_multi_shard_and_streaming(tmp_p
         assert list(stream["train"]) == ds["train"].to_list()
     card = (out / "README.md").read_text()
     assert "gpt-4-0613" in card and "rolegpt_en.txt" in card and "load_dataset(" in card
+    raw = load(out, "zh-general", tmp_path / "cache")["raw"]
+    assert raw.num_rows == manifest["configs"]["zh-general"]["splits"]["test"]["rows"]
     assert verify_release(out).ok
 
 
@@ -147,6 +168,15 @@ def test_tampered_shard_set_file_is_refused(tmp_path):
     path.write_text(path.read_text().replace("俺老孙", "我", 1))
     with pytest.raises(ReleaseError, match=r"rolebench-zh/general/train.jsonl: sha256 differs"):
         build_release(source, "1.2.0", tmp_path / "rel")
+
+
+def test_changelog_keeps_previous_entries(tmp_path):
+    source = make_demo_source(tmp_path / "src")
+    build_release(source, "0.1.0", tmp_path / "a", notes="First demo.")
+    build_release(source, "0.2.0", tmp_path / "b", notes="Rebuilt.", previous_changelog=tmp_path / "a" / "CHANGELOG.md")
+    text = (tmp_path / "b" / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog\n\n## v0.2.0\n\n- Rebuilt.\n")
+    assert text.count("# Changelog") == 1 and text.index("## v0.2.0") < text.index("## v0.1.0\n\n- First demo.")
 
 
 def test_build_twice_is_byte_identical(tmp_path):
@@ -165,7 +195,8 @@ def test_committed_demo_release_is_reproducible_and_loads(tmp_path):
     manifest = json.loads((DEMO_RELEASE / "manifest.json").read_text())
     assert (REPO_ROOT / "release" / "versions" / "v0.1.0.json").read_text() == json.dumps(manifest, ensure_ascii=False, indent=1) + "\n"
     rebuilt = tmp_path / "rebuilt"
-    build_release(DEMO_SOURCE, manifest["version"], rebuilt, repo_id="release/rolebench-demo")
+    # the command in make_demo_source.py's docstring
+    build_release(DEMO_SOURCE, manifest["version"], rebuilt, repo_id="release/rolebench-demo", name="RoleBench demo")
     same_writer = manifest["build_tool"]["pyarrow"] == pa.__version__
     for config in CONFIGS:
         ds = load(DEMO_RELEASE, config, tmp_path / "cache")
@@ -262,16 +293,30 @@ def test_verify_catches_an_edited_card_and_an_unlisted_shard(demo_build):
 
 
 class FakeHub:
-    """Stand-in for huggingface_hub.HfApi: records calls, holds tags and files."""
+    """Stand-in for huggingface_hub.HfApi: records calls, holds tags and files. Every call is bound
+    against the real HfApi method's signature, so the stand-in cannot drift from the real client."""
 
     def __init__(self, tags=(), files=(), exists=True):
         self.tags, self.files, self.exists, self.calls = list(tags), list(files), exists, []
+
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        real = getattr(HfApi, name, None)
+        if real is None or not callable(attr):
+            return attr
+
+        def checked(*args, **kwargs):
+            inspect.signature(real).bind(None, *args, **kwargs)  # TypeError if the real API differs
+            return attr(*args, **kwargs)
+
+        return checked
 
     def list_repo_refs(self, repo_id, repo_type):
         self.calls.append(("list_repo_refs", repo_id, repo_type))
         if not self.exists:
             raise type("RepositoryNotFoundError", (Exception,), {})("404")
-        return SimpleNamespace(tags=[SimpleNamespace(name=t) for t in self.tags], branches=[])
+        return SimpleNamespace(tags=[SimpleNamespace(name=t) for t in self.tags],
+                               branches=[SimpleNamespace(name="main", target_commit="5eed")])
 
     def list_repo_files(self, repo_id, repo_type):
         return list(self.files)
@@ -279,8 +324,9 @@ class FakeHub:
     def create_repo(self, repo_id, repo_type, exist_ok):
         self.calls.append(("create_repo", repo_id, repo_type, exist_ok))
 
-    def create_commit(self, repo_id, operations, commit_message, repo_type):
-        self.calls.append(("create_commit", repo_id, [type(o).__name__ + ":" + o.path_in_repo for o in operations], repo_type))
+    def create_commit(self, repo_id, operations, commit_message, repo_type, parent_commit=None):
+        self.calls.append(("create_commit", repo_id, [type(o).__name__ + ":" + o.path_in_repo for o in operations],
+                           repo_type, parent_commit))
         return SimpleNamespace(oid="c0ffee")
 
     def create_tag(self, repo_id, tag, revision, repo_type, tag_message):
@@ -295,6 +341,7 @@ def test_publish_one_commit_then_tag_and_records_version(demo_build, tmp_path):
     commit = hub.calls[2]
     files = sorted(p.relative_to(demo_build).as_posix() for p in demo_build.rglob("*") if p.is_file())
     assert commit[2] == [f"CommitOperationAdd:{f}" for f in files] + ["CommitOperationDelete:data/old-config/train-00000-of-00001.parquet"]
+    assert commit[4] == "5eed"  # committed on top of the head the plan saw
     assert hub.calls[3] == ("create_tag", "me/rolebench", "v0.2.0", "c0ffee", "dataset")
     assert hub.calls[1] == ("create_repo", "me/rolebench", "dataset", True)
     assert (tmp_path / "versions" / "v0.2.0.json").read_bytes() == (demo_build / "manifest.json").read_bytes()
@@ -307,6 +354,15 @@ def test_publish_refuses_an_existing_tag(demo_build, tmp_path):
         publish(demo_build, "me/rolebench", api=hub, versions_dir=tmp_path / "versions")
     assert [c[0] for c in hub.calls] == ["list_repo_refs"]
     assert not (tmp_path / "versions").exists()
+
+
+def test_publish_refuses_when_a_different_manifest_is_recorded(demo_build, tmp_path):
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "versions" / "v0.2.0.json").write_text("{}")
+    hub = FakeHub()
+    with pytest.raises(ReleaseError, match="a different manifest is already recorded for v0.2.0"):
+        publish(demo_build, "me/rolebench", api=hub, versions_dir=tmp_path / "versions")
+    assert "create_commit" not in [c[0] for c in hub.calls]
 
 
 def test_publish_creates_a_missing_repo_and_refuses_an_unverified_folder(demo_build, tmp_path):
@@ -372,3 +428,64 @@ def test_non_semver_version_is_refused(tmp_path, version, capsys):
     assert release.main(["build", "--from", str(DEMO_SOURCE), "--version", version, "--out", str(tmp_path / "rel")]) == 1
     assert capsys.readouterr().err.strip() == f"error: version {version!r} is not semver X.Y.Z (e.g. 1.0.0)"
     assert not (tmp_path / "rel").exists()
+
+
+def test_cli_module_verifies_the_committed_demo():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "data_gen.release", "verify", str(DEMO_RELEASE)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"{DEMO_RELEASE}: OK")
+    assert "eng-instruction_generalization-general: 0 of 24 test instructions also in train" in result.stdout
+
+
+def test_python_m_data_gen_release_dispatches_here(capsys):
+    from data_gen.__main__ import main as data_gen_main
+
+    assert data_gen_main(["release", "verify", str(DEMO_RELEASE)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{DEMO_RELEASE}: OK")
+
+
+def test_release_of_a_real_data_gen_shard_set(tmp_path, monkeypatch):
+    """End to end: data_gen build (against the local fake OpenAI server) -> release build -> verify -> load."""
+    from data_gen.__main__ import main as data_gen_main
+    from tests.fake_openai_server import FakeOpenAIServer, rolebench_responder
+
+    demo = REPO_ROOT / "data_gen" / "demo"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    with FakeOpenAIServer(rolebench_responder) as srv:
+        assert data_gen_main(["build", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "shards"),
+                              "--version", "0.4.0", "--scripts", str(demo / "scripts-eng"),
+                              "--instructions", str(demo / "instructions-eng.jsonl"), "--segment-tokens", "250",
+                              "--model", "fake-model", "--concurrency", "4", "--no-progress",
+                              "--base-url", srv.base_url]) == 0
+    out = tmp_path / "rel"
+    assert data_gen_main(["release", "build", "--from", str(tmp_path / "shards"), "--version", "0.4.0", "--out", str(out)]) == 0
+    assert verify_release(out).ok
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "shard-set"
+    shard_manifest = (tmp_path / "shards" / "v0.4.0" / "manifest.json").read_bytes()
+    assert manifest["source"]["manifest_sha256"] == hashlib.sha256(shard_manifest).hexdigest()
+    card = (out / "README.md").read_text()
+    assert "fake-model" in card and "role_system_en.txt" in card
+    for config, info in manifest["configs"].items():
+        ds = load(out, config, tmp_path / "cache")
+        assert {split: ds[split].num_rows for split in ds} == {s: i["rows"] for s, i in info["splits"].items()}
+        assert all(ds[split].features == features_for(config) for split in ds)
+
+
+def test_profiles_map_data_gen_file_names_back_to_roles(tmp_path):
+    from data_gen.release_layout import load_source
+
+    folder = tmp_path / "src" / "profiles-eng"
+    folder.mkdir(parents=True)
+    (folder / "desc.json").write_text(json.dumps({"Jekyll/Hyde": "You are two men in one."}))
+    (folder / "profiles-eng-Jekyll_Hyde.jsonl").write_text(json.dumps({"act_id": 0, "diag_id": "1", "role": "Utterson", "content": "Who are you?"}) + "\n")
+    source = load_source(tmp_path / "src", "1.0.0")
+    assert source.configs["dialogues-eng"]["train"].columns == {
+        "role": ["Jekyll/Hyde"], "act_id": [0], "diag_id": [1], "speaker": ["Utterson"], "content": ["Who are you?"]}
+    (folder / "profiles-eng-Jekyll_Hyde.jsonl").write_text(json.dumps({"act_id": "x", "diag_id": 1, "role": "U", "content": "?"}) + "\n")
+    with pytest.raises(ReleaseError, match=r"profiles-eng/profiles-eng-Jekyll_Hyde.jsonl:1: 'act_id' must be an integer"):
+        load_source(tmp_path / "src", "1.0.0")

@@ -7,7 +7,7 @@ its own openers, closers and facts; test rows hold out instructions (instruction
 or roles (role generalisation). Re-run to regenerate, then rebuild the release:
 
     python release/demo-source/make_demo_source.py --out release/demo-source
-    python -m data_gen release build --from release/demo-source --version 0.1.0 \
+    python -m data_gen release build --from release/demo-source --version 0.1.0 --name "RoleBench demo" \
         --out release/rolebench-demo --repo-id release/rolebench-demo --overwrite --record release/versions
 """
 

@@ -1,0 +1,137 @@
+"""python -m data_gen profiles|context-instruct|rolegpt|shards|build|release ...
+
+Every stage reads and writes under ``--work`` and replays finished requests from
+``WORK/journal.sqlite``: rerunning a stage (or ``build``) after a crash or kill pays only for what
+is missing and gives the same files. ``--offline`` replays only (no key needed).
+The API key comes from OPENAI_API_KEY (preferred: flags can end up in shell history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from data_gen.config import ConfigError, GenConfig
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(GenConfig)
+    for f in dataclasses.fields(GenConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        t = hints[f.name]
+        if t == list[str]:
+            p.add_argument(flag, nargs="*", default=default, help=f"(default: none)")
+        else:
+            p.add_argument(flag, type=t, default=default, help=f"(default: {default})")
+
+
+def _add_llm_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("LLM endpoint")
+    g.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL)")
+    g.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY (prefer the variable)")
+    g.add_argument("--offline", action="store_true", help="replay from the journal only; fail on a miss")
+    g.add_argument("--concurrency", type=int, default=16)
+    g.add_argument("--rpm", type=float, default=None, help="requests per minute limit")
+    g.add_argument("--tpm", type=float, default=None, help="tokens per minute limit")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt")
+    g.add_argument("--max-retries", type=int, default=6)
+    g.add_argument("--backoff-base", type=float, default=1.0, help="first retry waits up to this (s), doubling")
+    g.add_argument("--max-cost", type=float, default=None, help="USD budget for new requests of this run")
+    g.add_argument("--retry-failed", action="store_true", help="re-ask requests journaled as failed")
+    g.add_argument("--prices", type=Path, default=None, help="price table JSON (default: data_gen/prices.json)")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m data_gen", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, help_: str, *, llm: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--work", type=Path, required=True, help="working folder (journal, stage outputs)")
+        _add_config_flags(p)
+        if llm:
+            _add_llm_flags(p)
+        return p
+
+    p = stage("profiles", "stage 1: scripts -> RoleBench profiles (dialogues, desc.json, segments)")
+    p.add_argument("--scripts", type=Path, required=True, help="folder of *.txt scripts")
+    stage("context-instruct", "stage 2: role-specific Q/A from segments and descriptions")
+    p = stage("rolegpt", "stage 3: in-character answers to general instructions (6 samples)")
+    p.add_argument("--instructions", type=Path, required=True, help="JSONL of {instruction, input?, output?}")
+    p = stage("shards", "stage 5: split and write the versioned shard set OUT/vX.Y.Z", llm=False)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--version", required=True, help="X.Y.Z; an existing version is never overwritten")
+    p = stage("build", "all stages: profiles, context-instruct, rolegpt, shards")
+    p.add_argument("--scripts", type=Path, required=True)
+    p.add_argument("--instructions", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--version", required=True)
+    sub.add_parser("release", help="dataset release: python -m data_gen release --help", add_help=False)
+    return ap
+
+
+def _client(args: argparse.Namespace, cfg: GenConfig):
+    from data_gen.llm import LLMClient, PriceTable
+
+    return LLMClient(cfg.model, journal_path=args.work / "journal.sqlite", base_url=args.base_url,
+                     api_key=args.api_key, offline=args.offline, concurrency=args.concurrency, rpm=args.rpm,
+                     tpm=args.tpm, timeout=args.timeout, max_retries=args.max_retries,
+                     backoff_base=args.backoff_base, max_cost=args.max_cost,
+                     prices=PriceTable.load(args.prices) if args.prices else None, retry_failed=args.retry_failed,
+                     progress=not args.no_progress and sys.stderr.isatty())
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_gen import pipeline
+
+    cfg = GenConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenConfig)})
+    if args.command == "shards":
+        print(pipeline.stage_shards(args.work, args.out, args.version, cfg))
+        return 0
+    client = _client(args, cfg)
+    try:
+        if args.command == "profiles":
+            pipeline.stage_profiles(args.work, args.scripts, cfg, client)
+        elif args.command == "context-instruct":
+            pipeline.stage_context_instruct(args.work, cfg, client)
+        elif args.command == "rolegpt":
+            pipeline.stage_rolegpt(args.work, args.instructions, cfg, client)
+        elif args.command == "build":
+            print(pipeline.build(args.work, args.scripts, args.instructions, args.out, args.version, cfg, client))
+    finally:
+        client.close()
+    logging.getLogger("data_gen").info("new requests %d (retries %d), spent $%.4f", client.new_requests,
+                                       client.retries, client.spent)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "release":  # owned by data_gen/release.py; imported only when asked for
+        from data_gen.release import main as release_main
+
+        return release_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "openai"):  # one line per HTTP request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from data_gen.jsonl import DataFileError
+    from data_gen.llm import LLMError
+    from data_gen.profiles import ScriptError
+    from data_gen.shards import ShardError
+
+    try:
+        return run(args)
+    except (ConfigError, DataFileError, LLMError, ScriptError, ShardError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The stages wired together: each stage rebuilds its outputs from the journal (so it is
+resumable and idempotent) and saves a record (usage, cleaning counts, prompt-template hashes,
+input hashes) in ``WORK/stages-<lang>/<stage>.json`` for the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from data_gen.clean import CleanReport
+from data_gen.config import GenConfig
+from data_gen.context_instruct import run_context_instruct
+from data_gen.jsonl import read_json, write_json
+from data_gen.llm import LLMClient, usage_of
+from data_gen.profiles import build_profiles
+from data_gen.rolegpt import run_rolegpt
+from data_gen.shards import write_shard_set
+from data_gen.templates import TemplateRegistry
+
+STAGES = ("profiles", "context_instruct", "rolegpt")
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _save(work: Path, cfg: GenConfig, stage: str, results, report: CleanReport | None,
+          templates: TemplateRegistry, inputs: dict[str, str]) -> dict:
+    record = {"usage": usage_of(results).as_dict(), "cleaning": report.as_dict() if report else {},
+              "templates": dict(sorted(templates.used.items())), "inputs": inputs}
+    write_json(work / f"stages-{cfg.lang}" / f"{stage}.json", record)
+    return record
+
+
+def stage_profiles(work: Path, scripts: Path, cfg: GenConfig, client: LLMClient) -> dict:
+    templates = TemplateRegistry()
+    results = build_profiles(scripts, work, cfg, client, templates)
+    inputs = {f"scripts/{p.name}": _file_hash(p) for p in sorted(Path(scripts).glob("*.txt"))}
+    return _save(work, cfg, "profiles", results, None, templates, inputs)
+
+
+def stage_context_instruct(work: Path, cfg: GenConfig, client: LLMClient) -> dict:
+    templates, report = TemplateRegistry(), CleanReport()
+    results = run_context_instruct(work, cfg, client, templates, report)
+    return _save(work, cfg, "context_instruct", results, report, templates, {})
+
+
+def stage_rolegpt(work: Path, instructions: Path, cfg: GenConfig, client: LLMClient) -> dict:
+    templates, report = TemplateRegistry(), CleanReport()
+    results = run_rolegpt(work, instructions, cfg, client, templates, report)
+    return _save(work, cfg, "rolegpt", results, report, templates,
+                 {f"instructions/{Path(instructions).name}": _file_hash(Path(instructions))})
+
+
+def stage_shards(work: Path, out: Path, version: str, cfg: GenConfig) -> Path:
+    stages = {name: read_json(work / f"stages-{cfg.lang}" / f"{name}.json") for name in STAGES}
+    return write_shard_set(work, out, version, cfg, stages)
+
+
+def build(work: Path, scripts: Path, instructions: Path, out: Path, version: str, cfg: GenConfig,
+          client: LLMClient) -> Path:
+    stage_profiles(work, scripts, cfg, client)
+    stage_context_instruct(work, cfg, client)
+    stage_rolegpt(work, instructions, cfg, client)
+    return stage_shards(work, out, version, cfg)
