@@ -110,7 +110,6 @@ KILLED_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # three runs, two of them fresh processes (~80 s on 2 cores)
 def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tokenizer_dir, tmp_path):
     args = ["--train.steps=7", "--checkpoint.every=2", "--mesh.fsdp=-1"]
     reference, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "straight", *args))
