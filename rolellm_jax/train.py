@@ -31,7 +31,7 @@ from rolellm_jax.data import PackedBatches, load_examples, to_global_arrays
 from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device
 from rolellm_jax.model_io import is_model_checkpoint, load_model_checkpoint, save_model_checkpoint
 from rolellm_jax.models.config import ModelConfig
-from rolellm_jax.run_log import MetricsLog, plot_loss_curve
+from rolellm_jax.run_log import MetricsLog, plot_loss_curve, read_metrics
 from rolellm_jax.sharding import make_mesh
 from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
 from rolellm_jax.train_step import TrainProgram
@@ -226,7 +226,10 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
         export_dir = output_dir / "export"
         save_model_checkpoint(export_dir, program.full_params(state, frozen), model_cfg, tokenizer_dir=tokenizer_dir,
                               overwrite=True)
-    return RunResult(first_loss, last_loss, cfg.train.steps - start, cfg.checkpoint_dir, export_dir, curve, metrics_log.path)
+    history = read_metrics(metrics_log.path)  # the whole run, across restarts
+    if history:
+        first_loss, last_loss = history[0]["loss"], history[-1]["loss"]
+    return RunResult(first_loss, last_loss, max(cfg.train.steps - start, 0), cfg.checkpoint_dir, export_dir, curve, metrics_log.path)
 
 
 class ProgressBar:
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if jax.process_index() == 0:
-        print(f"loss: first {result.first_loss:.4f} -> last {result.last_loss:.4f} ({result.steps_run} steps this run)")
+        note = f"{result.steps_run} steps this run" if result.steps_run else "already complete: nothing to train"
+        print(f"loss: first {result.first_loss:.4f} -> last {result.last_loss:.4f} ({note})")
         print(f"checkpoints: {result.checkpoint_dir}")
         if result.export_dir:
             print(f"export:      {result.export_dir}  (python -m rolellm_jax.convert jax-to-hf --ckpt {result.export_dir} --out OUT)")
