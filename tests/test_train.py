@@ -76,7 +76,8 @@ def test_mesh_2x2x2_and_grad_accum_match_one_device(tokenizer_dir, tmp_path):
     """Same loss trajectory (1e-5) on 8 devices as (data, fsdp, tensor) = (2, 2, 2), on 1 device,
     and on 1 device with the batch split into 2 accumulated microbatches."""
     common = ["--train.steps=5", "--checkpoint.every=100", "--train.export=false"]
-    eight, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "eight", *common, "--mesh.data=2", "--mesh.fsdp=2", "--mesh.tensor=2"))
+    eight, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "eight", *common, "--mesh.data=2", "--mesh.fsdp=2",
+                                    "--mesh.tensor=2", "--train.export=true"))
     one, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "one", *common, "--mesh.data=1", "--mesh.fsdp=1", "--mesh.tensor=1"))
     accum, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "accum", *common, "--mesh.fsdp=1", "--train.grad_accum=2"))
     assert len(jax.devices()) == 8
@@ -87,6 +88,12 @@ def test_mesh_2x2x2_and_grad_accum_match_one_device(tokenizer_dir, tmp_path):
     assert len(reference) == 5 and reference[-1] < reference[0]
     np.testing.assert_allclose(losses(tmp_path / "eight"), reference, rtol=0, atol=1e-5)
     np.testing.assert_allclose(losses(tmp_path / "accum"), reference, rtol=0, atol=1e-5)
+
+    # the (2, 2, 2) checkpoint restores onto a 1-device mesh exactly (abstract target, new shardings)
+    on_eight = exported(tmp_path / "eight")
+    moved, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "eight", *common, "--mesh.fsdp=1", "--train.export=true"))
+    assert run(moved, devices=jax.devices()[:1]).steps_run == 0
+    assert_trees_equal(exported(tmp_path / "eight"), on_eight)
 
 
 # ---------------------------------------------------------------- kill and resume
