@@ -20,7 +20,6 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rolellm_jax.config import LoraConfig, TrainConfig  # noqa: E402

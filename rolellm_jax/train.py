@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from rolellm_jax.chatglm import chatglm_model_config, is_chatglm_config
 from rolellm_jax.checkpoint import CheckpointStore
 from rolellm_jax.convert import read_hf_checkpoint, read_hf_config
 from rolellm_jax.config import RunConfig, help_text, model_config_of, parse_args
-from rolellm_jax.distributed import maybe_initialize
 from rolellm_jax.data import PackedBatches, load_examples, to_global_arrays
+from rolellm_jax.distributed import maybe_initialize
 from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device
 from rolellm_jax.model_io import is_model_checkpoint, load_model_checkpoint, save_model_checkpoint
 from rolellm_jax.models.config import ModelConfig

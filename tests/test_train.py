@@ -26,7 +26,7 @@ from rolellm_jax.config import ConfigError, parse_args
 from rolellm_jax.data import DataConfig, PackedBatches, load_examples, to_global_arrays
 from rolellm_jax.lora import LoraError
 from rolellm_jax.model_io import load_model_checkpoint
-from rolellm_jax.sharding import MeshConfig, make_mesh
+from rolellm_jax.sharding import make_mesh
 from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
 from rolellm_jax.train import main, run
 from rolellm_jax.train_step import TrainProgram, TrainSetupError
