@@ -1,0 +1,133 @@
+"""Train-step throughput: our jitted JAX step vs a transformers PyTorch step, same model and batch.
+
+    python benchmarks/train_throughput.py [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 10]
+
+Both sides: a LLaMA of the same config (float32 on CPU), the same random token batch, next-token
+cross entropy, AdamW (same lr / betas / weight decay), gradient clipping at 1.0. Ours is
+rolellm_jax.train_step.TrainProgram (the step `python -m rolellm_jax.train` runs) on a one-device
+mesh; PyTorch is LlamaForCausalLM + torch.optim.AdamW in eager mode. Reports tokens/s (median of
+the timed steps after warm-up/compile) and, on an accelerator with a known peak, MFU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rolellm_jax.config import LoraConfig, TrainConfig  # noqa: E402
+from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
+from rolellm_jax.models.config import ModelConfig  # noqa: E402
+from rolellm_jax.sharding import MeshConfig, make_mesh  # noqa: E402
+from rolellm_jax.train_step import TrainProgram  # noqa: E402
+
+
+def jax_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -> tuple[float, float]:
+    train = TrainConfig(steps=1000, global_batch_size=batch["input_ids"].shape[0], lr=1e-4, warmup_steps=0,
+                        weight_decay=0.1, clip_norm=1.0)
+    mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
+    program = TrainProgram.create(cfg, mesh, train, LoraConfig(), batch["input_ids"].shape[1])
+    state, frozen = program.init_state(program.init_params(0), 0)
+    arrays = {k: jax.device_put(v, program.batch_sharding) for k, v in batch.items()}
+    step = program.jitted_step()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        state, metrics = step(state, frozen, arrays)
+        jax.block_until_ready(metrics["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    tokens = batch["input_ids"].size
+    return tokens / statistics.median(times), float(metrics["loss"])
+
+
+def torch_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -> tuple[float, float]:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    hf = LlamaConfig(**{k: v for k, v in cfg.to_hf_config().items() if k not in ("architectures", "model_type", "torch_dtype")})
+    hf._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(hf).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    ids = torch.from_numpy(batch["input_ids"]).long()
+    targets = torch.from_numpy(batch["targets"]).long()
+    mask = torch.from_numpy(batch["loss_mask"])
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        logits = model(input_ids=ids).logits.float()
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        loss = (ce * mask.flatten()).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return batch["input_ids"].size / statistics.median(times), float(loss.detach())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", help="compute dtype of our model (bfloat16 on accelerators)")
+    parser.add_argument("--skip-torch", action="store_true")
+    args = parser.parse_args()
+    cfg = ModelConfig(
+        family="llama", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=int(args.hidden * 8 / 3) // 8 * 8,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
+        max_position_embeddings=args.seq, param_dtype="float32", dtype=args.dtype, scan_layers=True,
+        bos_token_id=1, eos_token_id=2,
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, args.vocab, (args.batch, args.seq + 1), dtype=np.int32)
+    batch = {
+        "input_ids": ids[:, :-1], "targets": ids[:, 1:],
+        "loss_mask": np.ones((args.batch, args.seq), np.float32),
+        "segment_ids": np.ones((args.batch, args.seq), np.int32),
+        "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), (args.batch, args.seq)).copy(),
+    }
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind} ({jax.device_count()} jax device(s)), {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus; date {time.strftime('%Y-%m-%d', time.gmtime())}")
+    print(f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
+          f"batch {args.batch} x {args.seq} tokens; AdamW; {args.steps} timed steps after {args.warmup} warm-up")
+    ours, ours_loss = jax_tokens_per_s(cfg, batch, args.steps, args.warmup)
+    flops = flops_per_token(cfg, matmul_params(jax.eval_shape(lambda: _params_shapes(cfg))), args.seq)
+    peak = peak_flops_per_device(device)
+    mfu = f", MFU {100 * ours * flops / peak:.1f}%" if peak else ""
+    print(f"rolellm_jax (jax {jax.__version__}, {args.dtype}): {ours:,.0f} tokens/s{mfu} (last loss {ours_loss:.3f})")
+    if not args.skip_torch:
+        import torch
+
+        theirs, theirs_loss = torch_tokens_per_s(cfg, batch, args.steps, args.warmup)
+        print(f"transformers PyTorch (torch {torch.__version__}, float32, {torch.get_num_threads()} threads): "
+              f"{theirs:,.0f} tokens/s (last loss {theirs_loss:.3f})")
+        print(f"ratio ours / pytorch: {ours / theirs:.2f}x")
+
+
+def _params_shapes(cfg: ModelConfig) -> dict:
+    from flax import nnx
+
+    from rolellm_jax.models import build_model
+
+    return nnx.to_pure_dict(nnx.state(build_model(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+
+
+if __name__ == "__main__":
+    main()

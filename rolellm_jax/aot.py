@@ -1,0 +1,125 @@
+"""Compile the real train step for a TPU topology on this (CPU) machine and report its memory.
+
+    python -m rolellm_jax.aot --config launch/configs/rolellama-7b.yaml --topology v5p:2x2x1
+
+Uses `jax.experimental.topologies.get_topology_desc` (needs libtpu installed, no TPU attached):
+the mesh of the preset is laid over the topology's chips, the train step of the preset (same
+code as `rolellm_jax.train`, params/optimiser sharded by the logical rules, batch over data x
+fsdp) is lowered against abstract inputs and compiled by the TPU compiler, and
+`compiled.memory_analysis()` gives the per-chip footprint, compared with the chip's HBM.
+Exit status 0 when it fits, 3 when it does not (the message says which preset knob to lower).
+Any other `--section.key=value` overrides the preset as in training.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+# libtpu probes for TPU workers and the GCE metadata server; this machine has neither.
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+import jax  # noqa: E402
+
+from rolellm_jax.config import ConfigError, model_config_of, parse_args  # noqa: E402
+from rolellm_jax.sharding import make_mesh  # noqa: E402
+from rolellm_jax.train import OOM_HINT, _is_oom, _is_ours  # noqa: E402
+from rolellm_jax.train_step import TrainProgram  # noqa: E402
+
+# HBM per chip (GiB), from the Cloud TPU system architecture pages.
+HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
+
+GIB = 1024**3
+
+
+def chip_hbm_bytes(topology: str) -> int:
+    generation = topology.split(":", 1)[0].split("-", 1)[0]
+    if generation not in HBM_GIB:
+        raise ConfigError(f"--topology {topology!r}: unknown TPU generation {generation!r} (known: {sorted(HBM_GIB)})")
+    return HBM_GIB[generation] * GIB
+
+
+def compile_for_topology(argv: list[str], topology: str) -> dict:
+    cfg, _ = parse_args(argv)
+    # TPU executables cannot be reloaded without a TPU client: keep them out of the persistent cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    hbm = chip_hbm_bytes(topology)
+    from jax.experimental import topologies
+
+    devices = topologies.get_topology_desc(topology, platform="tpu").devices
+    mesh = make_mesh(cfg.mesh, devices)
+    model_cfg = model_config_of(cfg.model)
+    program = TrainProgram.create(model_cfg, mesh, cfg.train, cfg.lora, cfg.data.seq_len)
+    frozen = program.abstract_params if cfg.lora.enabled else None
+    t0 = time.perf_counter()
+    lowered = program.jitted_step().lower(program.abstract_state(), frozen, program.abstract_batch())
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    total = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+    total += mem.generated_code_size_in_bytes
+    n_params = sum(x.size for x in jax.tree.leaves(program.abstract_params))
+    return {
+        "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
+        "mesh": dict(mesh.shape), "params": n_params, "compile_seconds": seconds,
+        "arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
+        "aliased": mem.alias_size_in_bytes, "temps": mem.temp_size_in_bytes,
+        "code": mem.generated_code_size_in_bytes, "total": total, "hbm": hbm, "fits": total <= hbm,
+        "global_batch": cfg.train.global_batch_size, "grad_accum": cfg.train.grad_accum,
+        "seq_len": cfg.data.seq_len, "remat": model_cfg.remat_policy, "lora": cfg.lora.enabled,
+    }
+
+
+def report(r: dict) -> str:
+    return "\n".join([
+        f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
+        f"  model {r['params'] / 1e9:.2f}B params; batch {r['global_batch']} x {r['seq_len']} tokens "
+        f"({r['grad_accum']} microbatches); remat {r['remat']}; lora {r['lora']}",
+        "  per chip (memory_analysis):",
+        f"    arguments (params + optimiser + batch) {r['arguments'] / GIB:8.2f} GiB",
+        f"    outputs (aliased with donated args)    {r['outputs'] / GIB:8.2f} GiB (aliased {r['aliased'] / GIB:.2f})",
+        f"    temporaries (activations, gradients)   {r['temps'] / GIB:8.2f} GiB",
+        f"    generated code                         {r['code'] / GIB:8.2f} GiB",
+        f"    total                                  {r['total'] / GIB:8.2f} GiB of {r['hbm'] / GIB:.0f} GiB HBM "
+        f"-> {'FITS' if r['fits'] else 'DOES NOT FIT'}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    topology = None
+    rest = []
+    i = 0
+    while i < len(argv):
+        if argv[i].startswith("--topology"):
+            if "=" in argv[i]:
+                topology = argv[i].split("=", 1)[1]
+            elif i + 1 < len(argv):
+                topology, i = argv[i + 1], i + 1
+        else:
+            rest.append(argv[i])
+        i += 1
+    if any(a in ("-h", "--help") for a in rest) or not topology:
+        print(__doc__.strip())
+        return 0 if topology or any(a in ("-h", "--help") for a in rest) else 2
+    try:
+        result = compile_for_topology(rest, topology)
+    except Exception as err:  # noqa: BLE001
+        if _is_oom(err):
+            print(f"error: {topology}: the train step does not fit in HBM at compile time: {OOM_HINT}", file=sys.stderr)
+            return 3
+        if not _is_ours(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(report(result))
+    if not result["fits"]:
+        print(f"does not fit: {OOM_HINT}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

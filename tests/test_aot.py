@@ -1,0 +1,40 @@
+"""aot: the train step of a preset compiles for a TPU topology on this CPU machine (libtpu only)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from rolellm_jax.aot import compile_for_topology, main, report
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
+
+TINY = ["--model.hidden_size=64", "--model.intermediate_size=128", "--model.num_hidden_layers=2",
+        "--model.num_attention_heads=4", "--model.num_key_value_heads=2", "--model.vocab_size=512",
+        "--data.seq_len=128", "--train.global_batch_size=8", "--train.grad_accum=2"]
+
+
+def test_tiny_llama_compiles_for_v5p_and_fits():
+    result = compile_for_topology(["--config", "launch/configs/rolellama-7b.yaml", *TINY], "v5p:2x2x1")
+    assert result["chips"] == 4 and result["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+    assert "TPU" in result["device_kind"]
+    # fp32 params + two AdamW moments, sharded over 4 chips: at least 12 bytes/param / 4
+    assert result["arguments"] >= 12 * result["params"] / 4
+    assert 0 < result["total"] < result["hbm"] and result["fits"]
+    assert "FITS" in report(result)
+
+
+def test_too_big_for_the_chip_says_which_knob(capsys):
+    # ~2B params (2 wide layers) with fp32 AdamW state need ~35 GiB: not one 16 GiB v5e chip
+    rc = main(["--config", "launch/configs/rolellama-7b.yaml", "--topology", "v5e:1x1",
+               "--train.global_batch_size=1", "--train.grad_accum=1", "--model.num_hidden_layers=2",
+               "--model.hidden_size=8192", "--model.intermediate_size=22016", "--model.num_attention_heads=64",
+               "--model.num_key_value_heads=64"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "lower train.global_batch_size" in err and "lora.enabled=true" in err
+
+
+def test_unknown_generation_is_named():
+    assert main(["--topology", "v9x:2x2"]) == 1
