@@ -63,7 +63,7 @@ MODELS = {"llama": hf_llama, "llama_tied": lambda: hf_llama(tie=True), "glm": hf
 def tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokenizer")
     prompts = Path(__file__).resolve().parent.parent / "data_gen" / "prompts"
-    texts = [line for f in sorted(prompts.glob("*.txt")) for line in f.read_text().splitlines() if line.strip()]
+    texts = [line for f in sorted(prompts.glob("role_system_*.txt")) for line in f.read_text().splitlines() if line.strip()]
     texts += ["Hello, I am Sun Wukong, the Monkey King.", "你好，我是孙悟空。", "Role-play with me!"]
     train_tokenizer(texts, vocab_size=VOCAB, out_dir=out)
     return out
