@@ -96,7 +96,9 @@ class DialogueRetriever:
         tokens = [t for t in tokenize(query, self.lang) if t in self.index.vocab_dict] or ["_"]
         if "_" in tokens and "_" not in self.index.vocab_dict:
             return self.pairs[:k]  # nothing in common: the first turns, deterministically
-        docs, _ = self.index.retrieve([tokens], k=k, show_progress=False)
+        # numpy top-k always: bm25s's 'auto' picks jax when it is loaded, and the two break score
+        # ties differently, which would change the prompts (and the paid requests) by environment.
+        docs, _ = self.index.retrieve([tokens], k=k, show_progress=False, backend_selection="numpy")
         return [self.pairs[int(i)] for i in docs[0]]
 
 

@@ -189,3 +189,26 @@ def test_instructions_and_config_errors(tmp_path):
         GenConfig(lang="fr")
     with pytest.raises(ConfigError, match="samples"):
         GenConfig(samples=1)
+
+
+def test_retrieval_does_not_depend_on_jax_being_loaded():
+    """bm25s's 'auto' top-k uses jax when it is imported; ties must not change the few-shot turns."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "if sys.argv[1] == 'jax': import jax\n"
+        "from data_gen.rolegpt import DialogueRetriever\n"
+        "rows = []\n"
+        "for i in range(12):  # identical exchanges: every score ties\n"
+        "    rows += [{'act_id': 1, 'diag_id': 2 * i, 'role': 'Watson', 'content': 'the sea, Holmes?'},\n"
+        "             {'act_id': 1, 'diag_id': 2 * i + 1, 'role': 'Holmes', 'content': f'the sea {i}'}]\n"
+        "print([a for _, a in DialogueRetriever('Holmes', rows, 'en').top('the sea', 5)])\n"
+    )
+    outputs = {
+        mode: subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True,
+                             env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}, check=True).stdout
+        for mode in ("nojax", "jax")
+    }
+    assert outputs["nojax"] == outputs["jax"] and outputs["jax"].startswith("['the sea")
