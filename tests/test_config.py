@@ -82,9 +82,10 @@ def test_cli_error_is_one_line_and_nonzero(capsys):
     assert len(err) == 1 and "did you mean 'train.lr'" in err[0]
 
 
-@pytest.mark.parametrize("preset", ["demo.yaml", "rolellama-7b.yaml", "roleglm-6b.yaml"])
+@pytest.mark.parametrize("preset", sorted(p.name for p in PRESET_DIR.glob("*.yaml")))
 def test_presets_describe_valid_models(preset):
     cfg = load_preset(PRESET_DIR / preset)
     model_cfg = model_config_of(cfg.model)
     assert model_cfg.family == ("glm" if "glm" in preset else "llama")
     assert cfg.train.global_batch_size % cfg.train.grad_accum == 0
+    assert cfg.lora.enabled == ("lora" in preset)
