@@ -84,8 +84,11 @@ def is_original_layout(root: str | Path) -> bool:
     return root.is_dir() and any((root / d).is_dir() for d in ("rolebench-eng", "rolebench-zh"))
 
 
-def parse_row(obj: dict[str, Any], kind: str, source: str = "") -> RoleRow:
-    """Validate one decoded row and normalise the original quirks (ValueError when unusable)."""
+def row_fields(obj: dict[str, Any], *, allow_no_answer: bool = False) -> tuple[str, str, list[str]]:
+    """The checked (role, question, generated) of a RoleBench-format row (ValueError naming the key).
+
+    ``generated`` may be a bare string (wrapped in a list); an empty list is accepted only with
+    ``allow_no_answer`` (a prediction file may hold an empty answer, which then scores 0)."""
     role, question, generated = obj.get("role"), obj.get("question"), obj.get("generated")
     if not isinstance(role, str) or not role.strip():
         raise ValueError(f"key 'role': expected a non-empty string, got {role!r}")
@@ -93,8 +96,16 @@ def parse_row(obj: dict[str, Any], kind: str, source: str = "") -> RoleRow:
         raise ValueError(f"key 'question': expected a non-empty string, got {question!r}")
     if isinstance(generated, str):
         generated = [generated]
-    if not isinstance(generated, list) or not generated or not all(isinstance(a, str) for a in generated):
+    if not isinstance(generated, list) or not all(isinstance(a, str) for a in generated):
+        raise ValueError(f"key 'generated': expected a list of strings, got {generated!r}")
+    if not generated and not allow_no_answer:
         raise ValueError(f"key 'generated': expected a non-empty list of strings, got {generated!r}")
+    return role, question, generated
+
+
+def parse_row(obj: dict[str, Any], kind: str, source: str = "") -> RoleRow:
+    """Validate one decoded row and normalise the original quirks (ValueError when unusable)."""
+    role, question, generated = row_fields(obj)
     answers = tuple(a.strip() for a in generated)
     if not all(answers):
         raise ValueError("key 'generated': an answer is empty")

@@ -17,7 +17,7 @@ from typing import Any
 
 from rolellm_jax.jsonl import iter_jsonl
 from rolellm_jax.metrics import looks_chinese, rouge_l
-from rolellm_jax.rolebench import RoleRow, parse_row
+from rolellm_jax.rolebench import RoleRow, parse_row, row_fields
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +37,7 @@ class Prediction:
 
 def parse_prediction(obj: dict[str, Any]) -> Prediction:
     """A RoleBench-format row whose first ``generated`` answer is the prediction."""
-    role, question, generated = obj.get("role"), obj.get("question"), obj.get("generated")
-    if not isinstance(role, str) or not role.strip():
-        raise ValueError(f"key 'role': expected a non-empty string, got {role!r}")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"key 'question': expected a non-empty string, got {question!r}")
-    if isinstance(generated, str):
-        generated = [generated]
-    if not isinstance(generated, list) or not all(isinstance(a, str) for a in generated):
-        raise ValueError(f"key 'generated': expected a list of strings, got {generated!r}")
+    role, question, generated = row_fields(obj, allow_no_answer=True)
     return Prediction(role.strip(), question.strip(), generated[0] if generated else "", "", question)
 
 
