@@ -21,7 +21,8 @@ from transformers import GlmConfig, GlmForCausalLM as HFGlm, LlamaConfig, LlamaF
 from rolellm_jax import sharding
 from rolellm_jax.models import CausalLM, build_model
 from rolellm_jax.models.config import ModelConfig
-from rolellm_jax.models.layers import rotary_inv_freq
+from rolellm_jax.models import layers
+from rolellm_jax.models.layers import causal_query_blocks, rotary_inv_freq
 
 TOL = 1e-4
 VOCAB, T = 128, 8
@@ -105,11 +106,11 @@ def ported(hf_model, model_cls: type[CausalLM] | None = None, **runtime) -> Caus
     return load_into(model, hf_to_tree(hf_model.state_dict(), cfg))
 
 
-def left_padded_batch(batch: int = 2, pads: tuple[int, ...] = (0, 3), seed: int = 1):
+def left_padded_batch(batch: int = 2, pads: tuple[int, ...] = (0, 3), seed: int = 1, length: int = T):
     """ids, attention mask, positions (cumsum - 1), segment ids; row r has pads[r] left pads."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(2, VOCAB, size=(batch, T)).astype(np.int32)
-    mask = np.ones((batch, T), np.int32)
+    ids = rng.integers(2, VOCAB, size=(batch, length)).astype(np.int32)
+    mask = np.ones((batch, length), np.int32)
     for r in range(batch):
         mask[r, : pads[r % len(pads)]] = 0
     ids[mask == 0] = 0
@@ -221,6 +222,32 @@ def test_scan_unrolled_and_remat_agree(llama_pair):
         loss, grads = loss_and_grad(**runtime)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, err_msg=str(runtime))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), grads, ref_grads)
+
+
+def test_causal_query_blocks_match_transformers(llama_pair):
+    """At 128 tokens attention runs as 4 causal query blocks: logits still equal transformers'."""
+    hf, model = llama_pair
+    assert causal_query_blocks(128) == 4 and causal_query_blocks(T) == 1
+    ids, mask, pos, seg = left_padded_batch(pads=(0, 45), length=128)
+    diff = max_diff_on_real_tokens(forward(model, ids, pos, seg), hf_logits(hf, ids, mask, pos), mask)
+    assert diff <= TOL, f"max |ours - HF| = {diff:.2e} > {TOL}"
+
+
+def test_causal_query_blocks_grads_equal_one_block(llama_pair, monkeypatch):
+    """Packed rows whose examples cross block borders: blocked and one-block attention give equal grads."""
+    _, model = llama_pair
+    ids = np.random.default_rng(4).integers(2, VOCAB, (2, 128)).astype(np.int32)
+    seg = np.repeat(np.searchsorted([0, 20, 70, 121], np.arange(128), side="right")[None], 2, 0).astype(np.int32)
+    seg[:, 121:] = 0  # trailing padding
+    pos = np.concatenate([np.arange(n) for n in (20, 50, 51, 7)])[None].repeat(2, 0).astype(np.int32)
+    graphdef, state = nnx.split(model)
+
+    def grads():
+        return nnx.to_pure_dict(jax.grad(lambda st: jnp.mean(nnx.merge(graphdef, st)(ids, pos, seg) ** 2))(state))
+
+    blocked = grads()
+    monkeypatch.setattr(layers, "causal_query_blocks", lambda t, min_block=32: 1)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), blocked, grads())
 
 
 def test_packed_segments_equal_examples_run_alone(llama_pair):
