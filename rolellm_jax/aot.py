@@ -7,6 +7,11 @@ the mesh of the preset is laid over the topology's chips, the train step of the 
 code as `rolellm_jax.train`, params/optimiser sharded by the logical rules, batch over data x
 fsdp) is lowered against abstract inputs and compiled by the TPU compiler, and
 `compiled.memory_analysis()` gives the per-chip footprint, compared with the chip's HBM.
+
+It also prints the model FLOPs of one step (rolellm_jax.flops, the 6N + attention convention MFU
+uses) and what one step and the preset's whole run take on these chips at the MFU values of
+`--mfu` (default 0.3,0.5). Those are what-ifs, not measurements: put in the MFU the training
+progress bar reports on the real hardware for an actual estimate.
 Exit status 0 when it fits, 3 when it does not (the message says which preset knob to lower).
 Any other `--section.key=value` overrides the preset as in training.
 """
@@ -24,6 +29,7 @@ os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 import jax  # noqa: E402
 
 from rolellm_jax.config import ConfigError, model_config_of, parse_args  # noqa: E402
+from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
 from rolellm_jax.sharding import make_mesh  # noqa: E402
 from rolellm_jax.train import OOM_HINT, _is_oom, _is_ours  # noqa: E402
 from rolellm_jax.train_step import TrainProgram  # noqa: E402
@@ -61,6 +67,8 @@ def compile_for_topology(argv: list[str], topology: str) -> dict:
     total = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
     total += mem.generated_code_size_in_bytes
     n_params = sum(x.size for x in jax.tree.leaves(program.abstract_params))
+    tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
+    step_flops = tokens_per_step * flops_per_token(model_cfg, matmul_params(program.abstract_params), cfg.data.seq_len)
     return {
         "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
         "mesh": dict(mesh.shape), "params": n_params, "compile_seconds": seconds,
@@ -69,11 +77,18 @@ def compile_for_topology(argv: list[str], topology: str) -> dict:
         "code": mem.generated_code_size_in_bytes, "total": total, "hbm": hbm, "fits": total <= hbm,
         "global_batch": cfg.train.global_batch_size, "grad_accum": cfg.train.grad_accum,
         "seq_len": cfg.data.seq_len, "remat": model_cfg.remat_policy, "lora": cfg.lora.enabled,
+        "steps": cfg.train.steps, "step_flops": step_flops, "peak_flops": peak_flops_per_device(devices[0]),
     }
 
 
-def report(r: dict) -> str:
-    return "\n".join([
+def time_at_mfu(r: dict, mfu: float) -> tuple[float, float]:
+    """(seconds per step, hours for the preset's steps) if the chips ran at this MFU."""
+    step_seconds = r["step_flops"] / (r["chips"] * r["peak_flops"] * mfu)
+    return step_seconds, step_seconds * r["steps"] / 3600
+
+
+def report(r: dict, mfus: tuple[float, ...] = (0.3, 0.5)) -> str:
+    lines = [
         f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
         f"  model {r['params'] / 1e9:.2f}B params; batch {r['global_batch']} x {r['seq_len']} tokens "
         f"({r['grad_accum']} microbatches); remat {r['remat']}; lora {r['lora']}",
@@ -84,16 +99,33 @@ def report(r: dict) -> str:
         f"    generated code                         {r['code'] / GIB:8.2f} GiB",
         f"    total                                  {r['total'] / GIB:8.2f} GiB of {r['hbm'] / GIB:.0f} GiB HBM "
         f"-> {'FITS' if r['fits'] else 'DOES NOT FIT'}",
-    ])
+        f"  model FLOPs per step {r['step_flops'] / 1e15:.2f} PFLOP",
+    ]
+    if r["peak_flops"]:
+        lines.append(f"  if the {r['chips']} chips ran at (assumed, not measured) MFU:")
+        for mfu in mfus:
+            step, hours = time_at_mfu(r, mfu)
+            lines.append(f"    {100 * mfu:4.0f}% -> {step:7.2f} s/step, {r['steps']} steps in {hours:6.1f} h "
+                         f"= {hours * r['chips']:7.1f} chip-hours")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    topology = None
+    topology, mfus = None, (0.3, 0.5)
     rest = []
     i = 0
     while i < len(argv):
-        if argv[i].startswith("--topology"):
+        if argv[i].startswith("--mfu="):
+            try:
+                mfus = tuple(float(x) for x in argv[i].split("=", 1)[1].split(","))
+            except ValueError:
+                print(f"error: {argv[i]}: expected MFU fractions like --mfu=0.3,0.5", file=sys.stderr)
+                return 2
+            if not all(0 < m <= 1 for m in mfus):
+                print(f"error: {argv[i]}: MFU is a fraction in (0, 1]", file=sys.stderr)
+                return 2
+        elif argv[i].startswith("--topology"):
             if "=" in argv[i]:
                 topology = argv[i].split("=", 1)[1]
             elif i + 1 < len(argv):
@@ -114,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(report(result))
+    print(report(result, mfus))
     if not result["fits"]:
         print(f"does not fit: {OOM_HINT}", file=sys.stderr)
         return 3

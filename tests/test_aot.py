@@ -23,6 +23,17 @@ def test_tiny_llama_compiles_for_v5p_and_fits():
     assert result["arguments"] >= 12 * result["params"] / 4
     assert 0 < result["total"] < result["hbm"] and result["fits"]
     assert "FITS" in report(result)
+    # 6 x (params but the untied embedding table) + 12 x layers x heads x head_dim x seq, per token
+    per_token = 6 * (result["params"] - 512 * 64) + 12 * 2 * 4 * 16 * 128
+    assert result["step_flops"] == 8 * 128 * per_token
+    text = report(result, (0.5,))
+    step = result["step_flops"] / (4 * 459e12 * 0.5)
+    assert f"{step:7.2f} s/step" in text and "assumed, not measured" in text
+
+
+def test_bad_mfu_is_refused(capsys):
+    assert main(["--topology", "v5p:2x2x1", "--mfu=0.3,high"]) == 2
+    assert "--mfu=0.3,high" in capsys.readouterr().err
 
 
 def test_too_big_for_the_chip_says_which_knob(capsys):
