@@ -28,11 +28,13 @@ import asyncio
 import dataclasses
 import email.utils
 import hashlib
+import importlib
 import json
 import logging
 import os
 import random
 import sqlite3
+import ssl
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -307,6 +309,15 @@ class LLMClient:
         self._fatal: LLMError | None = None
         self._state: _Limits | None = None
         self._sleep = asyncio.sleep  # tests swap this to observe backoff delays
+        self._tls: ssl.SSLContext | None = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The HTTP library's default TLS context (same CA store and env handling as a plain
+        ``AsyncOpenAI``), built once per client and shared by its connection pools and loops."""
+        if self._tls is None:
+            http_lib = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+            self._tls = http_lib.create_ssl_context()  # httpx (openai<3) or httpx2
+        return self._tls
 
     # The key lives only in this attribute and the openai client; repr never shows it.
     def __repr__(self) -> str:
@@ -490,8 +501,13 @@ class _Limits:
         # its pool for each request it places, which costs more CPU than the request itself at
         # concurrency 64 (see benchmarks/llm_client_throughput.py).
         shards = 0 if client.offline else max(1, -(-client.concurrency // _CONNECTIONS_PER_POOL))
+        # One TLS context for every pool: each default one loads the CA store (~35 ms), which at 8
+        # pools per event loop cost ~0.3 s of every run_many call.
+        tls = client._tls_context() if shards else None
         self.apis = [openai.AsyncOpenAI(api_key=client._api_key, base_url=client.base_url, max_retries=0,
-                                        timeout=client.timeout) for _ in range(shards)]
+                                        timeout=client.timeout,
+                                        http_client=openai.DefaultAsyncHttpxClient(verify=tls))
+                     for _ in range(shards)]
         self._turn = 0
         self.sem = asyncio.Semaphore(client.concurrency)
         self.inflight: dict[str, asyncio.Future] = {}

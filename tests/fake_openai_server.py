@@ -209,6 +209,9 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints
+            # TCP_NODELAY, as real servers (uvicorn) set it: the handler writes headers and body in
+            # two sends, and with Nagle the body waits for the client's delayed ACK (~40 ms each).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
