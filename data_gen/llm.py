@@ -28,13 +28,11 @@ import asyncio
 import dataclasses
 import email.utils
 import hashlib
-import importlib
 import json
 import logging
 import os
 import random
 import sqlite3
-import ssl
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -309,15 +307,6 @@ class LLMClient:
         self._fatal: LLMError | None = None
         self._state: _Limits | None = None
         self._sleep = asyncio.sleep  # tests swap this to observe backoff delays
-        self._tls: ssl.SSLContext | None = None
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """The HTTP library's default TLS context (same CA store and env handling as a plain
-        ``AsyncOpenAI``), built once per client and shared by its connection pools and loops."""
-        if self._tls is None:
-            http_lib = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
-            self._tls = http_lib.create_ssl_context()  # httpx (openai<3) or httpx2
-        return self._tls
 
     # The key lives only in this attribute and the openai client; repr never shows it.
     def __repr__(self) -> str:
@@ -435,7 +424,7 @@ class LLMClient:
 
         async def one(i: int, req: ChatRequest) -> tuple[int, ChatResult]:
             nonlocal failed
-            r = await self._call(limits.next_api(), req, limits)
+            r = await self._call(limits.api, req, limits)
             failed += 0 if r.ok else 1
             if bar is not None:
                 bar.set_postfix_str(f"failed={failed} ${self.spent:.4f}", refresh=False)
@@ -480,16 +469,21 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running loop (the journal stays open)."""
-        if self._state is not None:
-            for api in self._state.apis:
-                await api.close()
+        if self._state is not None and self._state.api is not None:
+            await self._state.api.close()
         self._state = None
 
     def close(self) -> None:
         self.journal.close()
 
 
-_CONNECTIONS_PER_POOL = 8
+def _connection_limits(concurrency: int):
+    """openai's connection limits with a keep-alive pool as large as the concurrency (the aiohttp
+    transport's own default keeps 20 and caps connections at 100)."""
+    limits = openai.DEFAULT_CONNECTION_LIMITS
+    return type(limits)(max_connections=max(limits.max_connections, concurrency),
+                        max_keepalive_connections=max(limits.max_keepalive_connections, concurrency),
+                        keepalive_expiry=limits.keepalive_expiry)
 
 
 class _Limits:
@@ -497,28 +491,16 @@ class _Limits:
 
     def __init__(self, client: LLMClient, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        # Several small connection pools instead of one big one: httpcore scans every connection of
-        # its pool for each request it places, which costs more CPU than the request itself at
-        # concurrency 64 (see benchmarks/llm_client_throughput.py).
-        shards = 0 if client.offline else max(1, -(-client.concurrency // _CONNECTIONS_PER_POOL))
-        # One TLS context for every pool: each default one loads the CA store (~35 ms), which at 8
-        # pools per event loop cost ~0.3 s of every run_many call.
-        tls = client._tls_context() if shards else None
-        self.apis = [openai.AsyncOpenAI(api_key=client._api_key, base_url=client.base_url, max_retries=0,
-                                        timeout=client.timeout,
-                                        http_client=openai.DefaultAsyncHttpxClient(verify=tls))
-                     for _ in range(shards)]
-        self._turn = 0
+        # openai's aiohttp transport (openai[aiohttp]): the one openai offers for high concurrency;
+        # it needs ~20% less CPU per request than the default httpx one, and CPU per request is
+        # what caps requests/s at concurrency 64 (see benchmarks/llm_client_throughput.py).
+        self.api = None if client.offline else openai.AsyncOpenAI(
+            api_key=client._api_key, base_url=client.base_url, max_retries=0, timeout=client.timeout,
+            http_client=openai.DefaultAioHttpClient(limits=_connection_limits(client.concurrency)))
         self.sem = asyncio.Semaphore(client.concurrency)
         self.inflight: dict[str, asyncio.Future] = {}
         self.rpm = RateLimiter(client.rpm) if client.rpm else None
         self.tpm = RateLimiter(client.tpm) if client.tpm else None
-
-    def next_api(self) -> "openai.AsyncOpenAI | None":
-        if not self.apis:
-            return None
-        self._turn = (self._turn + 1) % len(self.apis)
-        return self.apis[self._turn]
 
 
 def _bar(total: int, stage: str, enabled: bool):
