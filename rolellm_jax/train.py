@@ -134,11 +134,11 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(cfg.mesh, devices)
-    examples, _rows = load_examples(cfg.data)
+    examples, source_rows = load_examples(cfg.data)
     tokenizer, model_cfg, tokenizer_dir = _tokenizer_and_model_config(cfg, examples)
     batches = PackedBatches(
         cfg.data, tokenizer, model_cfg.family, cfg.train.global_batch_size,
-        jax.process_index(), jax.process_count(), examples=examples,
+        jax.process_index(), jax.process_count(), examples=examples, source_rows=source_rows,
     )
     program = TrainProgram.create(model_cfg, mesh, cfg.train, cfg.lora, cfg.data.seq_len)
 

@@ -152,7 +152,10 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tokenizer_dir
 def test_corrupt_and_partial_checkpoints_are_skipped(tokenizer_dir, tmp_path, caplog):
     out = tmp_path / "run"
     first, _ = parse_args(tiny_args(tokenizer_dir, out, "--train.steps=4", "--checkpoint.every=2", "--train.export=false"))
-    run(first)
+    with caplog.at_level(logging.INFO, logger="rolellm_jax.data"):
+        run(first)
+    rows = load_examples(first.data)[1]
+    assert any(r.getMessage().startswith(f"data: {rows} rows -> ") for r in caplog.records)  # the rows read, not 0
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir() if p.name.isdigit()) == ["2", "4"]
     for f in (ckpts / "4" / "state").rglob("*"):  # damage every data file of the newest checkpoint
