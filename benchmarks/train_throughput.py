@@ -7,6 +7,11 @@ cross entropy, AdamW (same lr / betas / weight decay), gradient clipping at 1.0.
 rolellm_jax.train_step.TrainProgram (the step `python -m rolellm_jax.train` runs) on a one-device
 mesh; PyTorch is LlamaForCausalLM + torch.optim.AdamW in eager mode. Reports tokens/s (median of
 the timed steps after warm-up/compile) and, on an accelerator with a known peak, MFU.
+
+MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's GPU target):
+
+    python benchmarks/train_throughput.py --hidden 2048 --layers 16 --heads 16 --vocab 32000 \
+        --seq 2048 --batch 8 --dtype bfloat16 --attention cudnn --remat none --skip-torch
 """
 
 from __future__ import annotations
@@ -88,12 +93,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="compute dtype of our model (bfloat16 on accelerators)")
     parser.add_argument("--remat", default="none,dots_with_no_batch_dims_saveable",
                         help="comma-separated remat policies to time ours with (a runtime setting, same model)")
+    parser.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash"), help="attention_impl of our model: xla | cudnn (GPU, bf16) | splash (TPU)")
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args()
     cfg = ModelConfig(
         family="llama", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=int(args.hidden * 8 / 3) // 8 * 8,
         num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
         max_position_embeddings=args.seq, param_dtype="float32", dtype=args.dtype, scan_layers=True,
+        attention_impl=args.attention,
         bos_token_id=1, eos_token_id=2,
     )
     rng = np.random.default_rng(0)
