@@ -150,14 +150,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     offset use "xla"). A new kernel plugs in the same way: same arguments, same [B, T, H, hd].
     """
     check_attention_impl(impl)
-    if impl == "splash" and isinstance(q_offset, int) and q_offset == 0 and q.shape[1] == k.shape[1]:
+    t, s = q.shape[1], k.shape[1]
+    full_sequence = isinstance(q_offset, int) and q_offset == 0 and t == s  # no KV cache offset
+    if impl == "splash" and full_sequence:
         from rolellm_jax.models.splash import splash_attention  # Pallas import only when asked for
 
         return splash_attention(q, k, v, q_segment_ids)
     if impl == "splash":
         impl = "xla"
-    t, s = q.shape[1], k.shape[1]
-    blocks = causal_query_blocks(t) if impl == "xla" and isinstance(q_offset, int) and q_offset == 0 and t == s else 1
+    blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
     if blocks == 1:
         return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl)
     # Query block i can only see keys of blocks 0..i: attend to that causal prefix alone, which
