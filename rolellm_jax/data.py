@@ -96,7 +96,7 @@ class DataConfig:
 class DataStats:
     """What loading did; logged once and kept for the run's manifest."""
 
-    rows: int = 0  # RoleBench rows read (-1: examples handed in without a row count)
+    rows: int | None = 0  # RoleBench rows read (None: examples handed in without a row count)
     examples: int = 0
     truncated: int = 0  # longer than seq_len: cut to seq_len (the answer lost its end)
     dropped: int = 0  # prompt alone filled seq_len: no answer token left to learn from
@@ -272,7 +272,7 @@ class PackedBatches:
         if examples is None:
             examples, self.stats.rows = load_examples(cfg)
         else:  # already read by the caller, who may say from how many rows (else: unknown, logged as such)
-            self.stats.rows = source_rows if source_rows is not None else -1
+            self.stats.rows = source_rows
         self.stats.examples = len(examples)
         pad_id = cfg.pad_id if cfg.pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         if not getattr(tokenizer, "is_fast", False):
@@ -295,7 +295,7 @@ class PackedBatches:
             )
         logger.info(
             "data: %s rows -> %d examples -> %d packed rows of %d (%.1f%% filled), %d loss tokens",
-            self.stats.rows if self.stats.rows >= 0 else "?", self.stats.examples, self.stats.packed_rows, cfg.seq_len,
+            "?" if self.stats.rows is None else self.stats.rows, self.stats.examples, self.stats.packed_rows, cfg.seq_len,
             100 * self.stats.fill / cfg.seq_len, self.stats.loss_tokens,
         )
 
