@@ -38,6 +38,7 @@ from rolellm_jax.train_step import TrainProgram  # noqa: E402
 HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
 
 GIB = 1024**3
+DEFAULT_MFUS = (0.3, 0.5)  # what-if MFU values of the time estimate (--mfu)
 
 
 def chip_hbm_bytes(topology: str) -> int:
@@ -87,7 +88,7 @@ def time_at_mfu(r: dict, mfu: float) -> tuple[float, float]:
     return step_seconds, step_seconds * r["steps"] / 3600
 
 
-def report(r: dict, mfus: tuple[float, ...] = (0.3, 0.5)) -> str:
+def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
     lines = [
         f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
         f"  model {r['params'] / 1e9:.2f}B params; batch {r['global_batch']} x {r['seq_len']} tokens "
@@ -110,29 +111,39 @@ def report(r: dict, mfus: tuple[float, ...] = (0.3, 0.5)) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    topology, mfus = None, (0.3, 0.5)
-    rest = []
-    i = 0
+def take_flag(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of ``--name=value`` or ``--name value`` (the last one wins), and argv without it."""
+    value, rest, i = None, [], 0
     while i < len(argv):
-        if argv[i].startswith("--mfu="):
-            try:
-                mfus = tuple(float(x) for x in argv[i].split("=", 1)[1].split(","))
-            except ValueError:
-                print(f"error: {argv[i]}: expected MFU fractions like --mfu=0.3,0.5", file=sys.stderr)
-                return 2
-            if not all(0 < m <= 1 for m in mfus):
-                print(f"error: {argv[i]}: MFU is a fraction in (0, 1]", file=sys.stderr)
-                return 2
-        elif argv[i].startswith("--topology"):
-            if "=" in argv[i]:
-                topology = argv[i].split("=", 1)[1]
-            elif i + 1 < len(argv):
-                topology, i = argv[i + 1], i + 1
+        if argv[i].startswith(name + "="):
+            value = argv[i].split("=", 1)[1]
+        elif argv[i] == name and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 1
         else:
             rest.append(argv[i])
         i += 1
+    return value, rest
+
+
+def parse_mfus(text: str) -> tuple[float, ...]:
+    try:
+        mfus = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--mfu={text}: expected MFU fractions like --mfu=0.3,0.5") from None
+    if not all(0 < m <= 1 for m in mfus):
+        raise ConfigError(f"--mfu={text}: MFU is a fraction in (0, 1]")
+    return mfus
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    topology, rest = take_flag(argv, "--topology")
+    mfu_text, rest = take_flag(rest, "--mfu")
+    try:
+        mfus = DEFAULT_MFUS if mfu_text is None else parse_mfus(mfu_text)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if any(a in ("-h", "--help") for a in rest) or not topology:
         print(__doc__.strip())
         return 0 if topology or any(a in ("-h", "--help") for a in rest) else 2
