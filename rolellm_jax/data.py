@@ -5,11 +5,14 @@ Pipeline: read rows (:mod:`rolellm_jax.rolebench`) -> one example per reference 
 (:mod:`rolellm_jax.chat`, batched) -> truncate to ``seq_len`` -> pack into fixed rows
 (best-fit decreasing; an example is never split across rows) -> epoch-wise seeded shuffle.
 
-Batch ``k`` is a pure function of ``(seed, k)``: it holds global rows ``k*B .. k*B+B-1`` of an
-endless stream in which epoch ``e`` is the packed rows in the order of a permutation seeded by
-``(seed, e)``. Resuming at step k needs no replay. Every process builds the same packed rows
-(cheap) and returns only its contiguous slice of the global batch; :func:`to_global_arrays`
-assembles the global ``jax.Array`` with ``jax.make_array_from_process_local_data``.
+Examples are dealt round-robin into ``data.shards`` shards (default: one per process); each
+shard is packed on its own and is an endless stream in which epoch ``e`` is its packed rows in
+the order of a permutation seeded by ``(seed, shard, e)``. Global batch ``k`` is ``B / shards``
+rows of every shard, shard after shard: a pure function of ``(seed, k, shards)``, so resuming at
+step k needs no replay and the same shards give the same batches on any number of processes.
+A process tokenises, packs and holds only its own shards, which are exactly its contiguous block
+of the global batch; :func:`to_global_arrays` assembles the global ``jax.Array`` with
+``jax.make_array_from_process_local_data``.
 
 Inside a packed row, ``segment_ids`` number the examples 1..n (0 = padding) and ``positions``
 restart at 0 for each; ``targets[t]`` is the next token of the same segment and ``loss_mask[t]``
@@ -57,6 +60,10 @@ class DataConfig:
     on_bad_line: str = "fail"  # fail | skip (skipped lines are counted in a warning)
     max_rows: int | None = None  # cap on rows per kind (after reading, before shuffling); None = all
     seed: int = 0  # packing order and per-epoch shuffling
+    # Examples are dealt into this many shards, packed and shuffled each on its own; a process
+    # loads only its shards. None = one per process. Keep it fixed to get the same batches
+    # when resuming on a different number of hosts.
+    shards: int | None = None
     shuffle: bool = True  # False: rows in packing order every epoch (debugging)
     pad_id: int | None = None  # None: the tokenizer's pad id, else its EOS id (padding is masked anyway)
 
@@ -76,6 +83,8 @@ class DataConfig:
             raise DataError(f"data.on_bad_line={self.on_bad_line!r}: expected 'fail' or 'skip'")
         if self.seq_len < 2:
             raise DataError(f"data.seq_len={self.seq_len}: must be at least 2")
+        if self.shards is not None and self.shards < 1:
+            raise DataError(f"data.shards={self.shards}: must be >= 1 (or null: one per process)")
         if self.role_specific_repeat < 1:
             raise DataError(f"data.role_specific_repeat={self.role_specific_repeat}: must be >= 1")
         self.references_limit()  # validates
@@ -238,7 +247,8 @@ class PackedBatches:
     """Deterministic packed batches of RoCIT data for one process (contract 7).
 
     ``batch(k)`` returns this process's ``global_batch_size // process_count`` rows of global
-    batch k, a pure function of ``(cfg.seed, k)``.
+    batch k, a pure function of ``(cfg.seed, k, shards)``. The process tokenises and packs only
+    the examples of its own shards; ``rows`` holds their packed rows, shard after shard.
     """
 
     def __init__(
@@ -258,29 +268,47 @@ class PackedBatches:
         if not 0 <= process_index < process_count:
             raise DataError(f"process_index={process_index} is outside 0..{process_count - 1}")
         if global_batch_size % process_count:
-            lower = global_batch_size - global_batch_size % process_count
-            raise DataError(
-                f"global_batch_size={global_batch_size} is not divisible by process_count={process_count}: "
-                f"use a multiple of {process_count} (e.g. {lower or process_count} or {lower + process_count})"
-            )
+            raise DataError(f"global_batch_size={global_batch_size} is not divisible by process_count={process_count}: "
+                            f"use a multiple of {process_count} ({_near_multiples(global_batch_size, process_count)})")
+        self.shards = cfg.shards or process_count
+        if self.shards % process_count:
+            raise DataError(f"data.shards={self.shards} is not a multiple of process_count={process_count}: "
+                            f"each process loads whole shards ({_near_multiples(self.shards, process_count)})")
+        if global_batch_size % self.shards:
+            raise DataError(f"global_batch_size={global_batch_size} is not divisible by data.shards={self.shards}: "
+                            f"every batch takes as many rows from each shard ({_near_multiples(global_batch_size, self.shards)})")
         self.cfg = cfg
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // process_count
-        self.process_index = process_index
+        self.rows_per_shard = global_batch_size // self.shards
+        per_process = self.shards // process_count
+        self.local_shards = range(process_index * per_process, (process_index + 1) * per_process)
         self.stats = DataStats()
-        self._order: tuple[int, np.ndarray | None] = (-1, None)
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}  # shard -> (epoch, its row order)
         if examples is None:
             examples, self.stats.rows = load_examples(cfg)
         else:  # already read by the caller, who may say from how many rows (else: unknown, logged as such)
             self.stats.rows = source_rows
-        self.stats.examples = len(examples)
         pad_id = cfg.pad_id if cfg.pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         if not getattr(tokenizer, "is_fast", False):
             logger.warning("data: %s is not a fast tokenizer: tokenising RoleBench will be slow", type(tokenizer).__name__)
-        tokenized = tokenize_examples(examples, tokenizer, family, cfg.seq_len, self.stats)
-        if not tokenized:
-            raise DataError(f"{cfg.source}: no training example left (rows={self.stats.rows}, dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})")
-        self.rows = build_rows(tokenized, cfg.seq_len, cfg.seed, pad_id)
+        packed = []
+        for shard in self.local_shards:
+            mine = examples[shard :: self.shards]  # round-robin: every shard gets the same mix of kinds
+            if not mine:
+                raise DataError(f"data.shards={self.shards} but {cfg.source} gives only {len(examples)} examples: "
+                                f"shard {shard} would be empty; lower data.shards")
+            self.stats.examples += len(mine)
+            tokenized = tokenize_examples(mine, tokenizer, family, cfg.seq_len, self.stats)
+            if not tokenized:
+                raise DataError(
+                    f"{cfg.source}: no training example left in data shard {shard} of {self.shards} (rows={self.stats.rows}, "
+                    f"dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})"
+                )
+            packed.append(build_rows(tokenized, cfg.seq_len, cfg.seed, pad_id))
+        self.rows = PackedRows(*(np.concatenate([getattr(p, f) for p in packed]) for f in ("tokens", "answer", "segment_ids")), pad_id)
+        self._shard_sizes = np.array([len(p) for p in packed])
+        self._shard_starts = np.concatenate([[0], np.cumsum(self._shard_sizes)[:-1]])
         self.stats.packed_rows = len(self.rows)
         self.stats.tokens = int((self.rows.segment_ids > 0).sum())
         seg = self.rows.segment_ids
@@ -293,44 +321,46 @@ class PackedBatches:
                 "data: %d example(s) longer than seq_len=%d were truncated, %d dropped (prompt alone too long)",
                 self.stats.truncated, cfg.seq_len, self.stats.dropped,
             )
+        where = "" if self.shards == 1 else f" in shards {self.local_shards.start}..{self.local_shards.stop - 1} of {self.shards}"
         logger.info(
-            "data: %s rows -> %d examples -> %d packed rows of %d (%.1f%% filled), %d loss tokens",
-            "?" if self.stats.rows is None else self.stats.rows, self.stats.examples, self.stats.packed_rows, cfg.seq_len,
-            100 * self.stats.fill / cfg.seq_len, self.stats.loss_tokens,
+            "data: %s rows -> %d examples%s -> %d packed rows of %d (%.1f%% filled), %d loss tokens",
+            "?" if self.stats.rows is None else self.stats.rows, self.stats.examples, where, self.stats.packed_rows,
+            cfg.seq_len, 100 * self.stats.fill / cfg.seq_len, self.stats.loss_tokens,
         )
 
     @property
     def num_rows(self) -> int:
+        """Packed rows this process holds (its shards only)."""
         return self.stats.packed_rows
 
-    @property
-    def steps_per_epoch(self) -> float:
-        return self.num_rows / self.global_batch_size
-
     def row_indices(self, step: int) -> np.ndarray:
-        """Packed-row indices of this process's part of global batch ``step``."""
+        """Indices into ``rows`` of this process's part of global batch ``step``, shard after shard."""
         if step < 0:
             raise DataError(f"step={step}: must be >= 0")
-        first = step * self.global_batch_size + self.process_index * self.local_batch_size
-        stream = np.arange(first, first + self.local_batch_size, dtype=np.int64)
-        epochs, offsets = np.divmod(stream, self.num_rows)
-        out = np.empty_like(stream)
-        for epoch in np.unique(epochs):
-            at = epochs == epoch
-            out[at] = self._epoch_order(int(epoch))[offsets[at]]
-        return out
+        out = []
+        for local, shard in enumerate(self.local_shards):
+            first = step * self.rows_per_shard
+            epochs, offsets = np.divmod(np.arange(first, first + self.rows_per_shard, dtype=np.int64), self._shard_sizes[local])
+            for epoch in np.unique(epochs):
+                out.extend(self._shard_starts[local] + self._epoch_order(shard, local, int(epoch))[offsets[epochs == epoch]])
+        return np.asarray(out, np.int64)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of global batch ``step``: dict of ``[local_batch, seq_len]`` arrays."""
         return self.rows.take(self.row_indices(step))
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._order[0] != epoch:  # batches walk epochs in order: keep the last permutation
-            order = np.arange(self.num_rows)
+    def _epoch_order(self, shard: int, local: int, epoch: int) -> np.ndarray:
+        if self._orders.get(shard, (-1,))[0] != epoch:  # batches walk epochs in order: keep the last permutation
+            order = np.arange(self._shard_sizes[local])
             if self.cfg.shuffle:
-                order = np.random.default_rng([self.cfg.seed, epoch]).permutation(self.num_rows)
-            self._order = (epoch, order)
-        return self._order[1]
+                order = np.random.default_rng([self.cfg.seed, shard, epoch]).permutation(order)
+            self._orders[shard] = (epoch, order)
+        return self._orders[shard][1]
+
+
+def _near_multiples(value: int, of: int) -> str:
+    lower = value - value % of
+    return f"e.g. {lower or of} or {lower + of}"
 
 
 def to_global_arrays(local_batch: dict[str, np.ndarray], mesh, sharding=None) -> dict[str, Any]:

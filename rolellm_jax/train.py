@@ -155,6 +155,10 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     if restored is not None:
         start, state, meta = restored
         log.info("resumed from %s (step %d, data position %d)", cfg.checkpoint_dir / str(start), start, meta["data_position"])
+        if meta.get("data_shards", batches.shards) != batches.shards:
+            log.warning("the interrupted run dealt its data into %d shards, this one into %d: batches from step %d on differ "
+                        "from the ones it would have seen (pass --data.shards=%d to keep them)",
+                        meta["data_shards"], batches.shards, start, meta["data_shards"])
         if cfg.lora.enabled:  # the frozen base is not in training checkpoints: rebuild it
             frozen = _initial_params(cfg, program)
     else:
@@ -168,7 +172,7 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     peak = cfg.logging.peak_flops or peak_flops_per_device(mesh.devices.flat[0])
     tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
     log.info(
-        "model: %s, %.2fM params (%.2fM in matmuls); mesh %s; %d steps of %d x %d tokens; data: %d packed rows",
+        "model: %s, %.2fM params (%.2fM in matmuls); mesh %s; %d steps of %d x %d tokens; data: %d packed rows on this process",
         model_cfg.family, sum(math.prod(x.shape) for x in jax.tree.leaves(program.abstract_params)) / 1e6,
         n_matmul / 1e6, dict(mesh.shape), cfg.train.steps, cfg.train.global_batch_size, cfg.data.seq_len,
         batches.num_rows,
@@ -213,7 +217,7 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
                 metrics_log.write(done, record)
             progress.update(done, record)
             if store.due(done) or done == cfg.train.steps:
-                store.save(done, state, {**meta_base, "step": done, "data_position": done})
+                store.save(done, state, {**meta_base, "step": done, "data_position": done, "data_shards": batches.shards})
     finally:
         progress.close()
         metrics_log.close()

@@ -240,8 +240,8 @@ def test_build_rows_targets_follow_segments():
 # ---------------------------------------------------------------- determinism and processes
 
 
-def make(tok, batch=4, index=0, count=1, seed=3):
-    return PackedBatches(DataConfig(seq_len=128, seed=seed), tok, "llama", batch, index, count, examples=EXAMPLES)
+def make(tok, batch=4, index=0, count=1, seed=3, shards=None):
+    return PackedBatches(DataConfig(seq_len=128, seed=seed, shards=shards), tok, "llama", batch, index, count, examples=EXAMPLES)
 
 
 def test_batch_k_is_a_pure_function_of_seed_and_k(tok):
@@ -260,15 +260,44 @@ def test_each_epoch_visits_every_packed_row_once(tok):
     assert sorted(first) == sorted(second) == list(range(a.num_rows)) and first != second
 
 
-def test_process_slices_concatenate_to_the_global_batch(tok):
-    whole = make(tok, batch=4)
-    parts = [make(tok, batch=4, index=i, count=2) for i in range(2)]
-    for k in (0, 5):
+def test_each_process_loads_only_its_shards_and_they_concatenate_to_the_global_batch(tok):
+    whole = make(tok, batch=4, shards=2)  # one process holding both shards
+    parts = [make(tok, batch=4, index=i, count=2) for i in range(2)]  # shards default to one per process
+    assert [p.shards for p in parts] == [2, 2] and [p.local_shards for p in parts] == [range(0, 1), range(1, 2)]
+    # each process tokenised and packed only its own (round-robin) half of the examples
+    assert [p.stats.examples for p in parts] == [12, 11] and whole.stats.examples == len(EXAMPLES)
+    assert parts[0].num_rows + parts[1].num_rows == whole.num_rows
+    for k in (0, 5, 40):  # 40: past the end of both shards' first epochs
         for key in whole.batch(k):
             np.testing.assert_array_equal(np.concatenate([p.batch(k)[key] for p in parts]), whole.batch(k)[key])
     assert parts[0].batch(0)["input_ids"].shape == (2, 128)
-    with pytest.raises(DataError, match="global_batch_size=6 is not divisible by process_count=4: use a multiple of 4"):
+    # and so do four processes of two shards each
+    quarters = [make(tok, batch=8, index=i, count=4, shards=8) for i in range(4)]
+    eight = make(tok, batch=8, shards=8)
+    np.testing.assert_array_equal(np.concatenate([q.batch(3)["input_ids"] for q in quarters]), eight.batch(3)["input_ids"])
+
+
+def test_every_shard_walks_its_own_epochs(tok):
+    a = make(tok, batch=2, shards=2)
+    for local, size in enumerate(a._shard_sizes):
+        seen = [int(a.row_indices(k)[local]) for k in range(2 * size)]
+        first, second = seen[:size], seen[size:]
+        start = a._shard_starts[local]
+        assert sorted(first) == sorted(second) == list(range(start, start + size)) and first != second
+
+
+def test_batch_process_and_shard_counts_that_do_not_divide(tok):
+    with pytest.raises(DataError, match="global_batch_size=6 is not divisible by process_count=4: use a multiple of 4 "):
         make(tok, batch=6, count=4)
+    with pytest.raises(DataError, match=r"data.shards=3 is not a multiple of process_count=2: each process loads whole "
+                                        r"shards \(e.g. 2 or 4\)"):
+        make(tok, batch=6, count=2, shards=3)
+    with pytest.raises(DataError, match=r"global_batch_size=6 is not divisible by data.shards=4: .* \(e.g. 4 or 8\)"):
+        make(tok, batch=6, shards=4)
+    with pytest.raises(DataError, match="data.shards=32 but release/rolebench-demo gives only 23 examples: shard 23 would be empty; lower data.shards"):
+        make(tok, batch=32, shards=32)
+    with pytest.raises(DataError, match="data.shards=0: must be >= 1"):
+        DataConfig(shards=0)
 
 
 def test_to_global_arrays_on_a_mesh(tok):

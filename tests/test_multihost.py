@@ -1,6 +1,6 @@
 """Multi-host training on one machine: 2 processes x 4 CPU devices (jax.distributed over gloo on
-127.0.0.1) train like 1 process x 8 devices, each loading only its own rows of every global batch,
-and the checkpoint they write restores in a single process.
+127.0.0.1) train like 1 process x 8 devices, each tokenising only its own data shard and loading
+only its own rows of every global batch, and the checkpoint they write restores in a single process.
 """
 
 from __future__ import annotations
@@ -23,23 +23,26 @@ REPO = Path(__file__).resolve().parent.parent
 STEPS = 5
 GLOBAL_BATCH = 8
 
-# Each process records which packed rows it loaded for every step, then trains as usual.
+# Each process records how many examples it tokenised and the tokens of every batch part it
+# loaded, then trains as usual.
 CHILD = textwrap.dedent(
     """
     import json, os, sys
     from rolellm_jax import data, train
 
-    loaded = {}
+    loaded, examples = {}, []
     original = data.PackedBatches.batch
 
     def recording_batch(self, step):
-        loaded[step] = self.row_indices(step).tolist()
-        return original(self, step)
+        out = original(self, step)
+        loaded[step] = out["input_ids"].tolist()
+        examples[:] = [self.stats.examples]
+        return out
 
     data.PackedBatches.batch = recording_batch
     rc = train.main(sys.argv[1:])
     with open(os.environ["ROWS_LOG"], "w") as f:
-        json.dump({"process_count": __import__("jax").process_count(), "rows": loaded}, f)
+        json.dump({"process_count": __import__("jax").process_count(), "rows": loaded, "examples": examples[0]}, f)
     sys.exit(rc)
     """
 )
@@ -77,21 +80,23 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(token
     for pid, (child, out) in enumerate(zip(children, outputs)):
         assert child.returncode == 0, f"process {pid} failed:\n{out[-3000:]}"
 
-    # each process loaded only its own half of every global batch; together, the whole batch
+    # each process tokenised only its own data shard (one per process by default) and loaded only
+    # its own half of every global batch; together, the batches of one process holding both shards
     logs = [json.loads((tmp_path / f"rows-{pid}.json").read_text()) for pid in range(2)]
     assert [log["process_count"] for log in logs] == [2, 2]
-    one_process, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "one", *common))
+    one_process, _ = parse_args(tiny_args(tokenizer_dir, tmp_path / "one", *common, "--data.shards=2"))
     from rolellm_jax.data import PackedBatches, load_examples
     from rolellm_jax.tokenizer import load_tokenizer
 
     examples, _ = load_examples(one_process.data)
     whole = PackedBatches(one_process.data, load_tokenizer(tokenizer_dir), "llama", GLOBAL_BATCH, examples=examples)
+    assert [log["examples"] for log in logs] == [len(examples[0::2]), len(examples[1::2])]
     for step in range(STEPS):
         halves = [log["rows"][str(step)] for log in logs]
         assert all(len(h) == GLOBAL_BATCH // 2 for h in halves)
-        assert halves[0] + halves[1] == whole.row_indices(step).tolist()
+        assert halves[0] + halves[1] == whole.batch(step)["input_ids"].tolist()
 
-    # the same loss trajectory as one process with 8 devices
+    # the same loss trajectory as one process with 8 devices and the same two data shards
     run(one_process)
     reference = losses(tmp_path / "one")
     assert len(reference) == STEPS
