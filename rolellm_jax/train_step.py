@@ -60,6 +60,8 @@ class TrainProgram:
     # ---------------------------------------------------------------- construction
     @classmethod
     def create(cls, model_cfg: ModelConfig, mesh: Mesh, train: TrainConfig, lora: LoraConfig, seq_len: int) -> "TrainProgram":
+        if model_cfg.weight_grad == "auto":  # the compiler the step is built for decides (aot: TPU on a CPU host)
+            model_cfg = model_cfg.replace(weight_grad="cpu" if mesh.devices.flat[0].platform == "cpu" else "xla")
         dp = mesh.shape["data"] * mesh.shape["fsdp"]
         if train.grad_accum < 1 or train.global_batch_size % train.grad_accum:
             raise TrainSetupError(

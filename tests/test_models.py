@@ -199,7 +199,8 @@ def llama_pair():
 
 
 def test_scan_unrolled_and_remat_agree(llama_pair):
-    """Same stacked params: scan on/off and every remat policy give the same logits and grads."""
+    """Same stacked params: scan on/off, every remat policy and both weight-gradient layouts give the
+    same logits and grads."""
     hf, base = llama_pair
     ids, _, pos, seg = left_padded_batch()
     params = nnx.state(base, nnx.Param)
@@ -218,17 +219,21 @@ def test_scan_unrolled_and_remat_agree(llama_pair):
 
     ref_loss, ref_grads = loss_and_grad(scan_layers=True)
     for runtime in ({"scan_layers": False}, {"remat_policy": "full"},
-                    {"scan_layers": False, "remat_policy": "dots_saveable"}):
+                    {"scan_layers": False, "remat_policy": "dots_saveable"},
+                    # the CPU weight-gradient layout (models/cpu_matmul.py), alone and under remat
+                    {"weight_grad": "cpu"}, {"weight_grad": "cpu", "remat_policy": "dots_with_no_batch_dims_saveable"},
+                    {"weight_grad": "cpu", "scan_layers": False, "remat_policy": "full"}):
         loss, grads = loss_and_grad(**runtime)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, err_msg=str(runtime))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), grads, ref_grads)
 
 
 def test_causal_query_blocks_match_transformers(llama_pair):
-    """At 128 tokens attention runs as 4 causal query blocks: logits still equal transformers'."""
+    """At 256 tokens attention runs as 4 causal query blocks (grouped-query: 8 heads, 2 kv heads):
+    logits still equal transformers'."""
     hf, model = llama_pair
-    assert causal_query_blocks(128) == 4 and causal_query_blocks(T) == 1
-    ids, mask, pos, seg = left_padded_batch(pads=(0, 45), length=128)
+    assert causal_query_blocks(256) == 4 and causal_query_blocks(128) == 2 and causal_query_blocks(T) == 1
+    ids, mask, pos, seg = left_padded_batch(pads=(0, 45), length=256)
     diff = max_diff_on_real_tokens(forward(model, ids, pos, seg), hf_logits(hf, ids, mask, pos), mask)
     assert diff <= TOL, f"max |ours - HF| = {diff:.2e} > {TOL}"
 
@@ -246,7 +251,7 @@ def test_causal_query_blocks_grads_equal_one_block(llama_pair, monkeypatch):
         return nnx.to_pure_dict(jax.grad(lambda st: jnp.mean(nnx.merge(graphdef, st)(ids, pos, seg) ** 2))(state))
 
     blocked = grads()
-    monkeypatch.setattr(layers, "causal_query_blocks", lambda t, min_block=32: 1)
+    monkeypatch.setattr(layers, "causal_query_blocks", lambda t, min_block=64: 1)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), blocked, grads())
 
 

@@ -48,12 +48,19 @@ class ModelConfig:
     scan_layers: bool = True
     remat_policy: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
     attention_impl: str = "xla"  # xla | cudnn | splash (see models/layers.py:attention)
+    # How dense layers' weight gradients are computed: xla (the compiler's own transpose) | cpu
+    # (laid out for XLA:CPU's fast GEMM, models/cpu_matmul.py) | auto (cpu when training on a
+    # CPU mesh, else xla; TrainProgram decides, the model alone treats auto as xla).
+    weight_grad: str = "auto"
 
-    RUNTIME_FIELDS = ("param_dtype", "dtype", "scan_layers", "remat_policy", "attention_impl")
+    RUNTIME_FIELDS = ("param_dtype", "dtype", "scan_layers", "remat_policy", "attention_impl", "weight_grad")
+    WEIGHT_GRADS = ("auto", "xla", "cpu")
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ConfigError(f"family={self.family!r}: expected one of {FAMILIES}")
+        if self.weight_grad not in self.WEIGHT_GRADS:
+            raise ConfigError(f"weight_grad={self.weight_grad!r}: expected one of {self.WEIGHT_GRADS}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "

@@ -6,8 +6,8 @@ SwiGLU modules, one decoder layer, and ``CausalLM``: embeddings + a stacked laye
 unrolled, optionally rematerialised) + final norm + LM head, with a functional KV cache.
 
 Numerics follow transformers' LlamaForCausalLM / GlmForCausalLM: RMSNorm normalises in float32,
-rotary angles are computed in float32, attention softmax runs in float32 inside
-``jax.nn.dot_product_attention``; everything else runs in ``cfg.dtype`` with ``cfg.param_dtype``
+rotary angles are computed in float32, attention softmax runs in float32 (as in
+``jax.nn.dot_product_attention``); everything else runs in ``cfg.dtype`` with ``cfg.param_dtype``
 parameters. Logits are always float32.
 """
 
@@ -22,16 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rolellm_jax.models import cpu_matmul
 from rolellm_jax.models.config import ConfigError, ModelConfig
 from rolellm_jax.sharding import constrain
 
 RotaryLayout = Literal["half", "interleaved"]
 
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
+_SAVE_DENSE = jax.checkpoint_policies.save_only_these_names(cpu_matmul.DENSE_OUTPUT)  # weight_grad="cpu" dots
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer in the backward pass
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_saveable": jax.checkpoint_policies.save_from_both_policies(jax.checkpoint_policies.dots_saveable, _SAVE_DENSE),
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_DENSE),
 }
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
@@ -63,6 +66,7 @@ def dense(rngs: nnx.Rngs, cfg: ModelConfig, d_in: int, d_out: int, in_axis: str,
         d_in, d_out, use_bias=bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         kernel_init=nnx.initializers.normal(0.02), bias_init=nnx.initializers.zeros_init(),
         kernel_metadata=axes(in_axis, out_axis), bias_metadata=axes(out_axis), rngs=rngs,
+        dot_general=cpu_matmul.dot_general if cfg.weight_grad == "cpu" else jax.lax.dot_general,
     )
 
 
@@ -161,22 +165,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
     if blocks == 1:
         return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl)
-    # Query block i can only see keys of blocks 0..i: attend to that causal prefix alone, which
-    # skips the masked upper triangle (~45% of the score work at 8 blocks). The softmax of each
-    # row is still over all of its visible keys, so this is exact, not an approximation.
-    size, outs = t // blocks, []
-    for i in range(blocks):
-        start, end = i * size, (i + 1) * size
-        outs.append(_masked_attention(q[:, start:end], k[:, :end], v[:, :end], q_segment_ids[:, start:end],
-                                      kv_segment_ids[:, :end], start, impl))
-    return jnp.concatenate(outs, axis=1)
+    return _causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
 
 
-def causal_query_blocks(t: int, min_block: int = 32) -> int:
+def causal_query_blocks(t: int, min_block: int = 64) -> int:
     """How many query blocks a full causal sequence of ``t`` tokens is cut into (1 = not cut).
 
     Up to 8 blocks of at least ``min_block`` tokens: more blocks skip more of the masked triangle
-    but each adds a few small ops; 8 was fastest on CPU at t=256 (benchmarks/RESULTS.md).
+    but each adds a few small ops; 4 was fastest on CPU at t=256 (benchmarks/RESULTS.md).
     """
     for blocks in (8, 4, 2):
         if t % blocks == 0 and t // blocks >= min_block:
@@ -184,13 +180,49 @@ def causal_query_blocks(t: int, min_block: int = 32) -> int:
     return 1
 
 
-def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl):
-    t, s = q.shape[1], k.shape[1]
+def _allowed(q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
+    """[B, T, S] bool: query i (slot q_offset + i) may read key slot s (see attention())."""
+    t, s = q_segment_ids.shape[1], kv_segment_ids.shape[1]
     q_slots = q_offset + jnp.arange(t)[:, None]
     kv_slots = jnp.arange(s)[None, :]
     same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (kv_segment_ids[:, None, :] != 0)
-    allowed = (same | (q_slots == kv_slots)[None]) & (kv_slots <= q_slots)[None]
+    return (same | (q_slots == kv_slots)[None]) & (kv_slots <= q_slots)[None]
+
+
+def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl):
+    allowed = _allowed(q_segment_ids, kv_segment_ids, q_offset)
     return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], implementation=impl)
+
+
+def _causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks: int) -> jax.Array:
+    """Full-sequence causal attention as ``blocks`` query blocks, each over its key prefix only.
+
+    Query block i can only see keys of blocks 0..i: attending to that prefix alone skips the
+    masked upper triangle (~45% of the score work at 8 blocks). Each row's softmax is still over
+    all of its visible keys, so this is exact. KV heads move in front of the sequence once
+    (q [B, KV, T, G, hd], k/v [B, KV, S, hd]) so that every block is a contiguous slice whose
+    ``T x G`` query rows form one plain batched GEMM per product (slicing [B, T, H, hd] per block,
+    or a separate G axis, made XLA:CPU copy and transpose every block). Mask, scale and float32
+    softmax as in ``jax.nn.dot_product_attention`` (``_masked_attention``).
+    """
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    g = h // kv
+    qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 1, 3, 4)  # [B, KV, T, G, hd]
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
+    masked = -0.7 * float(jnp.finfo(jnp.float32).max)  # as jax.nn.dot_product_attention
+    size, outs = t // blocks, []
+    for i in range(blocks):
+        start, end = i * size, (i + 1) * size
+        rows = qh[:, :, start:end].reshape(b, kv, size * g, hd)
+        scores = jnp.einsum("bkrd,bksd->bkrs", rows, kh[:, :, :end], preferred_element_type=jnp.float32)
+        allowed = _allowed(q_segment_ids[:, start:end], kv_segment_ids[:, :end], start)  # [B, size, end]
+        allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # row r is query r // G
+        scores = jnp.where(allowed, scores * (1.0 / math.sqrt(hd)), masked)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkrs,bksd->bkrd", probs, vh[:, :, :end])
+        outs.append(out.reshape(b, kv, size, g, hd))
+    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3, 4).reshape(b, t, h, hd)
 
 
 class Attention(nnx.Module):
@@ -378,7 +410,10 @@ class CausalLM(nnx.Module):
         x = self.norm(x)
         # logits accumulate in float32 even with bf16 compute (the loss needs them exact)
         head = self.embed_tokens.embedding[...].T if cfg.tie_word_embeddings else self.lm_head.kernel[...]
-        logits = jnp.einsum("btd,dv->btv", x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
+        if cfg.weight_grad == "cpu":
+            logits = cpu_matmul.matmul(x, head.astype(cfg.dtype), jnp.float32)
+        else:
+            logits = jnp.einsum("btd,dv->btv", x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
         if cache is None:
             return logits
