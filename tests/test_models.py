@@ -420,3 +420,21 @@ def test_splash_kernel_matches_xla_attention(on_mesh):
         logits, grads = loss_and_grads(splash_model)
     assert np.max(np.abs(logits - ref_logits)[real]) <= TOL
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), grads, ref_grads)
+
+
+def test_cpu_weight_grad_matmul_equals_xla_grads():
+    """models/cpu_matmul.py: same value and grads as a plain matmul, whichever operand it transposes;
+    bf16 inputs with float32 output (the LM head) give grads in the inputs' dtypes."""
+    from rolellm_jax.models import cpu_matmul
+
+    rng = np.random.default_rng(0)
+    for d_in, d_out in ((16, 40), (40, 16)):  # transposes x, then dy (the narrower one)
+        x = jnp.asarray(rng.normal(size=(2, 5, d_in)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(d_in, d_out)), jnp.float32)
+        ours = jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(cpu_matmul.matmul(x, w))), argnums=(0, 1))(x, w)
+        plain = jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(x @ w)), argnums=(0, 1))(x, w)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, plain)
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    y = cpu_matmul.matmul(xb, wb, jnp.float32)
+    dx, dw = jax.grad(lambda x, w: jnp.sum(cpu_matmul.matmul(x, w, jnp.float32)), argnums=(0, 1))(xb, wb)
+    assert (y.dtype, dx.dtype, dw.dtype) == (jnp.float32, jnp.bfloat16, jnp.bfloat16)

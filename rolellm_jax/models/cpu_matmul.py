@@ -5,8 +5,9 @@ XLA:CPU transposes ``dy`` in memory and then runs a dot that contracts dimension
 dimension 1 of the transposed ``dy``: that dot misses the YNNPACK GEMM and runs on Eigen's generic
 contraction, ~3x slower inside the train step (68 vs ~200 GFLOP/s for the LM head's weight
 gradient, measured with jax.profiler on the 2-core CPU of benchmarks/RESULTS.md). Here the weight
-gradient is written as ``transpose(x) @ dy`` with the transpose behind an optimization barrier, so
-XLA keeps it a plain ``[in, tokens] x [tokens, out]`` GEMM and the transpose a cheap copy of ``x``.
+gradient is written as ``transpose(x) @ dy`` (or ``transpose(transpose(dy) @ x)`` when ``dy`` is the
+narrower of the two, so the copy is smaller) with the transposes behind optimization barriers, so
+XLA keeps a plain ``[in, tokens] x [tokens, out]`` GEMM and one copy of the narrower activation.
 Same products and sums, so the same values up to float rounding order.
 
 The output carries the checkpoint name ``DENSE_OUTPUT`` so that the dots-saveable remat policies
@@ -46,6 +47,9 @@ def _matmul_bwd(out_dtype, residuals, dy):
     dx = jnp.matmul(dy.astype(w.dtype), w.T, preferred_element_type=x.dtype)
     tokens_x = x.reshape(-1, x.shape[-1])
     tokens_dy = dy.reshape(-1, dy.shape[-1]).astype(x.dtype)
+    if tokens_dy.shape[1] < tokens_x.shape[1]:  # transpose the narrower operand: less to copy
+        dw_t = jnp.matmul(jax.lax.optimization_barrier(tokens_dy.T), tokens_x, preferred_element_type=w.dtype)
+        return dx, jax.lax.optimization_barrier(dw_t).T
     dw = jnp.matmul(jax.lax.optimization_barrier(tokens_x.T), tokens_dy, preferred_element_type=w.dtype)
     return dx, dw
 
