@@ -5,8 +5,9 @@
 Both sides: a LLaMA of the same config (float32 on CPU), the same random token batch, next-token
 cross entropy, AdamW (same lr / betas / weight decay), gradient clipping at 1.0. Ours is
 rolellm_jax.train_step.TrainProgram (the step `python -m rolellm_jax.train` runs) on a one-device
-mesh; PyTorch is LlamaForCausalLM + torch.optim.AdamW in eager mode. Reports tokens/s (median of
-the timed steps after warm-up/compile) and, on an accelerator with a known peak, MFU.
+mesh; PyTorch is LlamaForCausalLM + torch.optim.AdamW in eager mode. The contenders take turns
+(rounds of a few steps each) so that a machine whose speed drifts treats them alike. Reports
+tokens/s (median of the timed steps) and, on an accelerator with a known peak, MFU.
 
 MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's GPU target):
 
@@ -21,6 +22,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,26 +36,25 @@ from rolellm_jax.sharding import MeshConfig, make_mesh  # noqa: E402
 from rolellm_jax.train_step import TrainProgram  # noqa: E402
 
 
-def jax_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -> tuple[float, float]:
+def jax_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
+    """One call = one train step of ours (run to completion); returns its loss."""
     train = TrainConfig(steps=1000, global_batch_size=batch["input_ids"].shape[0], lr=1e-4, warmup_steps=0,
                         weight_decay=0.1, clip_norm=1.0)
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
     program = TrainProgram.create(cfg, mesh, train, LoraConfig(), batch["input_ids"].shape[1])
-    state, frozen = program.init_state(program.init_params(0), 0)
+    holder = list(program.init_state(program.init_params(0), 0))
     arrays = {k: jax.device_put(v, program.batch_sharding) for k, v in batch.items()}
     step = program.jitted_step()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        state, metrics = step(state, frozen, arrays)
-        jax.block_until_ready(metrics["loss"])
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    tokens = batch["input_ids"].size
-    return tokens / statistics.median(times), float(metrics["loss"])
+
+    def run() -> float:
+        holder[0], metrics = step(holder[0], holder[1], arrays)
+        return float(jax.block_until_ready(metrics["loss"]))
+
+    return run
 
 
-def torch_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -> tuple[float, float]:
+def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
+    """One call = one eager transformers PyTorch train step; returns its loss."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -65,9 +66,8 @@ def torch_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -
     ids = torch.from_numpy(batch["input_ids"]).long()
     targets = torch.from_numpy(batch["targets"]).long()
     mask = torch.from_numpy(batch["loss_mask"])
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def run() -> float:
         logits = model(input_ids=ids).logits.float()
         ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
         loss = (ce * mask.flatten()).sum() / mask.sum()
@@ -75,9 +75,24 @@ def torch_tokens_per_s(cfg: ModelConfig, batch: dict, steps: int, warmup: int) -
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return batch["input_ids"].size / statistics.median(times), float(loss.detach())
+        return float(loss.detach())
+
+    return run
+
+
+def interleaved_seconds(steppers: dict[str, Callable[[], float]], rounds: int, steps: int) -> dict[str, list[float]]:
+    """Per stepper, the times of ``rounds x steps`` steps taken in turns: each round runs every
+    stepper for one untimed step (its threads and caches wake up) and ``steps`` timed ones, so
+    that drift in the machine's speed (shared cores) hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, run in steppers.items():
+            run()
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
@@ -88,7 +103,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds in which every contender runs its steps in turn")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dtype", default="float32", help="compute dtype of our model (bfloat16 on accelerators)")
     parser.add_argument("--remat", default="none,dots_with_no_batch_dims_saveable",
@@ -115,23 +131,30 @@ def main() -> None:
     print(f"device: {device.device_kind} ({jax.device_count()} jax device(s)), {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus; date {time.strftime('%Y-%m-%d', time.gmtime())}")
     print(f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
-          f"batch {args.batch} x {args.seq} tokens; AdamW; {args.steps} timed steps after {args.warmup} warm-up")
+          f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
+          f"of {args.steps} timed steps each, taken in turns")
     flops = flops_per_token(cfg, matmul_params(jax.eval_shape(lambda: _params_shapes(cfg))), args.seq)
     peak = peak_flops_per_device(device)
-    ours = 0.0
-    for remat in args.remat.split(","):
-        rate, ours_loss = jax_tokens_per_s(cfg.replace(remat_policy=remat), batch, args.steps, args.warmup)
-        ours = max(ours, rate)
-        mfu = f", MFU {100 * rate * flops / peak:.1f}%" if peak else ""
-        print(f"rolellm_jax (jax {jax.__version__}, {args.dtype}, remat {remat}): {rate:,.0f} tokens/s{mfu} "
-              f"(last loss {ours_loss:.3f})")
+    steppers = {f"remat {remat}": jax_stepper(cfg.replace(remat_policy=remat), batch) for remat in args.remat.split(",")}
     if not args.skip_torch:
-        import torch
+        steppers["torch"] = torch_stepper(cfg, batch)
+    losses = {name: [run() for _ in range(args.warmup)][-1] for name, run in steppers.items()}  # compile / warm up
+    times = interleaved_seconds(steppers, args.rounds, args.steps)
+    rates = {name: batch["input_ids"].size / statistics.median(t) for name, t in times.items()}
+    for name, rate in rates.items():
+        if name == "torch":
+            import torch
 
-        theirs, theirs_loss = torch_tokens_per_s(cfg, batch, args.steps, args.warmup)
-        print(f"transformers PyTorch (torch {torch.__version__}, float32, {torch.get_num_threads()} threads): "
-              f"{theirs:,.0f} tokens/s (last loss {theirs_loss:.3f})")
-        print(f"ratio ours (best remat) / pytorch: {ours / theirs:.2f}x")
+            print(f"transformers PyTorch (torch {torch.__version__}, float32, {torch.get_num_threads()} threads): "
+                  f"{rate:,.0f} tokens/s (loss after warm-up {losses[name]:.3f})")
+        else:
+            mfu = f", MFU {100 * rate * flops / peak:.1f}%" if peak else ""
+            print(f"rolellm_jax (jax {jax.__version__}, {args.dtype}, {name}): {rate:,.0f} tokens/s{mfu} "
+                  f"(loss after warm-up {losses[name]:.3f})")
+    if "torch" in rates:
+        best = max(rate for name, rate in rates.items() if name != "torch")
+        print(f"ratio ours (best remat) / pytorch: {best / rates['torch']:.2f}x "
+              f"(medians of {args.rounds} interleaved rounds of {args.steps} steps)")
 
 
 def _params_shapes(cfg: ModelConfig) -> dict:
