@@ -198,7 +198,7 @@ def _causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks: int
     """Full-sequence causal attention as ``blocks`` query blocks, each over its key prefix only.
 
     Query block i can only see keys of blocks 0..i: attending to that prefix alone skips the
-    masked upper triangle (~45% of the score work at 8 blocks). Each row's softmax is still over
+    masked upper triangle ((n-1)/2n of the score work at n blocks: 3/8 at 4). Each row's softmax is still over
     all of its visible keys, so this is exact. KV heads move in front of the sequence once
     (q [B, KV, T, G, hd], k/v [B, KV, S, hd]) so that every block is a contiguous slice whose
     ``T x G`` query rows form one plain batched GEMM per product (slicing [B, T, H, hd] per block,
