@@ -163,10 +163,14 @@ def test_corrupt_and_partial_checkpoints_are_skipped(tokenizer_dir, tmp_path, ca
             f.write_bytes(b"\0garbage")
     (ckpts / "6.orbax-checkpoint-tmp-1234").mkdir()  # an interrupted save: never a candidate
 
-    again, _ = parse_args(tiny_args(tokenizer_dir, out, "--train.steps=6", "--checkpoint.every=2", "--train.export=false"))
+    again, _ = parse_args(tiny_args(tokenizer_dir, out, "--train.steps=6", "--checkpoint.every=2", "--train.export=false",
+                                    "--data.shards=2"))
     with caplog.at_level(logging.WARNING):
         result = run(again)
     assert any("checkpoints/4 is unreadable, skipped" in r.getMessage() for r in caplog.records)
+    # resuming with another data shard count changes the batches from here on: said, not silent
+    assert any("the interrupted run dealt its data into 1 shards, this one into 2: batches from step 2 on differ"
+               in r.getMessage() for r in caplog.records)
     assert result.steps_run == 4  # resumed from step 2
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     assert len(list((tmp_path / "run" / "checkpoints-corrupt").iterdir())) == 1
