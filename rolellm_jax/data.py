@@ -278,13 +278,11 @@ class PackedBatches:
             raise DataError(f"global_batch_size={global_batch_size} is not divisible by data.shards={self.shards}: "
                             f"every batch takes as many rows from each shard ({_near_multiples(global_batch_size, self.shards)})")
         self.cfg = cfg
-        self.global_batch_size = global_batch_size
-        self.local_batch_size = global_batch_size // process_count
         self.rows_per_shard = global_batch_size // self.shards
         per_process = self.shards // process_count
         self.local_shards = range(process_index * per_process, (process_index + 1) * per_process)
         self.stats = DataStats()
-        self._orders: dict[int, tuple[int, np.ndarray]] = {}  # shard -> (epoch, its row order)
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}  # local shard -> (epoch, its row order)
         if examples is None:
             examples, self.stats.rows = load_examples(cfg)
         else:  # already read by the caller, who may say from how many rows (else: unknown, logged as such)
@@ -337,25 +335,26 @@ class PackedBatches:
         """Indices into ``rows`` of this process's part of global batch ``step``, shard after shard."""
         if step < 0:
             raise DataError(f"step={step}: must be >= 0")
+        stream = np.arange(step * self.rows_per_shard, (step + 1) * self.rows_per_shard, dtype=np.int64)
         out = []
-        for local, shard in enumerate(self.local_shards):
-            first = step * self.rows_per_shard
-            epochs, offsets = np.divmod(np.arange(first, first + self.rows_per_shard, dtype=np.int64), self._shard_sizes[local])
+        for local in range(len(self.local_shards)):
+            epochs, offsets = np.divmod(stream, self._shard_sizes[local])
             for epoch in np.unique(epochs):
-                out.extend(self._shard_starts[local] + self._epoch_order(shard, local, int(epoch))[offsets[epochs == epoch]])
-        return np.asarray(out, np.int64)
+                out.append(self._shard_starts[local] + self._epoch_order(local, int(epoch))[offsets[epochs == epoch]])
+        return np.concatenate(out).astype(np.int64)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of global batch ``step``: dict of ``[local_batch, seq_len]`` arrays."""
         return self.rows.take(self.row_indices(step))
 
-    def _epoch_order(self, shard: int, local: int, epoch: int) -> np.ndarray:
-        if self._orders.get(shard, (-1,))[0] != epoch:  # batches walk epochs in order: keep the last permutation
+    def _epoch_order(self, local: int, epoch: int) -> np.ndarray:
+        """Row order of this process's ``local``-th shard in ``epoch`` (seeded by the global shard index)."""
+        if self._orders.get(local, (-1,))[0] != epoch:  # batches walk epochs in order: keep the last permutation
             order = np.arange(self._shard_sizes[local])
             if self.cfg.shuffle:
-                order = np.random.default_rng([self.cfg.seed, shard, epoch]).permutation(order)
-            self._orders[shard] = (epoch, order)
-        return self._orders[shard][1]
+                order = np.random.default_rng([self.cfg.seed, self.local_shards[local], epoch]).permutation(order)
+            self._orders[local] = (epoch, order)
+        return self._orders[local][1]
 
 
 def _near_multiples(value: int, of: int) -> str:
