@@ -238,9 +238,13 @@ def test_causal_query_blocks_match_transformers(llama_pair):
     assert diff <= TOL, f"max |ours - HF| = {diff:.2e} > {TOL}"
 
 
-def test_causal_query_blocks_grads_equal_one_block(llama_pair, monkeypatch):
-    """Packed rows whose examples cross block borders: blocked and one-block attention give equal grads."""
-    _, model = llama_pair
+@pytest.mark.parametrize("remat_policy", ["none", "dots_with_no_batch_dims_saveable", "full"])
+def test_causal_query_blocks_grads_equal_one_block(llama_pair, monkeypatch, remat_policy):
+    """Packed rows whose examples cross block borders: blocked attention (flash-style backward) and
+    one-block attention (autodiff of jax.nn.dot_product_attention) give equal grads, also under remat."""
+    _, ported_model = llama_pair
+    model = build_model(dataclasses.replace(ported_model.cfg, remat_policy=remat_policy), rngs=nnx.Rngs(1))
+    nnx.update(model, nnx.state(ported_model, nnx.Param))
     ids = np.random.default_rng(4).integers(2, VOCAB, (2, 128)).astype(np.int32)
     seg = np.repeat(np.searchsorted([0, 20, 70, 121], np.arange(128), side="right")[None], 2, 0).astype(np.int32)
     seg[:, 121:] = 0  # trailing padding

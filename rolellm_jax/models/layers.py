@@ -23,13 +23,17 @@ import numpy as np
 from flax import nnx
 
 from rolellm_jax.models import cpu_matmul
+from rolellm_jax.models.blocked_attention import (ATTENTION_SAVED, allowed_mask, causal_blocks_attention,
+                                                  causal_query_blocks)
 from rolellm_jax.models.config import ConfigError, ModelConfig
 from rolellm_jax.sharding import constrain
 
 RotaryLayout = Literal["half", "interleaved"]
 
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
-_SAVE_DENSE = jax.checkpoint_policies.save_only_these_names(cpu_matmul.DENSE_OUTPUT)  # weight_grad="cpu" dots
+# custom-VJP outputs the dots policies keep too: weight_grad="cpu" dense outputs and the
+# blocked attention's output / residuals (so its forward is not rerun before its backward)
+_SAVE_DENSE = jax.checkpoint_policies.save_only_these_names(cpu_matmul.DENSE_OUTPUT, ATTENTION_SAVED)
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer in the backward pass
     "dots_saveable": jax.checkpoint_policies.save_from_both_policies(jax.checkpoint_policies.dots_saveable, _SAVE_DENSE),
@@ -148,8 +152,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
     a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
 
-    impl: "xla" (any backend, fp32 ok; a full causal sequence runs as causal query blocks, see
-    causal_query_blocks), "cudnn" (GPU, needs bf16/fp16 compute), "splash" (the TPU
+    impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
+    blocks with a flash-attention-style backward, models/blocked_attention.py), "cudnn" (GPU, needs bf16/fp16 compute), "splash" (the TPU
     Pallas kernel plugged in here, models/splash.py; full sequences only, so calls with a cache
     offset use "xla"). A new kernel plugs in the same way: same arguments, same [B, T, H, hd].
     """
@@ -165,64 +169,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
     if blocks == 1:
         return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl)
-    return _causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
-
-
-def causal_query_blocks(t: int, min_block: int = 64) -> int:
-    """How many query blocks a full causal sequence of ``t`` tokens is cut into (1 = not cut).
-
-    Up to 8 blocks of at least ``min_block`` tokens: more blocks skip more of the masked triangle
-    but each adds a few small ops; 4 was fastest on CPU at t=256 (benchmarks/RESULTS.md).
-    """
-    for blocks in (8, 4, 2):
-        if t % blocks == 0 and t // blocks >= min_block:
-            return blocks
-    return 1
-
-
-def _allowed(q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
-    """[B, T, S] bool: query i (slot q_offset + i) may read key slot s (see attention())."""
-    t, s = q_segment_ids.shape[1], kv_segment_ids.shape[1]
-    q_slots = q_offset + jnp.arange(t)[:, None]
-    kv_slots = jnp.arange(s)[None, :]
-    same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (kv_segment_ids[:, None, :] != 0)
-    return (same | (q_slots == kv_slots)[None]) & (kv_slots <= q_slots)[None]
+    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
 
 
 def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl):
-    allowed = _allowed(q_segment_ids, kv_segment_ids, q_offset)
+    allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset)
     return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], implementation=impl)
-
-
-def _causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks: int) -> jax.Array:
-    """Full-sequence causal attention as ``blocks`` query blocks, each over its key prefix only.
-
-    Query block i can only see keys of blocks 0..i: attending to that prefix alone skips the
-    masked upper triangle ((n-1)/2n of the score work at n blocks: 3/8 at 4). Each row's softmax is still over
-    all of its visible keys, so this is exact. KV heads move in front of the sequence once
-    (q [B, KV, T, G, hd], k/v [B, KV, S, hd]) so that every block is a contiguous slice whose
-    ``T x G`` query rows form one plain batched GEMM per product (slicing [B, T, H, hd] per block,
-    or a separate G axis, made XLA:CPU copy and transpose every block). Mask, scale and float32
-    softmax as in ``jax.nn.dot_product_attention`` (``_masked_attention``).
-    """
-    b, t, h, hd = q.shape
-    kv = k.shape[2]
-    g = h // kv
-    qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 1, 3, 4)  # [B, KV, T, G, hd]
-    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
-    masked = -0.7 * float(jnp.finfo(jnp.float32).max)  # as jax.nn.dot_product_attention
-    size, outs = t // blocks, []
-    for i in range(blocks):
-        start, end = i * size, (i + 1) * size
-        rows = qh[:, :, start:end].reshape(b, kv, size * g, hd)
-        scores = jnp.einsum("bkrd,bksd->bkrs", rows, kh[:, :, :end], preferred_element_type=jnp.float32)
-        allowed = _allowed(q_segment_ids[:, start:end], kv_segment_ids[:, :end], start)  # [B, size, end]
-        allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # row r is query r // G
-        scores = jnp.where(allowed, scores * (1.0 / math.sqrt(hd)), masked)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkrs,bksd->bkrd", probs, vh[:, :, :end])
-        outs.append(out.reshape(b, kv, size, g, hd))
-    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3, 4).reshape(b, t, h, hd)
 
 
 class Attention(nnx.Module):
