@@ -68,7 +68,10 @@ def _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start: int, end: int,
     scores = jnp.einsum("bkrd,bksd->bkrs", rows, kh[:, :, :end], preferred_element_type=jnp.float32)
     allowed = allowed_mask(q_segment_ids[:, start:end], kv_segment_ids[:, :end], start)
     allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # row r is query r // G
-    return jnp.where(allowed, scores * (1.0 / math.sqrt(rows.shape[-1])), _MASKED)
+    scores = scores * (1.0 / math.sqrt(rows.shape[-1]))
+    # min(scores, _MASKED) is _MASKED for every finite score; a plain scalar here becomes a
+    # loop-invariant broadcast that XLA hoists out of the layer scan and materialises per block
+    return jnp.where(allowed, scores, jnp.minimum(scores, _MASKED))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
@@ -99,20 +102,30 @@ def _blocked_bwd(blocks, g, residuals, d_out):
     size = qh.shape[2] // g // blocks
     scale = 1.0 / math.sqrt(qh.shape[-1])
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)  # rowsum(dO * O)
-    dqs, dk, dv = [], jnp.zeros(kh.shape, jnp.float32), jnp.zeros(vh.shape, jnp.float32)
+    # dK and dV are built transposed, [B, KV, hd, S]: rows^T @ dS is a plain batched GEMM, while
+    # dS^T @ rows contracts the leading dimension of both, which XLA:CPU runs on Eigen's slow
+    # generic contraction (12 GFLOP/s at hd 16; see models/cpu_matmul.py for the same effect)
+    transposed_shape = (*kh.shape[:2], kh.shape[3], kh.shape[2])
+    dqs, dk_t, dv_t = [], jnp.zeros(transposed_shape, jnp.float32), jnp.zeros(transposed_shape, jnp.float32)
     for i in range(blocks):
         start, end = i * size, (i + 1) * size
         rows, d_rows = qh[:, :, start * g:end * g], d_out[:, :, start * g:end * g]
         scores = _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start, end, g)
         probs = jnp.exp(scores - lse[:, :, start * g:end * g])
-        dv = dv.at[:, :, :end].add(jnp.einsum("bkrs,bkrd->bksd", probs.astype(d_out.dtype), d_rows,
-                                              preferred_element_type=jnp.float32))
+        dv_t = dv_t.at[..., :end].add(jnp.einsum("bkdr,bkrs->bkds", _transposed(d_rows), probs.astype(d_out.dtype),
+                                                 preferred_element_type=jnp.float32))
         d_probs = jnp.einsum("bkrd,bksd->bkrs", d_rows, vh[:, :, :end], preferred_element_type=jnp.float32)
         d_scores = (probs * (d_probs - delta[:, :, start * g:end * g]) * scale).astype(qh.dtype)
         dqs.append(jnp.einsum("bkrs,bksd->bkrd", d_scores, kh[:, :, :end], preferred_element_type=jnp.float32))
-        dk = dk.at[:, :, :end].add(jnp.einsum("bkrs,bkrd->bksd", d_scores, rows, preferred_element_type=jnp.float32))
-    dq = jnp.concatenate(dqs, axis=2)
+        dk_t = dk_t.at[..., :end].add(jnp.einsum("bkdr,bkrs->bkds", _transposed(rows), d_scores,
+                                                 preferred_element_type=jnp.float32))
+    dq, dk, dv = jnp.concatenate(dqs, axis=2), jnp.swapaxes(dk_t, 2, 3), jnp.swapaxes(dv_t, 2, 3)
     return dq.astype(qh.dtype), dk.astype(kh.dtype), dv.astype(vh.dtype), None, None
+
+
+def _transposed(x: jax.Array) -> jax.Array:
+    """[..., r, d] -> [..., d, r] as a real copy (the barrier stops XLA folding it into the dot)."""
+    return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
 
 
 _blocked.defvjp(_blocked_fwd, _blocked_bwd)
