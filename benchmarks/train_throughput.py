@@ -1,13 +1,17 @@
 """Train-step throughput: our jitted JAX step vs a transformers PyTorch step, same model and batch.
 
-    python benchmarks/train_throughput.py [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 10]
+    python benchmarks/train_throughput.py [--hidden 256 --layers 4 --seq 256 --batch 8 --steps 4]
 
 Both sides: a LLaMA of the same config (float32 on CPU), the same random token batch, next-token
 cross entropy, AdamW (same lr / betas / weight decay), gradient clipping at 1.0. Ours is
 rolellm_jax.train_step.TrainProgram (the step `python -m rolellm_jax.train` runs) on a one-device
-mesh; PyTorch is LlamaForCausalLM + torch.optim.AdamW in eager mode. The contenders take turns
-(rounds of a few steps each) so that a machine whose speed drifts treats them alike. Reports
-tokens/s (median of the timed steps) and, on an accelerator with a known peak, MFU.
+mesh; PyTorch is LlamaForCausalLM + torch.optim.AdamW in eager mode.
+
+Each framework runs in its own worker process, as it would for a user: in one shared process the
+two runtimes' thread pools and malloc arenas meet, which no real run has. The workers take turns
+(rounds of a few steps each, while the other waits idle on its pipe) so that a machine whose speed
+drifts treats them alike. Reports tokens/s (median of the timed steps) and, on an accelerator
+with a known peak, MFU. Process-wide settings such as ``GLIBC_TUNABLES`` reach both workers.
 
 MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's GPU target):
 
@@ -18,26 +22,29 @@ MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's G
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rolellm_jax.config import LoraConfig, TrainConfig  # noqa: E402
-from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
-from rolellm_jax.sharding import MeshConfig, make_mesh  # noqa: E402
-from rolellm_jax.train_step import TrainProgram  # noqa: E402
 
 
 def jax_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
     """One call = one train step of ours (run to completion); returns its loss."""
+    import jax
+
+    from rolellm_jax.config import LoraConfig, TrainConfig
+    from rolellm_jax.sharding import MeshConfig, make_mesh
+    from rolellm_jax.train_step import TrainProgram
+
     train = TrainConfig(steps=1000, global_batch_size=batch["input_ids"].shape[0], lr=1e-4, warmup_steps=0,
                         weight_decay=0.1, clip_norm=1.0)
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
@@ -80,18 +87,51 @@ def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
     return run
 
 
-def interleaved_seconds(steppers: dict[str, Callable[[], float]], rounds: int, steps: int) -> dict[str, list[float]]:
-    """Per stepper, the times of ``rounds x steps`` steps taken in turns: each round runs every
-    stepper for one untimed step (its threads and caches wake up) and ``steps`` timed ones, so
+def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dict) -> None:
+    """Process serving ``("run", name, n)`` for our step under each remat policy; first sends what
+    the report needs (versions, device, FLOPs per token, peak)."""
+    import jax
+
+    from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device
+
+    steppers = {f"remat {remat}": jax_stepper(cfg.replace(remat_policy=remat), batch) for remat in remats}
+    flops = flops_per_token(cfg, matmul_params(jax.eval_shape(lambda: _params_shapes(cfg))), batch["input_ids"].shape[1])
+    device = jax.devices()[0]
+    conn.send({"label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}",
+               "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
+               "flops_per_token": flops, "peak": peak_flops_per_device(device)})
+    serve(conn, steppers)
+
+
+def torch_worker(conn: Connection, cfg: ModelConfig, batch: dict) -> None:
+    import torch
+
+    run = torch_stepper(cfg, batch)
+    conn.send({"label": f"transformers PyTorch (torch {torch.__version__}, float32, {torch.get_num_threads()} threads"})
+    serve(conn, {"torch": run})
+
+
+def serve(conn: Connection, steppers: dict[str, Callable[[], float]]) -> None:
+    """Run ``n`` steps of a named stepper per request; reply with their seconds and the last loss."""
+    while (request := conn.recv()) is not None:
+        _, name, n = request
+        seconds, loss = [], float("nan")
+        for _ in range(n):
+            t0 = time.perf_counter()
+            loss = steppers[name]()
+            seconds.append(time.perf_counter() - t0)
+        conn.send((seconds, loss))
+
+
+def interleaved_seconds(run: Callable[[str, int], list[float]], names: list[str], rounds: int, steps: int) -> dict[str, list[float]]:
+    """Per contender, the times of ``rounds x steps`` steps taken in turns: each round runs every
+    contender for one untimed step (its threads and caches wake up) and ``steps`` timed ones, so
     that drift in the machine's speed (shared cores) hits all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in steppers}
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
-        for name, run in steppers.items():
-            run()
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t0)
+        for name in names:
+            run(name, 1)
+            times[name] += run(name, steps)
     return times
 
 
@@ -127,30 +167,45 @@ def main() -> None:
         "segment_ids": np.ones((args.batch, args.seq), np.int32),
         "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), (args.batch, args.seq)).copy(),
     }
-    device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({jax.device_count()} jax device(s)), {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus; date {time.strftime('%Y-%m-%d', time.gmtime())}")
+    remats = args.remat.split(",")
+    workers = {"jax": (jax_worker, (cfg, remats, batch))}
+    if not args.skip_torch:
+        workers["torch"] = (torch_worker, (cfg, batch))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per framework, no fork of threads
+    conns, infos, processes = {}, {}, []
+    for kind, (target, worker_args) in workers.items():
+        parent, child = context.Pipe()
+        process = context.Process(target=target, args=(child, *worker_args), daemon=True)
+        process.start()
+        conns[kind], infos[kind] = parent, parent.recv()
+        processes.append(process)
+    owner = {f"remat {remat}": "jax" for remat in remats} | ({} if args.skip_torch else {"torch": "torch"})
+
+    def run(name: str, n: int) -> list[float]:
+        conns[owner[name]].send(("run", name, n))
+        seconds, losses[name] = conns[owner[name]].recv()
+        return seconds
+
+    print(f"device: {infos['jax']['device']}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+          f"date {time.strftime('%Y-%m-%d', time.gmtime())}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
     print(f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
           f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
-          f"of {args.steps} timed steps each, taken in turns")
-    flops = flops_per_token(cfg, matmul_params(jax.eval_shape(lambda: _params_shapes(cfg))), args.seq)
-    peak = peak_flops_per_device(device)
-    steppers = {f"remat {remat}": jax_stepper(cfg.replace(remat_policy=remat), batch) for remat in args.remat.split(",")}
-    if not args.skip_torch:
-        steppers["torch"] = torch_stepper(cfg, batch)
-    losses = {name: [run() for _ in range(args.warmup)][-1] for name, run in steppers.items()}  # compile / warm up
-    times = interleaved_seconds(steppers, args.rounds, args.steps)
+          f"of {args.steps} timed steps each, taken in turns by one process per framework")
+    losses: dict[str, float] = {}
+    for name in owner:
+        run(name, args.warmup)  # compile / warm up
+    warm_losses = dict(losses)
+    times = interleaved_seconds(run, list(owner), args.rounds, args.steps)
+    for conn in conns.values():
+        conn.send(None)
+    for process in processes:
+        process.join()
     rates = {name: batch["input_ids"].size / statistics.median(t) for name, t in times.items()}
     for name, rate in rates.items():
-        if name == "torch":
-            import torch
-
-            print(f"transformers PyTorch (torch {torch.__version__}, float32, {torch.get_num_threads()} threads): "
-                  f"{rate:,.0f} tokens/s (loss after warm-up {losses[name]:.3f})")
-        else:
-            mfu = f", MFU {100 * rate * flops / peak:.1f}%" if peak else ""
-            print(f"rolellm_jax (jax {jax.__version__}, {args.dtype}, {name}): {rate:,.0f} tokens/s{mfu} "
-                  f"(loss after warm-up {losses[name]:.3f})")
+        info = infos[owner[name]]
+        label = info["label"] + ("" if name == "torch" else f", {name}") + ")"
+        mfu = f", MFU {100 * rate * info['flops_per_token'] / info['peak']:.1f}%" if info.get("peak") else ""
+        print(f"{label}: {rate:,.0f} tokens/s{mfu} (loss after warm-up {warm_losses[name]:.3f})")
     if "torch" in rates:
         best = max(rate for name, rate in rates.items() if name != "torch")
         print(f"ratio ours (best remat) / pytorch: {best / rates['torch']:.2f}x "
