@@ -180,7 +180,7 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     )
     if mesh.devices.flat[0].platform == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
         log.info("on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment spares XLA most of its page "
-                 "faults: ~10% faster steps (README, benchmarks/RESULTS.md)")
+                 "faults: 10-20% faster steps (README, benchmarks/RESULTS.md)")
 
     metrics_log = MetricsLog(output_dir, start_step=start, tensorboard=cfg.logging.tensorboard)
     meta_base = {"config": cfg.to_dict(), **identity}
