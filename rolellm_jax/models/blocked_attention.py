@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from rolellm_jax.models.cpu_matmul import transposed_copy
+
 ATTENTION_SAVED = "attention_saved"
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # as jax.nn.dot_product_attention
 
@@ -104,28 +106,24 @@ def _blocked_bwd(blocks, g, residuals, d_out):
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)  # rowsum(dO * O)
     # dK and dV are built transposed, [B, KV, hd, S]: rows^T @ dS is a plain batched GEMM, while
     # dS^T @ rows contracts the leading dimension of both, which XLA:CPU runs on Eigen's slow
-    # generic contraction (12 GFLOP/s at hd 16; see models/cpu_matmul.py for the same effect)
+    # generic contraction (12 GFLOP/s at hd 16; the same effect as in models/cpu_matmul.py)
     transposed_shape = (*kh.shape[:2], kh.shape[3], kh.shape[2])
     dqs, dk_t, dv_t = [], jnp.zeros(transposed_shape, jnp.float32), jnp.zeros(transposed_shape, jnp.float32)
     for i in range(blocks):
         start, end = i * size, (i + 1) * size
-        rows, d_rows = qh[:, :, start * g:end * g], d_out[:, :, start * g:end * g]
+        block_rows = slice(start * g, end * g)  # this block's query rows (G per query)
+        rows, d_rows = qh[:, :, block_rows], d_out[:, :, block_rows]
         scores = _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start, end, g)
-        probs = jnp.exp(scores - lse[:, :, start * g:end * g])
-        dv_t = dv_t.at[..., :end].add(jnp.einsum("bkdr,bkrs->bkds", _transposed(d_rows), probs.astype(d_out.dtype),
+        probs = jnp.exp(scores - lse[:, :, block_rows])
+        dv_t = dv_t.at[..., :end].add(jnp.einsum("bkdr,bkrs->bkds", transposed_copy(d_rows), probs.astype(d_out.dtype),
                                                  preferred_element_type=jnp.float32))
         d_probs = jnp.einsum("bkrd,bksd->bkrs", d_rows, vh[:, :, :end], preferred_element_type=jnp.float32)
-        d_scores = (probs * (d_probs - delta[:, :, start * g:end * g]) * scale).astype(qh.dtype)
+        d_scores = (probs * (d_probs - delta[:, :, block_rows]) * scale).astype(qh.dtype)
         dqs.append(jnp.einsum("bkrs,bksd->bkrd", d_scores, kh[:, :, :end], preferred_element_type=jnp.float32))
-        dk_t = dk_t.at[..., :end].add(jnp.einsum("bkdr,bkrs->bkds", _transposed(rows), d_scores,
+        dk_t = dk_t.at[..., :end].add(jnp.einsum("bkdr,bkrs->bkds", transposed_copy(rows), d_scores,
                                                  preferred_element_type=jnp.float32))
     dq, dk, dv = jnp.concatenate(dqs, axis=2), jnp.swapaxes(dk_t, 2, 3), jnp.swapaxes(dv_t, 2, 3)
     return dq.astype(qh.dtype), dk.astype(kh.dtype), dv.astype(vh.dtype), None, None
-
-
-def _transposed(x: jax.Array) -> jax.Array:
-    """[..., r, d] -> [..., d, r] as a real copy (the barrier stops XLA folding it into the dot)."""
-    return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
 
 
 _blocked.defvjp(_blocked_fwd, _blocked_bwd)

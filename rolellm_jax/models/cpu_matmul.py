@@ -48,10 +48,16 @@ def _matmul_bwd(out_dtype, residuals, dy):
     tokens_x = x.reshape(-1, x.shape[-1])
     tokens_dy = dy.reshape(-1, dy.shape[-1]).astype(x.dtype)
     if tokens_dy.shape[1] < tokens_x.shape[1]:  # transpose the narrower operand: less to copy
-        dw_t = jnp.matmul(jax.lax.optimization_barrier(tokens_dy.T), tokens_x, preferred_element_type=w.dtype)
+        dw_t = jnp.matmul(transposed_copy(tokens_dy), tokens_x, preferred_element_type=w.dtype)
         return dx, jax.lax.optimization_barrier(dw_t).T
-    dw = jnp.matmul(jax.lax.optimization_barrier(tokens_x.T), tokens_dy, preferred_element_type=w.dtype)
+    dw = jnp.matmul(transposed_copy(tokens_x), tokens_dy, preferred_element_type=w.dtype)
     return dx, dw
+
+
+def transposed_copy(x: jax.Array) -> jax.Array:
+    """``[..., r, d] -> [..., d, r]`` as a real copy: the barrier stops XLA folding the transpose
+    back into the following dot, which would then contract a leading dimension (the slow path)."""
+    return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
