@@ -42,8 +42,9 @@ import numpy as np  # noqa: E402
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
 
 
-def jax_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
-    """One call = one train step of ours (run to completion); returns its loss."""
+def jax_stepper(cfg: ModelConfig, batch: dict) -> tuple[Callable[[], float], dict]:
+    """One call = one train step of ours (run to completion); returns its loss. Also gives the
+    program's abstract params (for the FLOPs count, as the train CLI takes it)."""
     import jax
 
     from rolellm_jax.config import LoraConfig, TrainConfig
@@ -62,7 +63,7 @@ def jax_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
         holder[0], metrics = step(holder[0], holder[1], arrays)
         return float(jax.block_until_ready(metrics["loss"]))
 
-    return run
+    return run, program.abstract_params
 
 
 def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
@@ -93,14 +94,16 @@ def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
 
 
 def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dict) -> None:
-    """Process serving ``("run", name, n)`` for our step under each remat policy; first sends what
+    """Process serving ``(name, n)`` requests for our step under each remat policy; first sends what
     the report needs (versions, device, FLOPs per token, peak)."""
     import jax
 
     from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device
 
-    steppers = {f"remat {remat}": jax_stepper(cfg.replace(remat_policy=remat), batch) for remat in remats}
-    flops = flops_per_token(cfg, matmul_params(jax.eval_shape(lambda: _params_shapes(cfg))), batch["input_ids"].shape[1])
+    steppers, abstract_params = {}, None
+    for remat in remats:
+        steppers[f"remat {remat}"], abstract_params = jax_stepper(cfg.replace(remat_policy=remat), batch)
+    flops = flops_per_token(cfg, matmul_params(abstract_params), batch["input_ids"].shape[1])
     device = jax.devices()[0]
     conn.send({"label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}",
                "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
@@ -117,9 +120,10 @@ def torch_worker(conn: Connection, cfg: ModelConfig, batch: dict) -> None:
 
 
 def serve(conn: Connection, steppers: dict[str, Callable[[], float]]) -> None:
-    """Run ``n`` steps of a named stepper per request; reply with their seconds and the last loss."""
+    """Run ``n`` steps of a named stepper per ``(name, n)`` request; reply with their seconds and
+    the last loss. ``None`` ends it."""
     while (request := conn.recv()) is not None:
-        _, name, n = request
+        name, n = request
         seconds, loss = [], float("nan")
         for _ in range(n):
             t0 = time.perf_counter()
@@ -190,9 +194,10 @@ def main() -> None:
         conns[kind], infos[kind] = parent, parent.recv()
         processes.append(process)
     owner = {f"remat {remat}": "jax" for remat in remats} | ({} if args.skip_torch else {"torch": "torch"})
+    losses: dict[str, float] = {}  # the last loss each contender reported
 
     def run(name: str, n: int) -> list[float]:
-        conns[owner[name]].send(("run", name, n))
+        conns[owner[name]].send((name, n))
         seconds, losses[name] = conns[owner[name]].recv()
         return seconds
 
@@ -201,7 +206,6 @@ def main() -> None:
     print(f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
           f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
           f"of {args.steps} timed steps each, taken in turns by one process per framework")
-    losses: dict[str, float] = {}
     for name in owner:
         run(name, args.warmup)  # compile / warm up
     warm_losses = dict(losses)
@@ -220,14 +224,6 @@ def main() -> None:
         best = max(rate for name, rate in rates.items() if name != "torch")
         print(f"ratio ours (best remat) / pytorch: {best / rates['torch']:.2f}x "
               f"(medians of {args.rounds} interleaved rounds of {args.steps} steps)")
-
-
-def _params_shapes(cfg: ModelConfig) -> dict:
-    from flax import nnx
-
-    from rolellm_jax.models import build_model
-
-    return nnx.to_pure_dict(nnx.state(build_model(cfg, rngs=nnx.Rngs(0)), nnx.Param))
 
 
 if __name__ == "__main__":
