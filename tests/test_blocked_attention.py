@@ -3,8 +3,6 @@ PyTorch's scaled_dot_product_attention, and what the dots remat policies keep of
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +21,13 @@ def packed_segments(batch: int, length: int, borders: list[int], pad_from: int) 
     seg = np.searchsorted(borders, np.arange(length), side="right").astype(np.int32)
     seg[pad_from:] = 0
     return np.repeat(seg[None], batch, 0)
+
+
+def tiny_llama(**runtime) -> ModelConfig:
+    """A 2-layer grouped-query LLaMA (4 heads, 2 kv heads) for 256-token sequences."""
+    return ModelConfig(family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, dtype="float32",
+                       **runtime)
 
 
 def torch_attention(q, k, v, allowed):
@@ -77,13 +82,11 @@ def test_dots_remat_policies_keep_attention_residuals():
     """Under the dots policies a layer's backward does not rerun the attention forward: as many
     attention products as without remat (fwd: QK, PV; bwd: QK, dV, dP, dQ, dK per block), while
     "full" reruns QK and PV of every block."""
-    cfg = ModelConfig(family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, dtype="float32")
     ids = jnp.zeros((1, 256), jnp.int32)
     blocks = causal_query_blocks(256)
 
     def count(remat_policy: str) -> int:
-        graphdef, state = nnx.split(build_model(dataclasses.replace(cfg, remat_policy=remat_policy), rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(build_model(tiny_llama(remat_policy=remat_policy), rngs=nnx.Rngs(0)))
         grad = jax.grad(lambda st: jnp.mean(nnx.merge(graphdef, st)(ids) ** 2))
         return batched_dots(jax.make_jaxpr(grad)(state).jaxpr)
 
@@ -96,9 +99,7 @@ def test_blocked_attention_grads_on_8_device_mesh():
     """The custom VJP and its transposes under GSPMD: grads of a 256-token model on a (2, 2, 2)
     mesh (kv heads split over `tensor`, rows over `data` x `fsdp`) equal one device's."""
     assert jax.device_count() == 8
-    cfg = ModelConfig(family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, dtype="float32",
-                      remat_policy="dots_with_no_batch_dims_saveable")
+    cfg = tiny_llama(remat_policy="dots_with_no_batch_dims_saveable")
     rng = np.random.default_rng(1)
     ids = jnp.asarray(rng.integers(1, 64, (4, 256)), jnp.int32)
     seg = jnp.asarray(packed_segments(4, 256, [0, 90, 170], pad_from=250))
