@@ -1,12 +1,17 @@
-"""Compile the real train step for a TPU topology on this (CPU) machine and report its memory.
+"""Compile the real train step for a TPU or GPU topology on this (CPU) machine and report its memory.
 
     python -m rolellm_jax.aot --config launch/configs/rolellama-7b.yaml --topology v5p:2x2x1
+    python -m rolellm_jax.aot --config launch/configs/rolellama-7b-lora-1gpu.yaml --topology h100
 
-Uses `jax.experimental.topologies.get_topology_desc` (needs libtpu installed, no TPU attached):
-the mesh of the preset is laid over the topology's chips, the train step of the preset (same
-code as `rolellm_jax.train`, params/optimiser sharded by the logical rules, batch over data x
-fsdp) is lowered against abstract inputs and compiled by the TPU compiler, and
-`compiled.memory_analysis()` gives the per-chip footprint, compared with the chip's HBM.
+Uses `jax.experimental.topologies.get_topology_desc`, no accelerator attached: TPU topologies
+(v4 / v5e / v5p / v6e, ``<generation>:<chips shape>``) need libtpu; GPU ones (``h100``, ``h200``,
+``a100``; ``h100:8`` is one host of 8, ``h100:2x8`` two hosts) need the CUDA PJRT plugin and, for
+``--model.attention_impl=cudnn``, cuDNN: ``pip install -e '.[gpu-aot]'``. The mesh of the preset is
+laid over the devices, the train step of the preset (same code as `rolellm_jax.train`,
+params/optimiser sharded by the logical rules, batch over data x fsdp) is lowered against abstract
+inputs and compiled by that backend's compiler, and `compiled.memory_analysis()` gives the
+per-device footprint, compared with the chip's HBM (on a GPU: the share of it JAX preallocates,
+XLA_PYTHON_CLIENT_MEM_FRACTION, 0.9 as launch/gpu sets it).
 
 It also prints the model FLOPs of one step (rolellm_jax.flops, the 6N + attention convention MFU
 uses) and what one step and the preset's whole run take on these chips at the MFU values of
@@ -19,9 +24,12 @@ Any other `--section.key=value` overrides the preset as in training.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
+# Compile-only devices need no accelerator backend: don't start (or probe for) one.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # libtpu probes for TPU workers and the GCE metadata server; this machine has neither.
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
@@ -30,6 +38,7 @@ import jax  # noqa: E402
 
 from rolellm_jax.config import ConfigError, model_config_of, parse_args  # noqa: E402
 from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
+from rolellm_jax.gpu_targets import GPUS, gpu_devices, is_gpu_topology, usable_memory  # noqa: E402
 from rolellm_jax.sharding import make_mesh  # noqa: E402
 from rolellm_jax.train import OOM_HINT, _is_oom, _is_ours  # noqa: E402
 from rolellm_jax.train_step import TrainProgram  # noqa: E402
@@ -44,25 +53,51 @@ DEFAULT_MFUS = (0.3, 0.5)  # what-if MFU values of the time estimate (--mfu)
 def chip_hbm_bytes(topology: str) -> int:
     generation = topology.split(":", 1)[0].split("-", 1)[0]
     if generation not in HBM_GIB:
-        raise ConfigError(f"--topology {topology!r}: unknown TPU generation {generation!r} (known: {sorted(HBM_GIB)})")
+        raise ConfigError(f"--topology {topology!r}: unknown TPU generation {generation!r} (known: {sorted(HBM_GIB)}; "
+                          f"GPUs: {sorted(GPUS)})")
     return HBM_GIB[generation] * GIB
+
+
+def topology_devices(topology: str) -> tuple[list, int, str]:
+    """Compile-only devices of the topology, the bytes one of them may use, and what that limit is."""
+    if is_gpu_topology(topology):
+        devices, spec = gpu_devices(topology)
+        usable, fraction = usable_memory(spec)
+        return devices, usable, f"{usable / GIB:.1f} GiB ({fraction:g} of the GPU's {spec.memory_bytes / GIB:.1f} GiB)"
+    hbm = chip_hbm_bytes(topology)
+    from jax.experimental import topologies
+
+    return topologies.get_topology_desc(topology, platform="tpu").devices, hbm, f"{hbm / GIB:.0f} GiB HBM"
+
+
+def compile_step(program: TrainProgram, frozen, topology: str) -> jax.stages.Compiled:
+    try:
+        return program.jitted_step().lower(program.abstract_state(), frozen, program.abstract_batch()).compile()
+    except RuntimeError as err:  # jax's cuDNN attention asks the installed cuDNN for its version when lowering
+        if "cuDNN not found" in str(err):
+            raise ConfigError(f"--topology {topology}: attention_impl=cudnn compiles against cuDNN, which is not "
+                              "installed: pip install -e '.[gpu-aot]', or --model.attention_impl=xla") from None
+        raise
+
+
+def cudnn_attention_calls(compiled: jax.stages.Compiled) -> dict[str, int]:
+    """cuDNN fused-attention custom calls in the compiled program (each scanned layer body counts once)."""
+    targets = re.findall(r'custom_call_target="__cudnn\$fmha(\w*)"', compiled.as_text() or "")
+    backward = sum(t.endswith("Backward") for t in targets)
+    return {"forward": len(targets) - backward, "backward": backward}
 
 
 def compile_for_topology(argv: list[str], topology: str) -> dict:
     cfg, _ = parse_args(argv)
-    # TPU executables cannot be reloaded without a TPU client: keep them out of the persistent cache
+    # Compile-only executables cannot be reloaded without their device: keep them out of the cache
     jax.config.update("jax_enable_compilation_cache", False)
-    hbm = chip_hbm_bytes(topology)
-    from jax.experimental import topologies
-
-    devices = topologies.get_topology_desc(topology, platform="tpu").devices
+    devices, hbm, memory_limit = topology_devices(topology)
     mesh = make_mesh(cfg.mesh, devices)
     model_cfg = model_config_of(cfg.model)
     program = TrainProgram.create(model_cfg, mesh, cfg.train, cfg.lora, cfg.data.seq_len)
     frozen = program.abstract_params if cfg.lora.enabled else None
     t0 = time.perf_counter()
-    lowered = program.jitted_step().lower(program.abstract_state(), frozen, program.abstract_batch())
-    compiled = lowered.compile()
+    compiled = compile_step(program, frozen, topology)
     seconds = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     total = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
@@ -76,6 +111,8 @@ def compile_for_topology(argv: list[str], topology: str) -> dict:
         "arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
         "aliased": mem.alias_size_in_bytes, "temps": mem.temp_size_in_bytes,
         "code": mem.generated_code_size_in_bytes, "total": total, "hbm": hbm, "fits": total <= hbm,
+        "memory_limit": memory_limit, "attention": model_cfg.attention_impl,
+        "cudnn_attention_calls": cudnn_attention_calls(compiled),
         "global_batch": cfg.train.global_batch_size, "grad_accum": cfg.train.grad_accum,
         "seq_len": cfg.data.seq_len, "remat": model_cfg.remat_policy, "lora": cfg.lora.enabled,
         "steps": cfg.train.steps, "step_flops": step_flops, "peak_flops": peak_flops_per_device(devices[0]),
@@ -92,16 +129,20 @@ def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
     lines = [
         f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
         f"  model {r['params'] / 1e9:.2f}B params; batch {r['global_batch']} x {r['seq_len']} tokens "
-        f"({r['grad_accum']} microbatches); remat {r['remat']}; lora {r['lora']}",
+        f"({r['grad_accum']} microbatches); remat {r['remat']}; attention {r['attention']}; lora {r['lora']}",
         "  per chip (memory_analysis):",
         f"    arguments (params + optimiser + batch) {r['arguments'] / GIB:8.2f} GiB",
         f"    outputs (aliased with donated args)    {r['outputs'] / GIB:8.2f} GiB (aliased {r['aliased'] / GIB:.2f})",
         f"    temporaries (activations, gradients)   {r['temps'] / GIB:8.2f} GiB",
         f"    generated code                         {r['code'] / GIB:8.2f} GiB",
-        f"    total                                  {r['total'] / GIB:8.2f} GiB of {r['hbm'] / GIB:.0f} GiB HBM "
+        f"    total                                  {r['total'] / GIB:8.2f} GiB of {r['memory_limit']} "
         f"-> {'FITS' if r['fits'] else 'DOES NOT FIT'}",
         f"  model FLOPs per step {r['step_flops'] / 1e15:.2f} PFLOP",
     ]
+    if r["attention"] == "cudnn":
+        calls = r["cudnn_attention_calls"]
+        lines.insert(2, f"  cuDNN fused attention: {calls['forward']} forward, {calls['backward']} backward call(s) "
+                        "in the program")
     if r["peak_flops"]:
         lines.append(f"  if the {r['chips']} chips ran at (assumed, not measured) MFU:")
         for mfu in mfus:
