@@ -22,6 +22,8 @@ MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's G
 
     python benchmarks/train_throughput.py --hidden 2048 --layers 16 --heads 16 --vocab 32000 \
         --seq 2048 --batch 8 --dtype bfloat16 --attention cudnn --remat none --skip-torch
+
+(benchmarks/gpu_check.sh runs it, with the GPU training smoke test, on a machine with no network.)
 """
 
 from __future__ import annotations
