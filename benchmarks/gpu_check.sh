@@ -10,7 +10,7 @@
 # must fall; then killed mid-run and resumed from its checkpoint), and loss_curve.png.
 # Each part has its own time limit, so one failure still leaves the others' results.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 
 fetch() {
   # Pure-Python packages the training CLI imports that a CUDA image often lacks (py3.12 wheels).
@@ -46,7 +46,7 @@ run() {
 
   local run_dir=/tmp/gpu_smoke
   rm -rf "$run_dir"
-  local train=($py -m rolellm_jax.train --model.dtype=bfloat16 --model.attention_impl=cudnn
+  local train=("$py" -m rolellm_jax.train --model.dtype=bfloat16 --model.attention_impl=cudnn
                --train.output_dir="$run_dir" --checkpoint.every=20)
   {
     echo "== the demo preset in bf16 with cuDNN attention, killed (SIGKILL) once step 40 is checkpointed"

@@ -1,4 +1,4 @@
-"""launch/: shell scripts lint clean, print every cloud command on --dry-run, and multi-host detection."""
+"""launch/ (and benchmarks/ shell scripts): shell scripts lint clean, print every cloud command on --dry-run, and multi-host detection."""
 
 import os
 import shutil
@@ -11,7 +11,8 @@ from rolellm_jax import distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(
-    str(p.relative_to(ROOT)) for p in (ROOT / "launch").rglob("*") if p.suffix in (".sh", ".sbatch")
+    str(p.relative_to(ROOT)) for folder in ("launch", "benchmarks") for p in (ROOT / folder).rglob("*")
+    if p.suffix in (".sh", ".sbatch")
 )
 
 
