@@ -81,8 +81,9 @@ def compile_step(program: TrainProgram, frozen, topology: str) -> jax.stages.Com
 
 
 def cudnn_attention_calls(compiled: jax.stages.Compiled) -> dict[str, int]:
-    """cuDNN fused-attention custom calls in the compiled program (each scanned layer body counts once)."""
-    targets = re.findall(r'custom_call_target="__cudnn\$fmha(\w*)"', compiled.as_text() or "")
+    """cuDNN fused-attention custom calls in a GPU program (each scanned layer body counts once).
+    GPU only: the text of a large TPU executable does not always print (an XLA RET_CHECK)."""
+    targets = re.findall(r'custom_call_target="__cudnn\$fmha(\w*)"', compiled.as_text())
     backward = sum(t.endswith("Backward") for t in targets)
     return {"forward": len(targets) - backward, "backward": backward}
 
@@ -112,7 +113,7 @@ def compile_for_topology(argv: list[str], topology: str) -> dict:
         "aliased": mem.alias_size_in_bytes, "temps": mem.temp_size_in_bytes,
         "code": mem.generated_code_size_in_bytes, "total": total, "hbm": hbm, "fits": total <= hbm,
         "memory_limit": memory_limit, "attention": model_cfg.attention_impl,
-        "cudnn_attention_calls": cudnn_attention_calls(compiled),
+        "cudnn_attention_calls": cudnn_attention_calls(compiled) if model_cfg.attention_impl == "cudnn" else None,
         "global_batch": cfg.train.global_batch_size, "grad_accum": cfg.train.grad_accum,
         "seq_len": cfg.data.seq_len, "remat": model_cfg.remat_policy, "lora": cfg.lora.enabled,
         "steps": cfg.train.steps, "step_flops": step_flops, "peak_flops": peak_flops_per_device(devices[0]),
@@ -139,7 +140,7 @@ def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
         f"-> {'FITS' if r['fits'] else 'DOES NOT FIT'}",
         f"  model FLOPs per step {r['step_flops'] / 1e15:.2f} PFLOP",
     ]
-    if r["attention"] == "cudnn":
+    if r["cudnn_attention_calls"] is not None:
         calls = r["cudnn_attention_calls"]
         lines.insert(2, f"  cuDNN fused attention: {calls['forward']} forward, {calls['backward']} backward call(s) "
                         "in the program")

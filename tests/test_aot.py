@@ -19,6 +19,8 @@ def test_tiny_llama_compiles_for_v5p_and_fits():
     result = compile_for_topology(["--config", "launch/configs/rolellama-7b.yaml", *TINY], "v5p:2x2x1")
     assert result["chips"] == 4 and result["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
     assert "TPU" in result["device_kind"]
+    # the program's text is read on GPUs only: a large TPU executable's does not always print
+    assert result["cudnn_attention_calls"] is None
     # fp32 params + two AdamW moments, sharded over 4 chips: at least 12 bytes/param / 4
     assert result["arguments"] >= 12 * result["params"] / 4
     assert 0 < result["total"] < result["hbm"] and result["fits"]
