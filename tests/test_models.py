@@ -350,6 +350,55 @@ def test_graphdef_hashes_with_hf_style_config_fields():
     assert build_model(cfg, rngs=nnx.Rngs(0)).cfg == cfg
 
 
+def dot_operands(jaxpr) -> list[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]]:
+    """(operand dtypes, operand shapes) of every dot_general in a jaxpr and its sub-jaxprs."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((tuple(str(v.aval.dtype) for v in eqn.invars), tuple(v.aval.shape for v in eqn.invars)))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += dot_operands(inner)
+    return found
+
+
+def test_lm_head_backward_runs_in_the_compute_dtype(llama_pair):
+    """models/lm_head.py: with float32 compute, a plain einsum's value and grads; with bf16 compute,
+    float32 logits, grads within bf16 rounding, and all three vocabulary-sized matmuls of the
+    model's forward and backward on bf16 operands (a float32 cotangent made the two backward GEMMs
+    float32 x float32)."""
+    from rolellm_jax.models.lm_head import float32_logits
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(16, 40)), jnp.float32)
+
+    def plain(x, w):
+        return jnp.einsum("btd,dv->btv", x, w, preferred_element_type=jnp.float32)
+
+    def value_and_grads(fn, x, w):
+        return jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), argnums=(0, 1))(x, w)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+                 value_and_grads(float32_logits, x, w), value_and_grads(plain, x, w))
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    assert float32_logits(xb, wb).dtype == jnp.float32
+    (_, ours), (_, ref) = value_and_grads(float32_logits, xb, wb), value_and_grads(plain, xb, wb)
+    for got, want in zip(ours, ref):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   atol=2e-2 * float(np.max(np.abs(np.asarray(want, np.float32)))))
+
+    _, model32 = llama_pair
+    graphdef, params = nnx.split(build_model(model32.cfg.replace(dtype="bfloat16"), rngs=nnx.Rngs(0)))
+    ids, _, pos, seg = left_padded_batch()
+    grad_jaxpr = jax.make_jaxpr(jax.grad(lambda p: forward(nnx.merge(graphdef, p), ids, pos, seg).sum()))(params)
+    head_dots = [dtypes for dtypes, shapes in dot_operands(grad_jaxpr.jaxpr) if any(VOCAB in s for s in shapes)]
+    assert head_dots == [("bfloat16", "bfloat16")] * 3
+
+
 def test_bf16_compute_with_fp32_params_is_close(llama_pair):
     _, model32 = llama_pair
     model16 = build_model(model32.cfg.replace(dtype="bfloat16"), rngs=nnx.Rngs(0))

@@ -26,6 +26,7 @@ from rolellm_jax.models import cpu_matmul
 from rolellm_jax.models.blocked_attention import (ATTENTION_SAVED, allowed_mask, causal_blocks_attention,
                                                   causal_query_blocks)
 from rolellm_jax.models.config import ConfigError, ModelConfig
+from rolellm_jax.models.lm_head import float32_logits
 from rolellm_jax.sharding import constrain
 
 RotaryLayout = Literal["half", "interleaved"]
@@ -360,12 +361,13 @@ class CausalLM(nnx.Module):
             kv_out = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
         x = self.norm(x)
-        # logits accumulate in float32 even with bf16 compute (the loss needs them exact)
+        # logits accumulate in float32 even with bf16 compute (the loss needs them exact); both
+        # matmuls run their backward GEMMs in the compute dtype
         head = self.embed_tokens.embedding[...].T if cfg.tie_word_embeddings else self.lm_head.kernel[...]
         if cfg.weight_grad == "cpu":
             logits = cpu_matmul.matmul(x, head.astype(cfg.dtype), jnp.float32)
         else:
-            logits = jnp.einsum("btd,dv->btv", x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
+            logits = float32_logits(x, head.astype(cfg.dtype))
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
         if cache is None:
             return logits
