@@ -81,3 +81,11 @@ def test_bad_memory_fraction_is_named(monkeypatch, capsys):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "most")
     assert main(["--config", "launch/configs/rolellama-7b.yaml", "--topology", "h100", *TINY]) == 1
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION='most'" in capsys.readouterr().err
+
+
+@needs_plugin
+def test_over_the_gpu_pool_exits_3_with_the_knobs(monkeypatch, capsys):
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.000001")  # ~85 KB of an H100: nothing fits
+    assert main(["--config", "launch/configs/rolellama-7b.yaml", "--topology", "h100", *TINY]) == 3
+    out = capsys.readouterr()
+    assert "DOES NOT FIT" in out.out and "lower train.global_batch_size" in out.err
