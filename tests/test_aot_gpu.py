@@ -89,3 +89,12 @@ def test_over_the_gpu_pool_exits_3_with_the_knobs(monkeypatch, capsys):
     assert main(["--config", "launch/configs/rolellama-7b.yaml", "--topology", "h100", *TINY]) == 3
     out = capsys.readouterr()
     assert "DOES NOT FIT" in out.out and "lower train.global_batch_size" in out.err
+
+
+@needs_plugin
+@pytest.mark.parametrize("gpu", sorted(GPUS))
+def test_every_listed_gpu_target_compiles(gpu):
+    # each table row must make a target config XLA accepts (A100: sm_80, no Hopper features)
+    result = compile_for_topology(["--config", "launch/configs/rolellama-7b.yaml", *TINY, "--train.global_batch_size=4"],
+                                  gpu)
+    assert result["device_kind"] == GPUS[gpu].device_kind and result["fits"]
