@@ -14,6 +14,7 @@ from rolellm_jax import sharding
 from rolellm_jax.models import build_model
 from rolellm_jax.models.blocked_attention import allowed_mask, causal_blocks_attention, causal_query_blocks
 from rolellm_jax.models.config import ModelConfig
+from tests.jaxpr_eqns import all_eqns
 
 
 def packed_segments(batch: int, length: int, borders: list[int], pad_from: int) -> np.ndarray:
@@ -66,16 +67,8 @@ def test_blocked_attention_matches_torch_sdpa(length, heads, kv_heads):
 
 def batched_dots(jaxpr) -> int:
     """dot_generals with batch dimensions (the attention products) in a jaxpr and its sub-jaxprs."""
-    count = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general" and eqn.params["dimension_numbers"][1][0]:
-            count += 1
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    count += batched_dots(inner)
-    return count
+    return sum(eqn.primitive.name == "dot_general" and bool(eqn.params["dimension_numbers"][1][0])
+               for eqn in all_eqns(jaxpr))
 
 
 def test_dots_remat_policies_keep_attention_residuals():

@@ -23,6 +23,7 @@ from rolellm_jax.models import CausalLM, build_model
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models import layers
 from rolellm_jax.models.layers import causal_query_blocks, rotary_inv_freq
+from tests.jaxpr_eqns import all_eqns
 
 TOL = 1e-4
 VOCAB, T = 128, 8
@@ -352,16 +353,8 @@ def test_graphdef_hashes_with_hf_style_config_fields():
 
 def dot_operands(jaxpr) -> list[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]]:
     """(operand dtypes, operand shapes) of every dot_general in a jaxpr and its sub-jaxprs."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append((tuple(str(v.aval.dtype) for v in eqn.invars), tuple(v.aval.shape for v in eqn.invars)))
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found += dot_operands(inner)
-    return found
+    return [(tuple(str(v.aval.dtype) for v in eqn.invars), tuple(v.aval.shape for v in eqn.invars))
+            for eqn in all_eqns(jaxpr) if eqn.primitive.name == "dot_general"]
 
 
 def test_lm_head_backward_runs_in_the_compute_dtype(llama_pair):
