@@ -4,7 +4,8 @@
 #   benchmarks/gpu_check.sh fetch          # on a machine with network: wheels the GPU image may lack -> .whl/
 #   benchmarks/gpu_check.sh run OUT_DIR    # on the GPU machine, from the repository root (.whl/ beside it)
 #
-# run writes into OUT_DIR: env.txt (GPU, versions), mfu.txt (train_throughput.py: MFU of the ~1B
+# run writes into OUT_DIR: env.txt (GPU, versions), gpu_tests.txt (tests/test_gpu.py: cuDNN attention
+# against XLA's on packed rows, forward and backward), mfu.txt (train_throughput.py: MFU of the ~1B
 # LLaMA at 2048 tokens, bf16, cuDNN attention, no remat; target >= 45% on an H100), smoke.txt and
 # smoke_metrics.jsonl (the demo preset trained on the GPU in bf16 with cuDNN attention: the loss
 # must fall; then killed mid-run and resumed from its checkpoint), and loss_curve.png.
@@ -39,6 +40,9 @@ run() {
     $py -c "import rolellm_jax.train" && echo "rolellm_jax.train imports"
   } >"$out/env.txt" 2>&1
   cat "$out/env.txt"
+
+  # cuDNN attention (packed rows' mask as a bias) and a bf16 cuDNN model against XLA attention
+  JAX_PLATFORMS=cuda timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/gpu_tests.txt"
 
   timeout 300 $py benchmarks/train_throughput.py --hidden 2048 --layers 16 --heads 16 --vocab 32000 --seq 2048 \
     --batch 8 --dtype bfloat16 --attention cudnn --remat none --skip-torch --warmup 3 --rounds 3 --steps 5 \
