@@ -38,6 +38,7 @@ run() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     $py -c "import jax, flax, optax, orbax.checkpoint as o, transformers; print('jax', jax.__version__, jax.devices()); print('flax', flax.__version__, 'optax', optax.__version__, 'transformers', transformers.__version__)"
     $py -c "import rolellm_jax.train" && echo "rolellm_jax.train imports"
+    $py -c "import datasets, tensorboardX; print('datasets', datasets.__version__)"  # the smoke run reads the release with it
   } >"$out/env.txt" 2>&1
   cat "$out/env.txt"
 
