@@ -107,7 +107,7 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
         steppers[f"remat {remat}"], abstract_params = jax_stepper(cfg.replace(remat_policy=remat), batch)
     flops = flops_per_token(cfg, matmul_params(abstract_params), batch["input_ids"].shape[1])
     device = jax.devices()[0]
-    conn.send({"label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}",
+    conn.send({"label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}, {'scanned' if cfg.scan_layers else 'unrolled'} layers",
                "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
                "flops_per_token": flops, "peak": peak_flops_per_device(device)})
     serve(conn, steppers)
@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--remat", default="none,dots_with_no_batch_dims_saveable",
                         help="comma-separated remat policies to time ours with (a runtime setting, same model)")
     parser.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash"), help="attention_impl of our model: xla | cudnn (GPU, bf16) | splash (TPU)")
+    parser.add_argument("--unrolled", action="store_true",
+                        help="our layers as a Python loop instead of one scan (no stacked residual buffers)")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--glibc-thp", choices=("on", "off"), default="off",
                         help="start both workers with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35)")
@@ -171,7 +173,7 @@ def main() -> None:
     cfg = ModelConfig(
         family="llama", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=int(args.hidden * 8 / 3) // 8 * 8,
         num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-        max_position_embeddings=args.seq, param_dtype="float32", dtype=args.dtype, scan_layers=True,
+        max_position_embeddings=args.seq, param_dtype="float32", dtype=args.dtype, scan_layers=not args.unrolled,
         attention_impl=args.attention,
         bos_token_id=1, eos_token_id=2,
     )
