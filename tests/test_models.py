@@ -358,11 +358,14 @@ def dot_operands(jaxpr) -> list[tuple[tuple[str, ...], tuple[tuple[int, ...], ..
 
 
 def test_lm_head_backward_runs_in_the_compute_dtype(llama_pair):
-    """models/lm_head.py: with float32 compute, a plain einsum's value and grads; with bf16 compute,
-    float32 logits, grads within bf16 rounding, and all three vocabulary-sized matmuls of the
-    model's forward and backward on bf16 operands (a float32 cotangent made the two backward GEMMs
-    float32 x float32)."""
-    from rolellm_jax.models.lm_head import float32_logits
+    """The LM head's matmul (cpu_matmul.matmul without the CPU layout): with float32 compute, a
+    plain einsum's value and grads; with bf16 compute, float32 logits, grads within bf16 rounding,
+    and all three vocabulary-sized matmuls of the model's forward and backward on bf16 operands (a
+    float32 cotangent made the two backward GEMMs float32 x float32)."""
+    from rolellm_jax.models import cpu_matmul
+
+    def float32_logits(x, w):
+        return cpu_matmul.matmul(x, w, jnp.float32, cpu_layout=False)
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)

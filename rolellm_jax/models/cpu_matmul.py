@@ -13,8 +13,14 @@ Same products and sums, so the same values up to float rounding order.
 The output carries the checkpoint name ``DENSE_OUTPUT`` so that the dots-saveable remat policies
 keep it instead of recomputing it (a custom_vjp output is not a ``dot_general`` to them).
 
-CPU only: GPU and TPU compilers choose operand layouts themselves, and the barrier would cost them
-a copy of every activation. ``weight_grad="auto"`` resolves to this on a CPU training mesh.
+That layout is for CPUs only (``cpu_layout=True``): GPU and TPU compilers choose operand layouts
+themselves, and the barrier would cost them a copy of every activation. ``weight_grad="auto"``
+resolves to it on a CPU training mesh.
+
+Either way the backward runs in the operands' dtype: a float32 output (the LM head's logits from
+bf16 operands) would otherwise carry its float32 cotangent into both backward GEMMs, and XLA would
+upcast the bf16 operands to run them float32 x float32 (on a GPU: TF32 at best, half the bf16
+rate), as the H100-compiled ~1B benchmark step showed. With float32 operands the casts are no-ops.
 """
 
 from __future__ import annotations
@@ -28,25 +34,29 @@ from jax.ad_checkpoint import checkpoint_name
 DENSE_OUTPUT = "dense_output"
 
 
-def matmul(x: jax.Array, w: jax.Array, out_dtype=None) -> jax.Array:
-    """``x @ w`` for ``x [..., in]`` and ``w [in, out]``, with the CPU-friendly backward pass."""
-    return checkpoint_name(_matmul(x, w, None if out_dtype is None else jnp.dtype(out_dtype)), DENSE_OUTPUT)
+def matmul(x: jax.Array, w: jax.Array, out_dtype=None, *, cpu_layout: bool = True) -> jax.Array:
+    """``x @ w`` for ``x [..., in]`` and ``w [in, out]``, its backward in the operands' dtype and,
+    with ``cpu_layout``, laid out for XLA:CPU's fast GEMM."""
+    return checkpoint_name(_matmul(x, w, None if out_dtype is None else jnp.dtype(out_dtype), cpu_layout),
+                           DENSE_OUTPUT)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _matmul(x, w, out_dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _matmul(x, w, out_dtype, cpu_layout):
     return jnp.matmul(x, w, preferred_element_type=out_dtype)
 
 
-def _matmul_fwd(x, w, out_dtype):
-    return _matmul(x, w, out_dtype), (x, w)
+def _matmul_fwd(x, w, out_dtype, cpu_layout):
+    return _matmul(x, w, out_dtype, cpu_layout), (x, w)
 
 
-def _matmul_bwd(out_dtype, residuals, dy):
+def _matmul_bwd(out_dtype, cpu_layout, residuals, dy):
     x, w = residuals
     dx = jnp.matmul(dy.astype(w.dtype), w.T, preferred_element_type=x.dtype)
     tokens_x = x.reshape(-1, x.shape[-1])
     tokens_dy = dy.reshape(-1, dy.shape[-1]).astype(x.dtype)
+    if not cpu_layout:
+        return dx, jnp.matmul(tokens_x.T, tokens_dy, preferred_element_type=w.dtype)
     if tokens_dy.shape[1] < tokens_x.shape[1]:  # transpose the narrower operand: less to copy
         dw_t = jnp.matmul(transposed_copy(tokens_dy), tokens_x, preferred_element_type=w.dtype)
         return dx, jax.lax.optimization_barrier(dw_t).T

@@ -26,7 +26,6 @@ from rolellm_jax.models import cpu_matmul
 from rolellm_jax.models.blocked_attention import (ATTENTION_SAVED, allowed_mask, causal_blocks_attention,
                                                   causal_query_blocks)
 from rolellm_jax.models.config import ConfigError, ModelConfig
-from rolellm_jax.models.lm_head import float32_logits
 from rolellm_jax.sharding import constrain
 
 RotaryLayout = Literal["half", "interleaved"]
@@ -361,13 +360,10 @@ class CausalLM(nnx.Module):
             kv_out = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
         x = self.norm(x)
-        # logits accumulate in float32 even with bf16 compute (the loss needs them exact); both
-        # matmuls run their backward GEMMs in the compute dtype
+        # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
+        # backward GEMMs run in the compute dtype (models/cpu_matmul.py)
         head = self.embed_tokens.embedding[...].T if cfg.tie_word_embeddings else self.lm_head.kernel[...]
-        if cfg.weight_grad == "cpu":
-            logits = cpu_matmul.matmul(x, head.astype(cfg.dtype), jnp.float32)
-        else:
-            logits = float32_logits(x, head.astype(cfg.dtype))
+        logits = cpu_matmul.matmul(x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu")
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
         if cache is None:
             return logits
