@@ -20,11 +20,15 @@ pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a 
 FAST = "cudnn"  # the implementation under test; the reference is float32 "xla"
 
 
-def packed_rows(batch: int, length: int) -> np.ndarray:
-    """Segment ids 1, 2, 3, 4 from tokens 0, 50, 131, 300; padding (0) over the last 9 tokens."""
-    seg = np.searchsorted([0, 50, 131, 300], np.arange(length), side="right").astype(np.int32)
+SEGMENT_STARTS = np.array([0, 50, 131, 300])  # of a packed row's examples; the last 9 tokens pad
+
+
+def packed_rows(batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segment ids (1, 2, 3, 4 from SEGMENT_STARTS, padding 0) and each token's position in its example."""
+    seg = np.searchsorted(SEGMENT_STARTS, np.arange(length), side="right")
+    positions = np.arange(length) - SEGMENT_STARTS[seg - 1]
     seg[length - 9:] = 0
-    return np.repeat(seg[None], batch, 0)
+    return tuple(np.repeat(a[None].astype(np.int32), batch, 0) for a in (seg, positions))
 
 
 def near(got, want, scale: float):
@@ -38,7 +42,7 @@ def test_fused_attention_matches_float32_xla_on_packed_rows():
     q = jnp.asarray(rng.normal(size=(2, 512, 8, 64)), jnp.float32)
     k, v = (jnp.asarray(rng.normal(size=(2, 512, 2, 64)), jnp.float32) for _ in range(2))
     d_out = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
-    seg = jnp.asarray(packed_rows(2, 512))
+    seg = jnp.asarray(packed_rows(2, 512)[0])
 
     def loss(q, k, v, impl):
         out = attention(q, k, v, seg, seg, impl=impl)
@@ -62,9 +66,7 @@ def test_bf16_model_with_fused_attention_matches_xla_attention():
     nnx.update(ref, nnx.state(fast, nnx.Param))
     rng = np.random.default_rng(1)
     ids = jnp.asarray(rng.integers(2, 512, (2, 512)), jnp.int32)
-    seg = jnp.asarray(packed_rows(2, 512))
-    starts = np.searchsorted([0, 50, 131, 300], np.arange(512), side="right") - 1
-    positions = jnp.asarray(np.repeat((np.arange(512) - np.array([0, 50, 131, 300])[starts])[None], 2, 0), jnp.int32)
+    seg, positions = (jnp.asarray(a) for a in packed_rows(2, 512))
 
     def loss_and_grads(model):
         graphdef, params = nnx.split(model)
