@@ -38,7 +38,7 @@ import jax  # noqa: E402
 
 from rolellm_jax.config import ConfigError, model_config_of, parse_args  # noqa: E402
 from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
-from rolellm_jax.gpu_targets import GPUS, gpu_devices, is_gpu_topology, usable_memory  # noqa: E402
+from rolellm_jax.gpu_targets import GPUS, gpu_devices, is_gpu_topology, parse_gpu_topology, usable_memory  # noqa: E402
 from rolellm_jax.sharding import make_mesh  # noqa: E402
 from rolellm_jax.train import OOM_HINT, _is_oom, _is_ours  # noqa: E402
 from rolellm_jax.train_step import TrainProgram  # noqa: E402
@@ -61,9 +61,10 @@ def chip_hbm_bytes(topology: str) -> int:
 def topology_devices(topology: str) -> tuple[list, int, str]:
     """Compile-only devices of the topology, the bytes one of them may use, and what that limit is."""
     if is_gpu_topology(topology):
-        devices, spec = gpu_devices(topology)
-        usable, fraction = usable_memory(spec)
-        return devices, usable, f"{usable / GIB:.1f} GiB ({fraction:g} of the GPU's {spec.memory_bytes / GIB:.1f} GiB)"
+        spec = parse_gpu_topology(topology)[0]
+        usable, fraction = usable_memory(spec)  # first: see its docstring
+        limit = f"{usable / GIB:.1f} GiB ({fraction:g} of the GPU's {spec.memory_bytes / GIB:.1f} GiB)"
+        return gpu_devices(topology), usable, limit
     hbm = chip_hbm_bytes(topology)
     from jax.experimental import topologies
 

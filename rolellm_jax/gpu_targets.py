@@ -84,7 +84,7 @@ def target_config_text(spec: GpuSpec) -> str:
             f"device_description_str: \"{spec.device_kind}\"\n")
 
 
-def gpu_devices(topology: str) -> tuple[list, GpuSpec]:
+def gpu_devices(topology: str) -> list:
     """Compile-only devices of the GPU topology (needs the CUDA PJRT plugin, no GPU)."""
     spec, hosts, per_host = parse_gpu_topology(topology)
     from jax.experimental import topologies
@@ -95,11 +95,13 @@ def gpu_devices(topology: str) -> tuple[list, GpuSpec]:
     except NotImplementedError:  # jax found no CUDA plugin to make the topology
         raise ConfigError(f"--topology {topology}: compiling for a GPU needs the CUDA PJRT plugin: "
                           "pip install -e '.[gpu-aot]' (no GPU needed)") from None
-    return desc.devices, spec
+    return desc.devices
 
 
 def usable_memory(spec: GpuSpec) -> tuple[int, float]:
-    """Bytes of the pool JAX preallocates on this GPU (XLA's buffers must fit in it) and its share."""
+    """Bytes of the pool JAX preallocates on this GPU (XLA's buffers must fit in it) and its share.
+    Call it before gpu_devices: the CUDA plugin reads the same variable when jax loads it, and a bad
+    value there surfaces only as "no plugin" after a traceback."""
     text = os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", str(DEFAULT_MEM_FRACTION))
     try:
         fraction = float(text)

@@ -4,6 +4,9 @@ the CUDA PJRT plugin only; the cuDNN attention case also needs cuDNN's library, 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -77,10 +80,13 @@ def test_missing_plugin_says_what_to_install(monkeypatch, capsys):
 
 
 @needs_plugin
-def test_bad_memory_fraction_is_named(monkeypatch, capsys):
-    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "most")
-    assert main(["--config", "launch/configs/rolellama-7b.yaml", "--topology", "h100", *TINY]) == 1
-    assert "XLA_PYTHON_CLIENT_MEM_FRACTION='most'" in capsys.readouterr().err
+def test_bad_memory_fraction_is_named():
+    # a fresh process: jax's CUDA plugin reads the variable too when it first loads, and fails on it
+    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": "most"}
+    run = subprocess.run([sys.executable, "-m", "rolellm_jax.aot", "--config", "launch/configs/rolellama-7b.yaml",
+                          "--topology", "h100", *TINY], env=env, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION='most'" in run.stderr.strip().splitlines()[-1]
 
 
 @needs_plugin
