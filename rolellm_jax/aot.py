@@ -81,12 +81,13 @@ def compile_step(program: TrainProgram, frozen, topology: str) -> jax.stages.Com
         raise
 
 
-def cudnn_attention_calls(compiled: jax.stages.Compiled) -> dict[str, int]:
-    """cuDNN fused-attention custom calls in a GPU program (each scanned layer body counts once).
+def cudnn_attention_calls(compiled: jax.stages.Compiled) -> dict:
+    """cuDNN fused-attention custom calls in a GPU program (each scanned layer body counts once) and
+    the mask kinds they were built with (CAUSAL skips the tiles above the diagonal; NO_MASK does not).
     GPU only: the text of a large TPU executable does not always print (an XLA RET_CHECK)."""
-    targets = re.findall(r'custom_call_target="__cudnn\$fmha(\w*)"', compiled.as_text())
-    backward = sum(t.endswith("Backward") for t in targets)
-    return {"forward": len(targets) - backward, "backward": backward}
+    calls = re.findall(r'custom_call_target="__cudnn\$fmha(\w*)".*?"mask_type":\s*"(\w+)"', compiled.as_text())
+    backward = sum(target.endswith("Backward") for target, _ in calls)
+    return {"forward": len(calls) - backward, "backward": backward, "masks": sorted({mask for _, mask in calls})}
 
 
 def compile_for_topology(argv: list[str], topology: str) -> dict:
@@ -144,7 +145,7 @@ def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
     if r["cudnn_attention_calls"] is not None:
         calls = r["cudnn_attention_calls"]
         lines.insert(2, f"  cuDNN fused attention: {calls['forward']} forward, {calls['backward']} backward call(s) "
-                        "in the program")
+                        f"in the program, mask {'/'.join(calls['masks'])}")
     if r["peak_flops"]:
         lines.append(f"  if the {r['chips']} chips ran at (assumed, not measured) MFU:")
         for mfu in mfus:

@@ -53,9 +53,10 @@ def test_cudnn_attention_of_packed_rows_is_the_fused_kernel():
     result = compile_for_topology(["--config", "launch/configs/rolellama-7b.yaml", *TINY, "--model.dtype=bfloat16",
                                    "--model.attention_impl=cudnn", "--model.remat_policy=none"], "h100")
     assert result["chips"] == 1 and result["fits"]
-    # the layers are scanned: one forward and one backward call in the loop bodies
-    assert result["cudnn_attention_calls"] == {"forward": 1, "backward": 1}
-    assert "cuDNN fused attention" in report(result)
+    # the layers are scanned: one forward and one backward call in the loop bodies. Both causal: with
+    # the segment mask alone cuDNN would compute every logit above the diagonal too (NO_MASK)
+    assert result["cudnn_attention_calls"] == {"forward": 1, "backward": 1, "masks": ["CAUSAL"]}
+    assert "cuDNN fused attention: 1 forward, 1 backward call(s) in the program, mask CAUSAL" in report(result)
 
 
 def test_gpu_topology_forms():

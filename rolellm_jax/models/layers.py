@@ -168,13 +168,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
         impl = "xla"
     blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
     if blocks == 1:
-        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl)
+        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence)
     return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
 
 
-def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl):
+def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence):
     allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset)
-    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], implementation=impl)
+    # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
+    # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
+    causal = impl == "cudnn" and full_sequence
+    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=causal, implementation=impl)
 
 
 class Attention(nnx.Module):
