@@ -1,7 +1,7 @@
 """On a GPU only (skipped elsewhere; benchmarks/gpu_check.sh runs it with JAX_PLATFORMS=cuda):
-cuDNN's fused attention, as attention() hands it packed rows (the segment mask as a bias), against
-the float32 XLA attention, forward and backward; and a bf16 model with cuDNN attention against the
-same model with XLA attention, loss and gradients."""
+cuDNN's fused attention, as attention() hands it packed rows (the segment mask as a bias, and
+cuDNN's own causal mask), against the float32 XLA attention, forward and backward; and a bf16
+model with cuDNN attention against the same model with XLA attention, loss and gradients."""
 
 from __future__ import annotations
 
