@@ -35,13 +35,9 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.run_log import MetricsLog, plot_loss_curve, read_metrics
 from rolellm_jax.sharding import make_mesh
 from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
-from rolellm_jax.train_step import TrainProgram
+from rolellm_jax.train_step import TrainError, TrainProgram
 
 log = logging.getLogger("rolellm_jax.train")
-
-
-class TrainError(RuntimeError):
-    """The run cannot go on (diverged, out of memory); the message says where things are."""
 
 
 @dataclasses.dataclass

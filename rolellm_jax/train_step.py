@@ -37,6 +37,12 @@ class TrainSetupError(ValueError):
     """A batch / mesh / config combination that cannot run (the message says what would)."""
 
 
+class TrainError(RuntimeError):
+    """The run cannot go on (diverged, out of memory); the message says where things are.
+    Defined here, not in train.py: under ``python -m rolellm_jax.train`` that file is ``__main__``,
+    and a class defined there would not read as one of ours (train._is_ours)."""
+
+
 def _with_sharding(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 

@@ -181,16 +181,22 @@ def test_corrupt_and_partial_checkpoints_are_skipped(tokenizer_dir, tmp_path, ca
         run(other)
 
 
-def test_nan_loss_stops_naming_step_and_last_checkpoint(tokenizer_dir, tmp_path, capsys):
+def test_nan_loss_stops_naming_step_and_last_checkpoint(tokenizer_dir, tmp_path):
+    # Through the real CLI: under `python -m` train.py is __main__, where an error class of its own
+    # once escaped as a traceback instead of the one-line error
     out = tmp_path / "nan"
-    rc = main(tiny_args(tokenizer_dir, out, "--train.steps=6", "--train.warmup_steps=0", "--train.lr=1e30",
-                        "--checkpoint.every=1", "--checkpoint.async_save=false"))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1
-    assert len(err) == 1 and err[0].startswith(("error: loss is nan at step ", "error: loss is inf at step "))
-    step = int(err[0].split("at step ")[1].split(":")[0])
+    stopped = subprocess.run(
+        [sys.executable, "-m", "rolellm_jax.train",
+         *tiny_args(tokenizer_dir, out, "--train.steps=6", "--train.warmup_steps=0", "--train.lr=1e30",
+                    "--checkpoint.every=1", "--checkpoint.async_save=false")],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 1
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    err = stopped.stderr.strip().splitlines()[-1]
+    assert err.startswith(("error: loss is nan at step ", "error: loss is inf at step ")), err
+    step = int(err.split("at step ")[1].split(":")[0])
     assert step >= 2
-    assert f"last good checkpoint: {out.absolute() / 'checkpoints' / str(step - 1)}" in err[0]
+    assert f"last good checkpoint: {out.absolute() / 'checkpoints' / str(step - 1)}" in err
     assert not (out / "checkpoints" / str(step)).exists()
 
 
