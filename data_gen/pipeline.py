@@ -13,7 +13,7 @@ from data_gen.context_instruct import run_context_instruct
 from data_gen.jsonl import read_json, write_json
 from data_gen.llm import LLMClient, usage_of
 from data_gen.profiles import build_profiles
-from data_gen.rolegpt import run_rolegpt
+from data_gen.rolegpt import load_instructions, run_rolegpt
 from data_gen.shards import check_new_version, write_shard_set
 from data_gen.templates import TemplateRegistry
 
@@ -60,6 +60,7 @@ def stage_shards(work: Path, out: Path, version: str, cfg: GenConfig) -> Path:
 def build(work: Path, scripts: Path, instructions: Path, out: Path, version: str, cfg: GenConfig,
           client: LLMClient) -> Path:
     check_new_version(out, version)  # before any request is paid for
+    load_instructions(instructions)  # stage 3's input: a bad line fails now, not after stages 1-2 have paid
     stage_profiles(work, scripts, cfg, client)
     stage_context_instruct(work, cfg, client)
     stage_rolegpt(work, instructions, cfg, client)

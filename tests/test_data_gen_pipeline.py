@@ -130,6 +130,14 @@ def test_offline_rebuild_is_bit_for_bit_and_versions_are_immutable(built, capsys
     # an existing version is refused up front, before any request (even online, with no server)
     assert main(build_args("http://127.0.0.1:9/v1", tmp / "work", tmp / "out", "0.1.0", "--api-key", KEY)) == 1
     assert "versions are immutable" in capsys.readouterr().err
+    # so is a malformed instructions file (stage 3's input), before stages 1-2 pay for anything
+    bad = tmp / "instructions-bad.jsonl"
+    bad.write_text('{"instruction": "Say hi."}\n{"instruction": \n', encoding="utf-8")
+    args = build_args("http://127.0.0.1:9/v1", tmp / "fresh-work", tmp / "out", "0.1.3", "--api-key", KEY)
+    args[args.index("--instructions") + 1] = str(bad)
+    assert main(args) == 1
+    assert f"{bad}:2: invalid JSON" in capsys.readouterr().err
+    assert _journal_rows(tmp / "fresh-work" / "journal.sqlite") == 0
     # offline with a change that needs a new request: fails on the miss, names it
     assert main(build_args(None, tmp / "work", tmp / "out", "0.1.2", "--offline", "--samples", "7")) == 1
     assert "offline replay" in capsys.readouterr().err
