@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 
 from data_gen.config import ConfigError, GenConfig
+from data_gen.llm_cli import add_llm_flags, client_from_args
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -30,23 +31,6 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=t, default=default, help=f"(default: {default})")
 
 
-def _add_llm_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LLM endpoint")
-    g.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL)")
-    g.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY (prefer the variable)")
-    g.add_argument("--offline", action="store_true", help="replay from the journal only; fail on a miss")
-    g.add_argument("--concurrency", type=int, default=16)
-    g.add_argument("--rpm", type=float, default=None, help="requests per minute limit")
-    g.add_argument("--tpm", type=float, default=None, help="tokens per minute limit")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt")
-    g.add_argument("--max-retries", type=int, default=6)
-    g.add_argument("--backoff-base", type=float, default=1.0, help="first retry waits up to this (s), doubling")
-    g.add_argument("--max-cost", type=float, default=None, help="USD budget for new requests of this run")
-    g.add_argument("--retry-failed", action="store_true", help="re-ask requests journaled as failed")
-    g.add_argument("--prices", type=Path, default=None, help="price table JSON (default: data_gen/prices.json)")
-    g.add_argument("--no-progress", action="store_true")
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m data_gen", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -56,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--work", type=Path, required=True, help="working folder (journal, stage outputs)")
         _add_config_flags(p)
         if llm:
-            _add_llm_flags(p)
+            add_llm_flags(p)
         return p
 
     p = stage("profiles", "stage 1: scripts -> RoleBench profiles (dialogues, desc.json, segments)")
@@ -76,17 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _client(args: argparse.Namespace, cfg: GenConfig):
-    from data_gen.llm import LLMClient, PriceTable
-
-    return LLMClient(cfg.model, journal_path=args.work / "journal.sqlite", base_url=args.base_url,
-                     api_key=args.api_key, offline=args.offline, concurrency=args.concurrency, rpm=args.rpm,
-                     tpm=args.tpm, timeout=args.timeout, max_retries=args.max_retries,
-                     backoff_base=args.backoff_base, max_cost=args.max_cost,
-                     prices=PriceTable.load(args.prices) if args.prices else None, retry_failed=args.retry_failed,
-                     progress=not args.no_progress and sys.stderr.isatty())
-
-
 def run(args: argparse.Namespace) -> int:
     from data_gen import pipeline
 
@@ -94,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "shards":
         print(pipeline.stage_shards(args.work, args.out, args.version, cfg))
         return 0
-    client = _client(args, cfg)
+    client = client_from_args(args, cfg.model, args.work / "journal.sqlite")
     try:
         if args.command == "profiles":
             pipeline.stage_profiles(args.work, args.scripts, cfg, client)

@@ -7,9 +7,12 @@ with a list of ``{"model", "reason", "rank"}`` dicts (rank 1 = best). Prompts ar
 files ``rolellm_jax/prompts/judge_{en,zh}.txt`` (system text, a ``=====`` line, user text).
 
 Calls go through the data_gen :class:`~data_gen.llm.LLMClient` (journal/cache, retries, rate and
-cost limits). A malformed answer is asked again (a new sample index, so a new journal entry) up to
-``retries`` times, then recorded as unparsed; the run never crashes on it. Results: per-question
-judgments (JSONL) and per-model win rates:
+cost limits; the same endpoint flags as data_gen). A malformed answer is asked again (a new sample
+index, so a new journal entry) up to ``retries`` times, then recorded as unparsed. So is a question
+whose requests failed for good (endpoint down, timeouts): the results are still written, then the
+command fails naming the error, since the win rates leave those questions out; the journal holds
+the failures, and a rerun with ``--retry-failed`` asks them again. Results: per-question judgments
+(JSONL) and per-model win rates:
 
 - ``win_rate``: over parsed questions and the other models, the share of head-to-head comparisons
   the model wins (ties count one half);
@@ -175,6 +178,7 @@ def judge(items: Sequence[JudgeItem], client, *, lang: str, seed: int = 0, retri
         "questions": len(done),
         "parsed": len(parsed),
         "unparsed": len(done) - len(parsed),
+        "failed": sum("error" in j for j in done),  # unparsed because the requests failed, not the answer
         "models": win_rates(parsed, models),
         "judge_model": getattr(client, "model", None),
         "lang": lang,
@@ -239,25 +243,25 @@ def build_items(
 
 def add_parser(sub) -> None:
     """Register ``evaluate judge``."""
+    from data_gen.llm_cli import add_llm_flags
+
     p = sub.add_parser("judge", help="GPT ranking evaluation (win rates) through an OpenAI-compatible endpoint")
     p.add_argument("--pred", action="append", required=True, metavar="NAME=FILE", help="a model's predictions (RoleBench rows); twice or more")
     p.add_argument("--profiles", required=True, help="role descriptions: JSON {role: description} or a RoleBench source")
     p.add_argument("--ref", help="reference answers shown to the judge (RoleBench rows)")
     p.add_argument("--lang", choices=("en", "zh"), default="en")
-    p.add_argument("--model", required=True, help="judge model name at the endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)")
+    p.add_argument("--model", required=True, help="judge model name at the endpoint")
     p.add_argument("--journal", required=True, help="SQLite journal of the judge calls (resumable, cached)")
     p.add_argument("--out", required=True, help="folder for judgments.jsonl and judge_summary.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retries", type=int, default=2, help="re-asks of a malformed ranking before it is recorded as unparsed")
     p.add_argument("--max-questions", type=int)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--max-cost", type=float, help="USD budget of new judge calls")
-    p.add_argument("--offline", action="store_true", help="replay the journal only")
+    add_llm_flags(p)
     p.set_defaults(func=cmd_judge)
 
 
 def cmd_judge(args) -> int:
-    from data_gen.llm import LLMClient
+    from data_gen.llm_cli import client_from_args
 
     predictions = {}
     for spec in args.pred:
@@ -268,7 +272,7 @@ def cmd_judge(args) -> int:
             raise JudgeError(f"--pred {spec!r}: model name {name!r} given twice")
         predictions[name] = path
     items, report = build_items(predictions, read_profiles(args.profiles, args.lang), reference=args.ref, max_questions=args.max_questions, seed=args.seed)
-    client = LLMClient(args.model, journal_path=args.journal, offline=args.offline, concurrency=args.concurrency, max_cost=args.max_cost)
+    client = client_from_args(args, args.model, args.journal)
     try:
         result = judge(items, client, lang=args.lang, seed=args.seed, retries=args.retries)
     finally:
@@ -281,4 +285,9 @@ def cmd_judge(args) -> int:
     summary = {**report, **result["summary"], "cost_usd": round(client.spent, 6)}
     (out / "judge_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary, ensure_ascii=False, indent=2))
+    if summary["failed"]:
+        error = next(j["error"] for j in result["judgments"] if "error" in j)
+        raise JudgeError(f"{summary['failed']} of {summary['questions']} questions got no ranking: the judge requests "
+                         f"failed ({error}); {out / 'judge_summary.json'} leaves them out. They are journaled as "
+                         "failed: rerun with --retry-failed")
     return 0

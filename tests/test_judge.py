@@ -99,6 +99,27 @@ def test_judge_ranks_retries_malformed_and_reports_win_rates(capsys, monkeypatch
         assert json.loads((tmp_path / "out/judge_summary.json").read_text())["models"] == models
 
 
+def test_failed_requests_fail_the_command_and_retry_failed_asks_again(capsys, monkeypatch, tmp_path) -> None:
+    files = write_inputs(tmp_path)
+    fast = ("--max-retries", "0", "--backoff-base", "0.01")
+    with FakeOpenAIServer(fault_plan=lambda key, attempt: "500") as down:
+        rc, err = run_judge(capsys, monkeypatch, down, files, tmp_path, *fast)
+    assert rc == 2
+    assert err.strip().splitlines()[-1].startswith("error: 8 of 8 questions got no ranking: the judge requests failed (")
+    assert err.strip().endswith("rerun with --retry-failed")
+    summary = json.loads((tmp_path / "out/judge_summary.json").read_text())  # written all the same
+    assert summary["failed"] == summary["unparsed"] == 8 and summary["parsed"] == 0
+
+    respond, _ = ranking_responder()
+    with FakeOpenAIServer(respond) as up:
+        rc, _ = run_judge(capsys, monkeypatch, up, files, tmp_path, *fast)  # the journal replays the failures
+        assert rc == 2 and sum(up.stats()["attempts"].values()) == 0
+        rc, err = run_judge(capsys, monkeypatch, up, files, tmp_path, *fast, "--retry-failed")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "out/judge_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["parsed"] == 7 and summary["unparsed"] == 1  # one malformed thrice
+
+
 def test_prompt_carries_role_description_question_and_no_model_names(tmp_path) -> None:
     item = judge.JudgeItem("孙悟空", "齐天大圣", "你是谁？", {"mine": "俺老孙", "theirs": "我是AI"}, ("俺是齐天大圣",))
     import random
