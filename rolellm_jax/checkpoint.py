@@ -7,19 +7,22 @@ the last `checkpoint.keep`. orbax writes each step into a temporary folder and r
 complete, so a killed save leaves no step folder to resume from; a finished folder that cannot be
 read (truncated, deleted files) is skipped with a warning, moved to `<dir>-corrupt/`, and the next
 older one is tried. Restores always go against an abstract target carrying the current mesh's
-shardings, so a checkpoint written on one mesh restores onto another.
+shardings, so a checkpoint written on one mesh restores onto another. The folder may be a bucket
+URL (gs://...), which all hosts of a pod can reach: orbax writes there natively.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from rolellm_jax.storage import storage_path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class CheckpointStore:
     """The checkpoints of one training run in one folder."""
 
     def __init__(self, directory: str | Path, *, every: int, keep: int, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = storage_path(directory)
         self.every = max(int(every), 1)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
@@ -61,7 +64,7 @@ class CheckpointStore:
         self.manager.close()
 
     @property
-    def latest_complete(self) -> Path | None:
+    def latest_complete(self) -> epath.Path | None:
         """The newest finished checkpoint folder (for messages), or None."""
         step = self.manager.latest_step()
         return None if step is None else self.directory / str(step)
@@ -118,9 +121,11 @@ class CheckpointStore:
         if jax.process_index() == 0:
             aside = self.directory.parent / f"{self.directory.name}-corrupt"
             aside.mkdir(parents=True, exist_ok=True)
+            # also what makes the folder exist in a bucket (no empty folders there) before a rename into it
+            (aside / "README.txt").write_text("Checkpoints found unreadable when a run resumed; its log says why.\n")
             for step in steps:
                 target = aside / f"{step}-{int(time.time())}"
-                shutil.move(str(self.directory / str(step)), target)
+                (self.directory / str(step)).rename(target)
                 log.warning("moved unreadable checkpoint %s to %s", self.directory / str(step), target)
         self.manager.reload()
 

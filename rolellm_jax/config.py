@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from etils import epath
 
 from rolellm_jax.data import DataConfig
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.sharding import MeshConfig
+from rolellm_jax.storage import storage_path
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "launch" / "configs"
 DEFAULT_PRESET = PRESET_DIR / "demo.yaml"
@@ -76,7 +78,7 @@ class TrainConfig:
     clip_norm: float = 1.0  # global gradient norm; <= 0 disables
     seed: int = 0  # parameter init (data order has data.seed)
     output_dir: str = "runs/demo"
-    export: bool = True  # write the final model checkpoint to <output_dir>/export
+    export: bool = True  # write the final model checkpoint to export/ beside the checkpoints folder
 
 
 @dataclasses.dataclass
@@ -93,7 +95,9 @@ class LoraConfig:
 class CheckpointConfig:
     """checkpoint.*: orbax checkpoints of params + optimiser + step + data position + config."""
 
-    dir: str | None = None  # None: <train.output_dir>/checkpoints
+    # None: <train.output_dir>/checkpoints. May be a bucket URL (gs://BUCKET/runs/NAME/checkpoints), which
+    # every host of a pod reaches; the export and the loss curve go beside it (its parent folder)
+    dir: str | None = None
     every: int = 50
     keep: int = 3
     async_save: bool = True
@@ -124,8 +128,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.checkpoint.dir or Path(self.train.output_dir) / "checkpoints")
+    def checkpoint_dir(self) -> epath.Path:
+        return storage_path(self.checkpoint.dir or Path(self.train.output_dir) / "checkpoints")
 
 
 # ---------------------------------------------------------------- flattening and validation

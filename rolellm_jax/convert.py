@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,18 +21,9 @@ from rolellm_jax.chatglm import chatglm_model_config, is_chatglm_config, read_ch
 from rolellm_jax.hf_layout import allocate, get_leaf, param_shapes, tensor_specs
 from rolellm_jax.models.config import ConfigError, ModelConfig
 from rolellm_jax.safetensors_io import CheckpointError, SafetensorsFolder, parse_size, save_sharded
+from rolellm_jax.storage import is_url, storage_path
+from rolellm_jax.tokenizer import TOKENIZER_FILES
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 GENERATION_CONFIG = "generation_config.json"
 # Buffers some exports carry that the config already determines.
 IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -85,10 +75,11 @@ def _read_standard_params(tensors: SafetensorsFolder, cfg: ModelConfig, dtype: n
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
     """Copy the tokenizer (and generation config) files present in `src`; returns their names."""
+    src, dst = storage_path(src), storage_path(dst)  # either may be a bucket URL
     copied = []
     for name in (*TOKENIZER_FILES, GENERATION_CONFIG):
-        if (Path(src) / name).is_file() and Path(src).resolve() != Path(dst).resolve():
-            shutil.copyfile(Path(src) / name, Path(dst) / name)
+        if (src / name).is_file() and src.resolve() != dst.resolve():
+            (src / name).copy(dst / name, overwrite=True)
             copied.append(name)
     return copied
 
@@ -154,15 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     to_jax = sub.add_parser("hf-to-jax", help="HF safetensors folder -> our orbax checkpoint")
     to_jax.add_argument("--hf", required=True, help="HF checkpoint folder (config.json + *.safetensors)")
-    to_jax.add_argument("--out", required=True, help="checkpoint folder to write")
+    to_jax.add_argument("--out", required=True, help="checkpoint folder to write, or a bucket URL (gs://...)")
     to_jax.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     to_hf = sub.add_parser("jax-to-hf", help="our checkpoint -> HF folder for AutoModelForCausalLM")
-    to_hf.add_argument("--ckpt", required=True, help="our checkpoint folder")
+    to_hf.add_argument("--ckpt", required=True, help="our checkpoint folder, or a bucket URL (gs://...)")
     to_hf.add_argument("--out", required=True, help="HF folder to write")
     to_hf.add_argument(
         "--max-shard-size", default="2GB", help="largest shard, e.g. 2GB or 500MB (memory: model + ~2 shards)"
     )
     args = parser.parse_args(argv)
+    hf_folder = ("--hf", args.hf) if args.command == "hf-to-jax" else ("--out", args.out)
+    if is_url(hf_folder[1]):  # safetensors and transformers read and write local files
+        parser.error(f"{hf_folder[0]} {hf_folder[1]}: the Hugging Face folder must be local")
     try:
         if args.command == "hf-to-jax":
             cfg = hf_to_jax(args.hf, args.out, overwrite=args.overwrite)

@@ -1,6 +1,6 @@
 """Our model checkpoint (shared contract 5) and `load_model`.
 
-A checkpoint is a folder:
+A checkpoint is a folder (local, or a bucket URL such as gs://...: rolellm_jax/storage.py):
   rolellm_config.json   ModelConfig JSON (param_dtype = the dtype the tensors are stored in)
   params/               orbax PyTree of the pure-dict parameter tree (hf_layout / contract 2)
   tokenizer.json, ...   the tokenizer files, so AutoTokenizer.from_pretrained(folder) works
@@ -14,7 +14,6 @@ each process reads only its shards, cast to the requested dtype on the fly.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from rolellm_jax.hf_layout import flatten, param_shapes
 from rolellm_jax.models.config import ConfigError, ModelConfig
 from rolellm_jax.safetensors_io import CheckpointError
+from rolellm_jax.storage import is_url, storage_path
 
 CONFIG_FILE = "rolellm_config.json"
 PARAMS_DIR = "params"
@@ -46,7 +46,7 @@ def _checkpointer():
 
 
 def is_model_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file()
+    return (storage_path(path) / CONFIG_FILE).is_file()
 
 
 def save_model_checkpoint(
@@ -62,13 +62,13 @@ def save_model_checkpoint(
 
     from rolellm_jax.convert import copy_tokenizer_files
 
-    path = Path(path).absolute()
+    path = storage_path(path)
     _check_shapes(params, cfg, str(path))
     if (path / PARAMS_DIR).exists():
         if not overwrite:
             raise CheckpointError(f"{path / PARAMS_DIR}: already exists (pass overwrite=True / --overwrite)")
         if jax.process_index() == 0:
-            shutil.rmtree(path / PARAMS_DIR)
+            (path / PARAMS_DIR).rmtree()
     path.mkdir(parents=True, exist_ok=True)
     save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), params)
     _checkpointer().save(
@@ -89,7 +89,7 @@ def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tup
     """
     import orbax.checkpoint as ocp
 
-    path = Path(path).absolute()
+    path = storage_path(path)
     if not is_model_checkpoint(path):
         raise CheckpointError(f"{path}: no {CONFIG_FILE} (not a rolellm_jax checkpoint)")
     cfg = _load_config(path)
@@ -151,16 +151,16 @@ def load_model(path: str | Path, *, mesh: Any = None, **runtime_overrides) -> tu
     from rolellm_jax.convert import read_hf_checkpoint
     from rolellm_jax.models import build_model
 
-    path = Path(path)
     unknown = sorted(set(runtime_overrides) - set(ModelConfig.RUNTIME_FIELDS))
     if unknown:
         raise ConfigError(f"load_model: {unknown} are not runtime fields {list(ModelConfig.RUNTIME_FIELDS)}")
     if is_model_checkpoint(path):
-        hf_params, cfg = None, _load_config(path)
-    elif (path / "config.json").is_file():
+        hf_params, cfg = None, _load_config(storage_path(path))
+    elif not is_url(path) and (Path(path) / "config.json").is_file():
         hf_params, cfg = read_hf_checkpoint(path)
     else:
-        raise CheckpointError(f"{path}: neither our checkpoint ({CONFIG_FILE}) nor an HF folder (config.json)")
+        raise CheckpointError(f"{path}: neither our checkpoint ({CONFIG_FILE}) nor an HF folder (config.json)"
+                              + ("; a bucket URL must hold our checkpoint (convert hf-to-jax --out URL)" if is_url(path) else ""))
     cfg = cfg.replace(**runtime_overrides)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))))
     if mesh is not None:

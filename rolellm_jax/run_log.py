@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from etils import epath
+
+from rolellm_jax.storage import storage_path
 
 
 class MetricsLog:
@@ -55,7 +58,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str) -> Path | None:
+def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str) -> epath.Path | None:
     """Loss against step (matplotlib, Agg backend: no display needed)."""
     records = read_metrics(metrics_path)
     if not records or jax.process_index() != 0:
@@ -72,8 +75,9 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str) 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    png_path = Path(png_path)
+    png_path = storage_path(png_path)  # beside the checkpoints, which may be in a bucket
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=110)
+    with png_path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return png_path

@@ -15,7 +15,21 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from rolellm_jax.storage import is_url, local_copy
+
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+# What a checkpoint folder's tokenizer may consist of (copied along by export and conversion)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 class TokenizerError(ValueError):
@@ -69,10 +83,11 @@ def load_tokenizer(path: str | Path):
     """AutoTokenizer from a checkpoint folder (ours or Hugging Face), refusing an empty one."""
     from transformers import AutoTokenizer
 
-    path = Path(path)
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+    local = local_copy(path, TOKENIZER_FILES)  # a bucket URL's files fetched first
+    path = path if is_url(path) else local
+    if not (local / "tokenizer.json").is_file() and not (local / "tokenizer.model").is_file():
         raise TokenizerError(f"{path}: no tokenizer.json or tokenizer.model in this folder")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(local))
     if len(tokenizer) <= len(SPECIAL_TOKENS):
         raise TokenizerError(f"{path}: tokenizer loaded with only {len(tokenizer)} tokens (empty vocabulary)")
     return tokenizer

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from etils import epath
 
 from rolellm_jax.chatglm import chatglm_model_config, is_chatglm_config
 from rolellm_jax.checkpoint import CheckpointStore
@@ -34,6 +35,7 @@ from rolellm_jax.model_io import is_model_checkpoint, load_model_checkpoint, sav
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.run_log import MetricsLog, plot_loss_curve, read_metrics
 from rolellm_jax.sharding import make_mesh
+from rolellm_jax.storage import is_url, storage_path
 from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
 from rolellm_jax.train_step import TrainError, TrainProgram
 
@@ -45,9 +47,9 @@ class RunResult:
     first_loss: float
     last_loss: float
     steps_run: int
-    checkpoint_dir: Path
-    export_dir: Path | None
-    loss_curve: Path | None
+    checkpoint_dir: epath.Path  # these three may be bucket URLs
+    export_dir: epath.Path | None
+    loss_curve: epath.Path | None
     metrics: Path
 
 
@@ -56,18 +58,21 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
     """(tokenizer, model config, tokenizer folder to ship with the export)."""
     runtime = {f: getattr(cfg.model, f) for f in ModelConfig.RUNTIME_FIELDS}
     if cfg.model.init:  # the checkpoint's architecture wins over the preset's
-        init = Path(cfg.model.init)
+        init = storage_path(cfg.model.init)
         if is_model_checkpoint(init):
             model_cfg = ModelConfig.load(init / "rolellm_config.json").replace(**runtime)
+        elif is_url(init):  # Hugging Face folders are read with local-file libraries
+            raise TrainError(f"model.init={init}: no rolellm_config.json there; a bucket must hold our checkpoint "
+                             "(python -m rolellm_jax.convert hf-to-jax --hf HF_FOLDER --out URL)")
         else:
             hf = read_hf_config(init)
             source = str(init / "config.json")
             arch = chatglm_model_config(hf, source) if is_chatglm_config(hf) else ModelConfig.from_hf_config(hf, source)
             model_cfg = arch.replace(**runtime)
-        tokenizer_dir = Path(cfg.model.tokenizer or init)
+        tokenizer_dir = storage_path(cfg.model.tokenizer or init)
         return load_tokenizer(tokenizer_dir), model_cfg, tokenizer_dir
     if cfg.model.tokenizer:
-        tokenizer_dir = Path(cfg.model.tokenizer)
+        tokenizer_dir = storage_path(cfg.model.tokenizer)
         tokenizer = load_tokenizer(tokenizer_dir)
     else:  # from scratch: a small tokenizer trained on this data (reused on resume)
         tokenizer_dir = Path(cfg.train.output_dir) / "tokenizer"
@@ -93,7 +98,7 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
 def _initial_params(cfg: RunConfig, program: TrainProgram) -> dict:
     if not cfg.model.init:
         return program.init_params(cfg.train.seed)
-    init = Path(cfg.model.init)
+    init = storage_path(cfg.model.init)
     if is_model_checkpoint(init):  # restored straight onto the mesh, cast to param_dtype
         params, _ = load_model_checkpoint(init, abstract=program.abstract_params)
         return params
@@ -226,8 +231,8 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     curve = plot_loss_curve(metrics_log.path, cfg.checkpoint_dir.parent / "loss_curve.png",
                             f"{model_cfg.family} RoCIT ({Path(cfg.data.source).name})")
     export_dir = None
-    if cfg.train.export:
-        export_dir = output_dir / "export"
+    if cfg.train.export:  # beside the checkpoints: a pod's shared bucket when they are there
+        export_dir = cfg.checkpoint_dir.parent / "export"
         save_model_checkpoint(export_dir, program.full_params(state, frozen), model_cfg, tokenizer_dir=tokenizer_dir,
                               overwrite=True)
     history = read_metrics(metrics_log.path)  # the whole run, across restarts

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Run RoCIT on a Cloud TPU VM pod slice (or several slices) through queued resources.
 #
-#   launch/tpu/pod.sh [--dry-run] create|setup|train|logs|stop|delete
+#   launch/tpu/pod.sh [--dry-run] create|setup|train|logs|stop|delete   (--dry-run may also come last)
 #
 # Settings come from the environment (defaults in brackets):
 #   PROJECT [gcloud's default]  ZONE [us-east5-a]  NAME [rolellm]  ACCELERATOR [v5p-16]
 #   RUNTIME [v2-alpha-tpuv5]  SLICES [1]: more than 1 makes a multi-slice job
-#   SPOT [0]: 1 asks for spot capacity   BUCKET [gs://$NAME-rolellm]: checkpoints and data
+#   SPOT [0]: 1 asks for spot capacity   BUCKET [gs://$NAME-rolellm]: base models, data, and each run's
+#   checkpoints, loss curve and export under runs/$NAME/ (the pod's hosts share no disk)
 #   CONFIG [launch/configs/rolellama-7b.yaml]   TRAIN_ARGS: extra dotted overrides
 # --dry-run prints every gcloud command instead of running it.
 set -euo pipefail
 
 DRY_RUN=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
-ACTION="${1:-}"
+ACTION=""
+for arg in "$@"; do  # in any order: a --dry-run after the action must not run the real commands
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    create|setup|train|logs|stop|delete)
+      if [[ -n "$ACTION" ]]; then ACTION=invalid; else ACTION="$arg"; fi ;;
+    *) ACTION=invalid ;;
+  esac
+done
 
 ZONE="${ZONE:-us-east5-a}"
 NAME="${NAME:-rolellm}"
@@ -79,7 +87,7 @@ case "$ACTION" in
   train)
     # Every worker runs the same command; rolellm_jax initialises jax.distributed itself.
     on_all_workers "cd ${REPO_DIR} && nohup python -m rolellm_jax.train --config ${CONFIG} \
---checkpoint.dir=${BUCKET}/runs/${NAME} ${TRAIN_ARGS} > ~/train.log 2>&1 &"
+--checkpoint.dir=${BUCKET}/runs/${NAME}/checkpoints ${TRAIN_ARGS} > ~/train.log 2>&1 &"
     ;;
   logs)
     first_node="$(nodes | head -n 1)"

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 FAMILIES = ("llama", "glm")
 HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "GlmForCausalLM": "glm"}
 
@@ -91,11 +93,11 @@ class ModelConfig:
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        epath.Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")  # or a bucket URL
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+        return cls.from_dict(json.loads(epath.Path(path).read_text(encoding="utf-8")), source=str(path))
 
     # ---- Hugging Face config.json (LlamaForCausalLM / GlmForCausalLM) ----
     @classmethod
