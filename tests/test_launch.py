@@ -64,6 +64,17 @@ def test_every_action_only_prints_in_dry_run(action):
 def test_unknown_action_is_refused():
     out = pod("explode")
     assert out.returncode == 2 and "usage:" in out.stderr
+    assert pod("create", "delete").returncode == 2  # one action at a time
+
+
+def test_dry_run_after_the_action_still_only_prints():
+    # `pod.sh create --dry-run` once ran the real gcloud commands: the flag was read in first place only
+    out = subprocess.run(["bash", "launch/tpu/pod.sh", "train", "--dry-run"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "NAME": "rb"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("gcloud compute tpus tpu-vm ssh rb ")
+    # checkpoints (and beside them the loss curve and export) go to the bucket every host reaches
+    assert "--checkpoint.dir=gs://rb-rolellm/runs/rb/checkpoints" in out.stdout
 
 
 def test_single_host_does_nothing():
