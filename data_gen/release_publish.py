@@ -116,6 +116,11 @@ def record_version(out: Path, versions_dir: Path, *, check_only: bool = False) -
     return target
 
 
+def _hub_failure(err: Exception, repo_id: str, doing: str, consequence: str) -> ReleaseError:
+    first_line = (str(err).strip().splitlines() or [""])[0][:200]
+    return ReleaseError(f"datasets/{repo_id}: {doing} failed ({type(err).__name__}: {first_line}); {consequence}")
+
+
 def hub_api_from_env() -> Any:
     """The real client; the token comes from HF_TOKEN only and is never echoed."""
     token = os.environ.get("HF_TOKEN")
@@ -133,12 +138,20 @@ def publish(out: Path, repo_id: str, *, api: Any | None = None, dry_run: bool = 
         raise ReleaseError(f"--repo {repo_id!r}: expected NAMESPACE/NAME")
     if api is None and not dry_run:
         api = hub_api_from_env()
-    plan = plan_publish(out, repo_id, api)
+    try:
+        plan = plan_publish(out, repo_id, api)
+    except ReleaseError:
+        raise
+    except Exception as err:  # network, auth, Hub outage: one line, not the client's traceback
+        raise _hub_failure(err, repo_id, "reading the repository", "nothing was uploaded") from None
     if dry_run:
         return plan
     if versions_dir is not None:  # refuse before uploading, not after
         record_version(out, versions_dir, check_only=True)
-    execute_publish(out, plan, api)
+    try:
+        execute_publish(out, plan, api)
+    except Exception as err:  # noqa: BLE001
+        raise _hub_failure(err, repo_id, "publishing", f"{plan.tag} is not tagged: run publish again") from None
     if versions_dir is not None:
         record_version(out, versions_dir)
     return plan

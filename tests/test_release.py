@@ -375,6 +375,28 @@ def test_publish_creates_a_missing_repo_and_refuses_an_unverified_folder(demo_bu
     assert hub.calls == []
 
 
+class UnreachableHub(FakeHub):
+    def list_repo_refs(self, repo_id, repo_type):
+        raise ConnectionError("[Errno -2] Name or service not known\nsecond line of a long trace")
+
+
+class FailingCommitHub(FakeHub):
+    def create_commit(self, repo_id, operations, commit_message, repo_type, parent_commit=None):
+        raise TimeoutError("The write operation timed out")
+
+
+def test_publish_hub_failures_are_one_line_errors(demo_build, tmp_path):
+    with pytest.raises(ReleaseError) as err:
+        publish(demo_build, "me/rolebench", api=UnreachableHub(), versions_dir=tmp_path / "versions")
+    assert str(err.value) == ("datasets/me/rolebench: reading the repository failed (ConnectionError: [Errno -2] Name or "
+                              "service not known); nothing was uploaded")
+    hub = FailingCommitHub()
+    with pytest.raises(ReleaseError, match=r"publishing failed \(TimeoutError: The write operation timed out\); "
+                                           r"v0.2.0 is not tagged: run publish again$"):
+        publish(demo_build, "me/rolebench", api=hub, versions_dir=tmp_path / "versions")
+    assert "create_tag" not in [c[0] for c in hub.calls] and not (tmp_path / "versions").exists()
+
+
 def test_publish_dry_run_prints_the_plan_never_the_token(demo_build, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", "hf_SECRETtoken123")
     assert release.main(["publish", str(demo_build), "--repo", "me/rolebench", "--dry-run"]) == 0
