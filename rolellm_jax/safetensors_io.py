@@ -15,6 +15,7 @@ torch is never imported; pickle (`.bin`) checkpoints are refused.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,6 +120,13 @@ class SafetensorsFolder:
         return name
 
 
+def _usual_mode(path: Path) -> None:
+    """safetensors creates its files 0600; give them the mode the umask gives every other file we write."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_sharded(
     out_dir: str | Path,
     tensors: Sequence[tuple[str, tuple[int, ...], np.dtype]],
@@ -152,6 +160,7 @@ def save_sharded(
     for file_name, names in zip(file_names, shards):
         shard = {name: np.ascontiguousarray(materialise(name)) for name in names}
         save_file(shard, out_dir / file_name, metadata={"format": "pt"})
+        _usual_mode(out_dir / file_name)
         del shard
         weight_map.update({name: file_name for name in names})
     if len(shards) > 1:

@@ -9,6 +9,7 @@ query_key_value, dense_h_to_4h, ...) and must give GlmForCausalLM's logits after
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,10 @@ def test_round_trip_is_bit_exact_and_loads_in_transformers(tmp_path, tokenizer_d
 
     before, after = SafetensorsFolder(hf_dir), SafetensorsFolder(tmp_path / "back")
     assert (tmp_path / "back" / INDEX_FILE).is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in (tmp_path / "back").glob("*.safetensors"):  # readable as the umask allows, like config.json
+        assert weights.stat().st_mode & 0o777 == (tmp_path / "back" / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert before.names() == after.names()
     for tensor in before.names():
         a, b = before.read(tensor), after.read(tensor)
