@@ -80,6 +80,16 @@ class TrainConfig:
     output_dir: str = "runs/demo"
     export: bool = True  # write the final model checkpoint to export/ beside the checkpoints folder
 
+    def __post_init__(self):
+        for name in ("steps", "global_batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name}={getattr(self, name)}: must be at least 1")
+        for name in ("lr", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)}: must not be negative")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"train.min_lr_ratio={self.min_lr_ratio}: must be within [0, 1]")
+
 
 @dataclasses.dataclass
 class LoraConfig:

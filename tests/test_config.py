@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rolellm_jax.config import (
@@ -64,6 +66,17 @@ def test_wrong_type_names_the_key():
         parse_args(["--train.steps=many"])
     with pytest.raises(ConfigError, match=r"lora.targets expects a list"):
         parse_args(["--lora.targets=q_proj"])
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--train.steps=0", "train.steps=0: must be at least 1"),  # once ran, "trained" nothing and exported
+    ("--train.grad_accum=0", "train.grad_accum=0: must be at least 1"),
+    ("--train.lr=-1e-4", "train.lr=-0.0001: must not be negative"),
+    ("--train.min_lr_ratio=2", "train.min_lr_ratio=2.0: must be within [0, 1]"),
+])
+def test_out_of_range_train_values_name_the_key(arg, message):
+    with pytest.raises(ConfigError, match=re.escape(f"command line: train: {message}")):
+        parse_args([arg])
 
 
 def test_help_lists_every_option_with_its_value(capsys):
