@@ -11,6 +11,7 @@ runs the real sentencepiece conversion.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,6 +68,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
                 minloglevel=2,
             )
         except RuntimeError as err:  # sentencepiece reports e.g. a vocab too small for the bytes
+            needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(err))
+            if needed:  # every character of the texts gets a piece: Chinese needs hundreds
+                raise TokenizerError(f"{out_dir}: vocab_size={vocab_size} is too small: the characters of these texts "
+                                     f"alone take {needed[1]} pieces") from None
             raise TokenizerError(f"{out_dir}: sentencepiece training failed: {str(err).splitlines()[-1]}") from None
         # from_pretrained on the folder holding tokenizer.model (never the vocab_file= constructor).
         # add_prefix_space=False mirrors add_dummy_prefix=False: no "▁" prepended to the first

@@ -36,7 +36,7 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.run_log import MetricsLog, plot_loss_curve, read_metrics
 from rolellm_jax.sharding import make_mesh
 from rolellm_jax.storage import is_url, storage_path
-from rolellm_jax.tokenizer import load_tokenizer, train_tokenizer
+from rolellm_jax.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
 from rolellm_jax.train_step import TrainError, TrainProgram
 
 log = logging.getLogger("rolellm_jax.train")
@@ -80,7 +80,10 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
             if jax.process_index() == 0:
                 texts = [t for ex in examples for t in (ex.system, ex.question, ex.answer)]
                 log.info("training a %d-token tokenizer on %d texts -> %s", cfg.model.tokenizer_vocab_size, len(texts), tokenizer_dir)
-                train_tokenizer(texts, cfg.model.tokenizer_vocab_size, tokenizer_dir)
+                try:
+                    train_tokenizer(texts, cfg.model.tokenizer_vocab_size, tokenizer_dir)
+                except TokenizerError as err:
+                    raise TrainError(f"{err}: raise --model.tokenizer_vocab_size (and --model.vocab_size with it)") from None
             _sync("tokenizer")
         tokenizer = load_tokenizer(tokenizer_dir)
     model_cfg = model_config_of(cfg.model)
