@@ -33,6 +33,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # libtpu probes for TPU workers and the GCE metadata server; this machine has neither.
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+# Compiling opens no TPU, so the lock libtpu takes against a second process using the chips does not
+# apply: without this, aot beside a training job (or another aot) dies on /tmp/libtpu_lockfile.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 
