@@ -132,6 +132,9 @@ def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
 
     Refuses held-out role-generalisation roles and roles without a description.
     """
+    if cfg.split != "train":  # allowed (a deliberate overfit, a smoke test), never unnoticed
+        logger.warning("data.split=%s: training on the rows that evaluation scores against; "
+                       "scores on this split will not be held out", cfg.split)
     rows: list[rolebench.RoleRow] = []
     for kind in cfg.kinds:
         kind_rows = rolebench.read_rows(cfg.source, cfg.lang, cfg.setting, kind, cfg.split, cfg.on_bad_line)

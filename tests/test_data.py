@@ -335,6 +335,14 @@ def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp
     assert err.startswith("error: ") and "has no description" in err and err.count("\n") == 1
 
 
+def test_training_on_a_test_split_is_said(original, caplog):
+    with caplog.at_level(logging.WARNING, logger="rolellm_jax.data"):
+        load_examples(DataConfig(source=str(original)))
+        assert "not be held out" not in caplog.text
+        load_examples(DataConfig(source=str(original), split="test"))
+    assert "data.split=test: training on the rows that evaluation scores against" in caplog.text
+
+
 def test_without_a_role_generalisation_test_split_the_papers_roles_are_held_out(original, caplog):
     (original / "rolebench-eng/role-generalization/general/test.jsonl").unlink()
     with caplog.at_level(logging.WARNING):
