@@ -110,6 +110,51 @@ def render_example(tokenizer, family: str, system: str, question: str, answer: s
     return render_examples(tokenizer, family, [system], [question], [answer])[0]
 
 
+PROBE = ("You are a probe role.\n你好", "Question 1?", "Answer, with a comma.")  # system, question, answer
+
+
+def export_chat_template(tokenizer, family: str) -> str | None:
+    """A Jinja ``chat_template`` for a checkpoint trained with the family's default format, so
+    transformers' ``apply_chat_template`` builds the prompts training used (single-turn:
+    [system,] user[, assistant]); the format's start tokens are this tokenizer's (``_start_ids``).
+
+    None when the tokenizer has a template of its own (it is kept) or when rendering through the
+    new template would not give the very ids of the default format (checked on a probe example:
+    start tokens that are not special tokens would be split when read back from text).
+    """
+    if _has_template(tokenizer):
+        return None
+    fmt = chat_format(family)
+    head, rest = fmt["prompt"].split("{system}")
+    middle, tail = rest.split("{question}")
+    before_answer, after_answer = fmt["answer"].split("{answer}")
+    start = "".join(tokenizer.convert_ids_to_tokens(_start_ids(tokenizer, family)))
+    lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 - a Jinja string literal
+    template = (
+        "{%- if messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
+        "{%- set turns = messages[1:] -%}{%- else -%}{%- set system = '' -%}{%- set turns = messages -%}{%- endif -%}"
+        "{%- if turns|length == 0 or turns|length > 2 or turns[0]['role'] != 'user' -%}"
+        "{{ raise_exception('this model was trained on single-turn conversations: [system,] user[, assistant]') }}"
+        "{%- endif -%}"
+        f"{{{{ {lit(start + head)} + system + {lit(middle)} + turns[0]['content'] + {lit(tail)} }}}}"
+        "{%- if turns|length == 2 -%}"
+        f"{{{{ {lit(before_answer)} + turns[1]['content'] + {lit(after_answer)} + eos_token }}}}"
+        "{%- endif -%}"
+    )
+    if _renders_as_default(tokenizer, family, template):
+        return template
+    return None
+
+
+def _renders_as_default(tokenizer, family: str, template: str) -> bool:
+    default = render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])
+    tokenizer.chat_template = template
+    try:
+        return (render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])) == default
+    finally:
+        tokenizer.chat_template = None
+
+
 def _template_texts(tokenizer, system: str, question: str, answer: str | None) -> tuple[str, str | None]:
     from jinja2.exceptions import TemplateError
 

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 from etils import epath
 
+from rolellm_jax.chat import export_chat_template
 from rolellm_jax.chatglm import chatglm_model_config, is_chatglm_config
 from rolellm_jax.checkpoint import CheckpointStore
 from rolellm_jax.convert import read_hf_checkpoint, read_hf_config
@@ -238,6 +239,9 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
         export_dir = cfg.checkpoint_dir.parent / "export"
         save_model_checkpoint(export_dir, program.full_params(state, frozen), model_cfg, tokenizer_dir=tokenizer_dir,
                               overwrite=True)
+        template = export_chat_template(tokenizer, model_cfg.family)  # the prompt format it was trained on
+        if template and jax.process_index() == 0:  # travels on to the Hugging Face folder (jax-to-hf)
+            (export_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
     history = read_metrics(metrics_log.path)  # the whole run, across restarts
     if history:
         first_loss, last_loss = history[0]["loss"], history[-1]["loss"]

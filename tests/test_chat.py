@@ -137,3 +137,28 @@ def test_template_that_writes_bos_gets_exactly_one():
     expected = t.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert ids[: mask.index(1)] == list(expected) and ids.count(t.bos_token_id) == 1 and ids[0] == t.bos_token_id
     assert t.decode([i for i, m in zip(ids, mask) if m]) == ANSWER + "<|eot_id|></s>"
+
+
+@pytest.mark.parametrize("family,start_tokens", [("llama", None), ("glm", None), ("glm", ["[gMASK]", "sop"])])
+def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, family, start_tokens):
+    t = tiny_tokenizer(all_texts())
+    if start_tokens:
+        t.add_special_tokens({"additional_special_tokens": start_tokens})
+    trained = [chat.render_example(t, family, SYSTEM, q, ANSWER) for q in (QUESTION, "你是谁？")]
+    template = chat.export_chat_template(t, family)
+    assert template is not None and t.chat_template is None  # the probe leaves the tokenizer as it was
+    t.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").write_text(template, encoding="utf-8")  # as the export writes it
+    exported = type(t).from_pretrained(tmp_path)
+    assert exported.chat_template == template
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    ids = exported.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert list(ids) == trained[0][0][: trained[0][1].index(1)]  # transformers' prompt == training's prompt ids
+    # and our own rendering through the template (a run started from the export) is unchanged too
+    assert [chat.render_example(exported, family, SYSTEM, q, ANSWER) for q in (QUESTION, "你是谁？")] == trained
+    with pytest.raises(Exception, match="single-turn"):
+        exported.apply_chat_template(messages + [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}])
+
+
+def test_export_template_keeps_a_tokenizers_own():
+    assert chat.export_chat_template(template_tok(CHATML), "llama") is None

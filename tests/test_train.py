@@ -146,6 +146,9 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tokenizer_dir
     assert "3 steps this run" in resumed.stdout
     assert_trees_equal(exported(tmp_path / "killed"), exported(tmp_path / "straight"))
     assert losses(tmp_path / "killed") == losses(tmp_path / "straight")  # records after step 4 replaced
+    # the export carries the prompt format it was trained on, for transformers' apply_chat_template
+    template = (tmp_path / "killed" / "export" / "chat_template.jinja").read_text(encoding="utf-8")
+    assert load_tokenizer(tmp_path / "killed" / "export").chat_template == template and "[INST] <<SYS>>" in template
 
 
 # ---------------------------------------------------------------- corrupt checkpoints, NaN
