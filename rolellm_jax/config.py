@@ -203,10 +203,25 @@ def _check_value(key: str, tp: Any, value: Any, source: str) -> Any:
     return value
 
 
+# What transformers' TrainingArguments, MaxText and PEFT call some of our options: no spelling is close
+OTHER_NAMES = {
+    "learning_rate": "train.lr", "max_steps": "train.steps", "num_train_steps": "train.steps",
+    "warmup": "train.warmup_steps", "per_device_train_batch_size": "train.global_batch_size",
+    "batch_size": "train.global_batch_size", "gradient_accumulation_steps": "train.grad_accum",
+    "max_grad_norm": "train.clip_norm", "gradient_clipping_threshold": "train.clip_norm", "adam_beta1": "train.b1",
+    "adam_beta2": "train.b2", "adam_epsilon": "train.eps", "max_seq_length": "data.seq_len",
+    "max_target_length": "data.seq_len", "lora_rank": "lora.rank", "r": "lora.rank", "lora_alpha": "lora.alpha",
+    "target_modules": "lora.targets", "save_steps": "checkpoint.every", "save_total_limit": "checkpoint.keep",
+    "logging_steps": "logging.every",
+}
+
+
 def _suggest(key: str, valid: list[str]) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in OTHER_NAMES:
+        return f" (did you mean {OTHER_NAMES[leaf]!r}?)"
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     if not close:  # a right leaf under the wrong section, or a typo in the section
-        leaf = key.rsplit(".", 1)[-1]
         close = difflib.get_close_matches(leaf, [v.rsplit(".", 1)[-1] for v in valid], n=1, cutoff=0.6)
         close = [v for v in valid if close and v.endswith("." + close[0])][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""

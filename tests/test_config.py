@@ -47,11 +47,19 @@ def test_config_file_then_overrides(tmp_path):
 
 @pytest.mark.parametrize(
     "arg, suggestion",
-    [("--train.lrr=1", "train.lr"), ("--trian.lr=1", "train.lr"), ("--model.hiden_size=8", "model.hidden_size")],
+    [("--train.lrr=1", "train.lr"), ("--trian.lr=1", "train.lr"), ("--model.hiden_size=8", "model.hidden_size"),
+     ("--train.learning_rate=1", "train.lr"), ("--train.gradient_accumulation_steps=2", "train.grad_accum"),
+     ("--logging.save_steps=5", "checkpoint.every"), ("--train.max_seq_length=64", "data.seq_len")],
 )
 def test_unknown_key_names_the_nearest(arg, suggestion):
     with pytest.raises(ConfigError, match=rf"unknown config key .*did you mean '{suggestion}'"):
         parse_args([arg])
+
+
+def test_other_trainers_names_point_at_real_options():
+    from rolellm_jax.config import OTHER_NAMES
+
+    assert set(OTHER_NAMES.values()) <= {key for key, _, _ in option_table(RunConfig())}
 
 
 def test_unknown_key_in_a_yaml_file_names_the_file(tmp_path):
