@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rolellm_jax.jsonl import iter_jsonl
+from rolellm_jax.jsonl import JsonlError, iter_jsonl
 from rolellm_jax.metrics import looks_chinese, rouge_l
 from rolellm_jax.rolebench import RoleRow, parse_row, row_fields
 
@@ -41,8 +41,27 @@ def parse_prediction(obj: dict[str, Any]) -> Prediction:
     return Prediction(role.strip(), question.strip(), generated[0] if generated else "", "", question)
 
 
+def iter_rows(path: str | Path, parse):
+    """``(row number, parse(row))`` of a RoleBench JSONL file or of one of our release's parquet
+    shards (same fields); a bad row fails naming file and row."""
+    if Path(path).suffix != ".parquet":
+        yield from iter_jsonl(path, "fail", parse)
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow's errors subclass these
+        raise JsonlError(f"{path}: not a readable parquet file ({e})") from None
+    for n, obj in enumerate(rows, 1):
+        try:
+            yield n, parse(obj)
+        except ValueError as e:
+            raise JsonlError(f"{path}:{n}: {e}") from None
+
+
 def read_predictions(path: str | Path) -> list[Prediction]:
-    return [dataclasses.replace(p, source=f"{path}:{n}") for n, p in iter_jsonl(path, "fail", parse_prediction)]
+    return [dataclasses.replace(p, source=f"{path}:{n}") for n, p in iter_rows(path, parse_prediction)]
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,7 @@ def read_references(path: str | Path) -> list[Reference]:
         row = parse_row(obj, "role_specific" if "type" in obj else "general")
         return Reference(row, obj["question"])
 
-    return [Reference(dataclasses.replace(r.row, source=f"{path}:{n}"), r.raw_question) for n, r in iter_jsonl(path, "fail", parse)]
+    return [Reference(dataclasses.replace(r.row, source=f"{path}:{n}"), r.raw_question) for n, r in iter_rows(path, parse)]
 
 
 def _key_text(key: tuple[str, str]) -> str:

@@ -105,6 +105,27 @@ def test_bad_line_is_one_line_error_with_file_and_line(capsys, tmp_path) -> None
     assert err.strip().splitlines() == [f"error: {bad}:2: key 'question': expected a non-empty string, got None"]
 
 
+def test_release_parquet_shards_score_like_their_jsonl(capsys, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ref_rows = [{"role": "Jack Sparrow", "question": " Where is the rum?", "generated": [" Gone, savvy?", " Drunk."],
+                 "type": ["what", "what"]},
+                {"role": "Jack Sparrow", "question": " Who are you?", "generated": [" Captain Jack Sparrow."], "type": ["who"]}]
+    pred_rows = [{"role": "Jack Sparrow", "question": "Where is the rum?", "generated": ["Gone, I say"]},
+                 {"role": "Jack Sparrow", "question": "Who are you?", "generated": ["Jack."]}]
+    for name, items in (("ref", ref_rows), ("pred", pred_rows)):  # a release shard holds these columns
+        write_rows(tmp_path / f"{name}.jsonl", items)
+        pq.write_table(pa.Table.from_pylist(items), tmp_path / f"{name}.parquet")
+    _, from_jsonl, _ = run_score(capsys, "--pred", str(tmp_path / "pred.jsonl"), "--ref", str(tmp_path / "ref.jsonl"))
+    rc, from_parquet, _ = run_score(capsys, "--pred", str(tmp_path / "pred.parquet"), "--ref", str(tmp_path / "ref.parquet"))
+    assert rc == 0 and 0 < from_parquet["score"] < 1 and from_parquet["score"] == from_jsonl["score"]
+    pq.write_table(pa.Table.from_pylist([*pred_rows, {"role": "Jack Sparrow", "question": "", "generated": ["x"]}]),
+                   tmp_path / "bad.parquet")
+    rc, _, err = run_score(capsys, "--pred", str(tmp_path / "bad.parquet"), "--ref", str(tmp_path / "ref.parquet"))
+    assert rc == 2 and err.strip() == f"error: {tmp_path / 'bad.parquet'}:3: key 'question': expected a non-empty string, got ''"
+
+
 def test_module_entry_point(tmp_path) -> None:
     path = write_rows(tmp_path / "p.jsonl", [{"role": "A", "question": "q", "generated": ["a b c"]}])
     done = subprocess.run(
