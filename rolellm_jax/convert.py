@@ -133,9 +133,13 @@ def hf_to_jax(hf_dir: str | Path, out: str | Path, overwrite: bool = False) -> M
     return cfg
 
 
-def jax_to_hf(ckpt: str | Path, out: str | Path, max_shard_size: str | int = "2GB") -> list[str]:
+def jax_to_hf(ckpt: str | Path, out: str | Path, max_shard_size: str | int = "2GB", overwrite: bool = False) -> list[str]:
     from rolellm_jax.model_io import load_model_checkpoint
 
+    held = [p.name for p in (Path(out) / "config.json", *sorted(Path(out).glob("*.safetensors"))) if p.is_file()]
+    if held and not overwrite:  # e.g. --out pointed at the base model's own folder
+        raise CheckpointError(f"{out}: already holds a Hugging Face model ({', '.join(held[:3])}); "
+                              "pass --overwrite to replace it")
     params, cfg = load_model_checkpoint(ckpt)  # host numpy arrays in the stored dtype
     return write_hf_checkpoint(params, cfg, out, tokenizer_dir=ckpt, max_shard_size=max_shard_size)
 
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     to_hf = sub.add_parser("jax-to-hf", help="our checkpoint -> HF folder for AutoModelForCausalLM")
     to_hf.add_argument("--ckpt", required=True, help="our checkpoint folder, or a bucket URL (gs://...)")
     to_hf.add_argument("--out", required=True, help="HF folder to write")
+    to_hf.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     to_hf.add_argument(
         "--max-shard-size", default="2GB", help="largest shard, e.g. 2GB or 500MB (memory: model + ~2 shards)"
     )
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = hf_to_jax(args.hf, args.out, overwrite=args.overwrite)
             print(f"wrote {args.out} ({cfg.family}, {cfg.num_hidden_layers} layers, {cfg.param_dtype})")
         else:
-            files = jax_to_hf(args.ckpt, args.out, max_shard_size=args.max_shard_size)
+            files = jax_to_hf(args.ckpt, args.out, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
             print(f"wrote {args.out} ({len(files)} safetensors file(s))")
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)

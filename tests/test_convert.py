@@ -317,6 +317,12 @@ def test_existing_checkpoint_is_not_overwritten_silently(llama_dir, tmp_path, ca
     err = fails_with(capsys, "hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt")
     assert "already exists" in err
     assert cli("hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt", "--overwrite") == 0
+    # nor is a Hugging Face folder (say, the base model's own) by jax-to-hf
+    before = (llama_dir / "model.safetensors").read_bytes()
+    err = fails_with(capsys, "jax-to-hf", "--ckpt", tmp_path / "ckpt", "--out", llama_dir)
+    assert err.strip() == f"error: {llama_dir}: already holds a Hugging Face model (config.json, model.safetensors); pass --overwrite to replace it"
+    assert (llama_dir / "model.safetensors").read_bytes() == before
+    assert cli("jax-to-hf", "--ckpt", tmp_path / "ckpt", "--out", llama_dir, "--overwrite") == 0
 
 
 def test_checkpoint_not_matching_its_config(llama_dir, tmp_path, capsys):
