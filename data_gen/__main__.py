@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return release_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "openai", "bm25s"):  # one line per HTTP request otherwise
+    for noisy in ("httpx", "httpx2", "openai"):  # one line per HTTP request otherwise (bm25s: rolegpt.py)
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from data_gen.jsonl import DataFileError
     from data_gen.llm import LLMError

@@ -16,6 +16,7 @@ and ``WORK/rolegpt_role_specific-<lang>.jsonl`` rows ``{role, question, baseline
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -33,14 +34,16 @@ STAGE = "rolegpt"
 def _import_bm25s():
     """bm25s imports jax when it can (for top-k); data_gen must not pull jax in (slow, and libtpu
     initialisation on TPU hosts), so hide it during the import unless jax is already loaded."""
-    if "jax" in sys.modules:
-        import bm25s
-        return bm25s
-    sys.modules["jax"] = None  # type: ignore[assignment]  # makes `import jax.lax` raise ImportError
-    try:
-        import bm25s
-    finally:
-        del sys.modules["jax"]
+    if "jax" not in sys.modules:
+        sys.modules["jax"] = None  # type: ignore[assignment]  # makes `import jax.lax` raise ImportError
+        try:
+            import bm25s
+        finally:
+            del sys.modules["jax"]
+    import bm25s
+
+    # its import sets its own logger to DEBUG: a line per index built, whatever the CLI asked for
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
 
 

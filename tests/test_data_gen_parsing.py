@@ -3,6 +3,7 @@ deduplication and retrieval."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -166,6 +167,14 @@ def test_bm25_retrieves_the_role_own_replies():
     assert r.top("Tell me about the violin", 1) == [r.pairs[1]]
     assert r.top("silver", 5)[0] == r.pairs[0] and len(r.top("silver", 5)) == 2
     assert r.top("zzz unknown", 1) == [r.pairs[0]]
+
+
+def test_retriever_logs_nothing_at_info():
+    code = ("import logging; logging.basicConfig(level=logging.INFO); from data_gen.rolegpt import DialogueRetriever; "
+            "DialogueRetriever('H', [{'act_id': 0, 'diag_id': 0, 'role': 'W', 'content': 'hi'}, "
+            "{'act_id': 0, 'diag_id': 1, 'role': 'H', 'content': 'yo'}], 'eng').top('hi', 1)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0 and "bm25s" not in out.stderr, out.stderr
 
 
 def test_data_gen_never_imports_jax():
