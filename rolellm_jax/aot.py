@@ -131,6 +131,14 @@ def time_at_mfu(r: dict, mfu: float) -> tuple[float, float]:
     return step_seconds, step_seconds * r["steps"] / 3600
 
 
+def _flops_text(flops: float) -> str:
+    """In the largest unit that keeps it at or above 1 (a tiny test step is MFLOPs, a 7B one PFLOPs)."""
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.2f} {unit}"
+    return f"{flops:.3g} FLOP"
+
+
 def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
     lines = [
         f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
@@ -143,14 +151,14 @@ def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
         f"    generated code                         {r['code'] / GIB:8.2f} GiB",
         f"    total                                  {r['total'] / GIB:8.2f} GiB of {r['memory_limit']} "
         f"-> {'FITS' if r['fits'] else 'DOES NOT FIT'}",
-        f"  model FLOPs per step {r['step_flops'] / 1e15:.2f} PFLOP",
+        f"  model FLOPs per step {_flops_text(r['step_flops'])}",
     ]
     if r["cudnn_attention_calls"] is not None:
         calls = r["cudnn_attention_calls"]
         lines.insert(2, f"  cuDNN fused attention: {calls['forward']} forward, {calls['backward']} backward call(s) "
                         f"in the program, mask {'/'.join(calls['masks'])}")
     if r["peak_flops"]:
-        lines.append(f"  if the {r['chips']} chips ran at (assumed, not measured) MFU:")
+        lines.append(f"  if the {r['chips']} chip{'s' if r['chips'] > 1 else ''} ran at (assumed, not measured) MFU:")
         for mfu in mfus:
             step, hours = time_at_mfu(r, mfu)
             lines.append(f"    {100 * mfu:4.0f}% -> {step:7.2f} s/step, {r['steps']} steps in {hours:6.1f} h "
