@@ -118,8 +118,9 @@ def add_parser(sub, add_rouge_flags) -> None:
     p.add_argument("--ckpt", required=True, help="our checkpoint or an HF folder (with tokenizer files)")
     p.add_argument("--data", required=True, help="RoleBench: original-layout folder, our release folder or a Hub id")
     p.add_argument("--out", required=True, help="output folder (predictions/, metrics.json, results.md)")
-    p.add_argument("--split", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS), help="benchmark settings to run")
-    p.add_argument("--name", help="model name in the table (default: the checkpoint folder name)")
+    p.add_argument("--split", nargs="+", action="extend", choices=tuple(SETTINGS),
+                   help="benchmark settings to run (repeatable; default: all)")
+    p.add_argument("--name", help="model name in the table (default: the checkpoint folder's name; a run's for its export/)")
     p.add_argument("--raw-ref-en", help="original answers of the English general questions (JSONL question/generated)")
     p.add_argument("--raw-ref-zh", help="original answers of the Chinese general questions")
     p.add_argument("--max-new-tokens", type=int, default=256)
@@ -145,11 +146,30 @@ def cmd_table(args) -> int:
     metrics = []
     for path in args.metrics:
         try:
-            metrics.append(json.loads(Path(path).read_text(encoding="utf-8")))
+            metrics.append(_checked_metrics(json.loads(Path(path).read_text(encoding="utf-8")), path))
         except (OSError, json.JSONDecodeError) as e:
             raise RoleBenchError(f"{path}: cannot read metrics JSON ({e})") from None
     print(markdown_table(metrics), end="")
     return 0
+
+
+def _checked_metrics(obj: Any, path: str) -> dict[str, Any]:
+    """What markdown_table reads of a metrics.json written by `evaluate run`, or a one-line error."""
+    def bad(why: str) -> RoleBenchError:
+        return RoleBenchError(f"{path}: not a metrics.json of `evaluate run` ({why})")
+
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), str) or not isinstance(obj.get("settings"), dict):
+        raise bad("expected an object with 'model' and 'settings'")
+    for setting, entry in obj["settings"].items():
+        if not isinstance(entry, dict):
+            raise bad(f"settings.{setting} is not an object")
+        for column in (c for c in COLUMNS if c in entry):
+            cell = entry[column]
+            if not (isinstance(cell, dict) and isinstance(cell.get("score"), (int, float))):
+                raise bad(f"settings.{setting}.{column} has no numeric 'score'")
+        if entry.get("avg") is not None and not isinstance(entry["avg"], (int, float)):
+            raise bad(f"settings.{setting}.avg is not a number")
+    return obj
 
 
 def stop_token_ids(ckpt: str | Path, tokenizer) -> tuple[int, ...]:
@@ -186,9 +206,11 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     score_kwargs = {"mode": args.mode, "refs": args.refs, "zh_tokenizer": args.zh_tokenizer}
     raw = {"en": args.raw_ref_en, "zh": args.raw_ref_zh}
-    metrics: dict[str, Any] = {"model": args.name or Path(args.ckpt).resolve().name, "checkpoint": str(args.ckpt), "data": str(args.data),
+    ckpt_dir = Path(args.ckpt).resolve()
+    default_name = ckpt_dir.parent.name if ckpt_dir.name == "export" else ckpt_dir.name  # runs/NAME/export
+    metrics: dict[str, Any] = {"model": args.name or default_name, "checkpoint": str(args.ckpt), "data": str(args.data),
                                "mode": args.mode, "refs": args.refs, "sampling": dataclasses.asdict(sampling), "settings": {}}
-    for setting in args.split:
+    for setting in dict.fromkeys(args.split or SETTINGS):
         metrics["settings"][setting] = evaluate_setting(
             model, cfg, tokenizer, args.data, setting, out, sampling, batch_size=args.batch_size, score_kwargs=score_kwargs,
             raw_ref=raw[SETTINGS[setting][2]], max_rows=args.max_rows, mesh=mesh,

@@ -47,6 +47,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rolellm_jax.scoring import score_files
 
     report = score_files(args.pred, args.ref, mode=args.mode, refs=args.refs, lang=args.lang, zh_tokenizer=args.zh_tokenizer)
+    if not report["rows"]:  # a score of 0.0 over nothing would read as a result
+        raise MetricError(f"{args.pred} vs {args.ref}: no prediction row matches a reference row (same role and "
+                          f"question; {report['prediction_rows']} prediction and {report['reference_rows']} reference rows)")
     print(json.dumps(report, ensure_ascii=False, indent=2))
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

@@ -73,3 +73,38 @@ def test_run_missing_description_is_one_line_error(capsys, tmp_path, ckpt) -> No
                "--max-new-tokens", "2"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "'Doctor Moss' has no description" in err
+
+
+def test_repeated_split_flags_add_up(capsys, tmp_path, ckpt) -> None:
+    data = write_original_layout(tmp_path / "rolebench")
+    out = tmp_path / "out"
+    rc = main(["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--max-new-tokens", "2", "--max-rows", "1",
+               "--split", "instruction_generalization_en", "--split", "role_generalization_en", "instruction_generalization_en"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["settings"]) == ["instruction_generalization_en", "role_generalization_en"]  # once each, in order
+
+
+@pytest.mark.parametrize("content,why", [
+    ("[1, 2]", "expected an object with 'model' and 'settings'"),
+    ('{"model": "x"}', "expected an object with 'model' and 'settings'"),
+    ('{"model": "x", "settings": {"role_generalization_en": {"CUS": "oops"}}}', "settings.role_generalization_en.CUS has no numeric 'score'"),
+])
+def test_table_of_a_wrong_json_is_one_line_error(capsys, tmp_path, content, why) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_text(content)
+    assert main(["table", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {path}: not a metrics.json of `evaluate run` ({why})"
+
+
+def test_nothing_to_score_or_judge_is_an_error(capsys, tmp_path) -> None:
+    ref = write_jsonl(tmp_path / "ref.jsonl", [{"role": "A", "question": "q", "generated": ["a"]}])
+    other = write_jsonl(tmp_path / "other.jsonl", [{"role": "B", "question": "q", "generated": ["a"]}])
+    assert main(["score", "--pred", str(other), "--ref", str(ref)]) == 2
+    assert "no prediction row matches a reference row" in capsys.readouterr().err  # a 0.0 over nothing is no result
+    profiles = tmp_path / "desc.json"
+    profiles.write_text(json.dumps({"A": "a", "B": "b"}))
+    rc = main(["judge", "--pred", f"x={ref}", "--pred", f"y={other}", "--profiles", str(profiles), "--model", "m",
+               "--journal", str(tmp_path / "j.sqlite"), "--out", str(tmp_path / "judge"), "--offline"])
+    assert rc == 2 and "no question is answered in every --pred file (x: 1 rows, y: 1 rows)" in capsys.readouterr().err
+    assert not (tmp_path / "judge").exists()
