@@ -67,6 +67,10 @@ def test_build_writes_rolebench_layout_and_manifest(built):
                 assert f"rolebench-eng/{gen}/{split}/{name}.jsonl" in files
     assert {"profiles-eng/desc.json", "profiles-eng/scripts.json", "profiles-eng/split_info.txt",
             "profiles-eng/profiles-eng-Hamlet.jsonl", f"{base}/general/raw.jsonl", "manifest.json"} <= set(files)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {rel: (v / rel).stat().st_mode & 0o777 for rel in files}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # a shard set is for sharing (mkstemp made them 0600)
     rows = lambda rel: [json.loads(x) for x in files[rel].decode().splitlines()]  # noqa: E731
     prof = rows("profiles-eng/profiles-eng-Hamlet.jsonl")
     assert set(prof[0]) == {"act_id", "diag_id", "role", "content"}
