@@ -175,8 +175,10 @@ def write_shard_set(work: str | Path, out: str | Path, version: str, cfg: GenCon
         "version": version,
         "lang": cfg.lang,
         "files": entries,
-        "generator": {"data_gen_version": __version__, "config": cfg.as_dict(), "inputs": dict(sorted(inputs.items()))},
-        "models": [cfg.model],
+        # each stage's own config: the flags of this command say nothing about how earlier stages ran
+        "generator": {"data_gen_version": __version__, "inputs": dict(sorted(inputs.items())),
+                      "config": {**{k: v["config"] for k, v in stages.items() if "config" in v}, "shards": cfg.as_dict()}},
+        "models": sorted({v["config"]["model"] for v in stages.values() if "config" in v} or {cfg.model}),
         "prompt_templates": dict(sorted(templates.items())),
         "usage": {"total": totals, **{k: v["usage"] for k, v in stages.items()}},
         "cleaning": cleaning,

@@ -97,7 +97,8 @@ def test_build_writes_rolebench_layout_and_manifest(built):
         assert hashlib.sha256(files[rel]).hexdigest() == entry["sha256"]
         if rel.endswith(".jsonl"):
             assert entry["rows"] == len(files[rel].decode().splitlines())
-    assert manifest["models"] == ["fake-model"] and manifest["generator"]["config"]["samples"] == 6
+    assert manifest["models"] == ["fake-model"] and manifest["generator"]["config"]["rolegpt"]["samples"] == 6
+    assert manifest["generator"]["config"]["profiles"]["segment_tokens"] == 250  # each stage's own flags
     assert "role_system_en.txt" in manifest["prompt_templates"] and "ci_script_based_en.txt" in manifest["prompt_templates"]
     total = manifest["usage"]["total"]
     assert total["prompt_tokens"] > 0 and total["cost_usd"] > 0
@@ -145,6 +146,28 @@ def test_offline_rebuild_is_bit_for_bit_and_versions_are_immutable(built, capsys
     # offline with a change that needs a new request: fails on the miss, names it
     assert main(build_args(None, tmp / "work", tmp / "out", "0.1.2", "--offline", "--samples", "7")) == 1
     assert "offline replay" in capsys.readouterr().err
+
+
+def test_shards_records_each_stage_config_and_refuses_stale_stages(built, tmp_path, capsys):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(built[0] / "work", work)
+    # shards alone, with other flags than the stages ran with: the manifest keeps what they used
+    shards = ["shards", "--work", str(work), "--out", str(tmp_path / "out"), "--model", "another-model"]
+    assert main([*shards, "--version", "0.1.0"]) == 0
+    manifest = json.loads((tmp_path / "out" / "v0.1.0" / "manifest.json").read_text())
+    assert manifest["models"] == ["fake-model"]
+    config = manifest["generator"]["config"]
+    assert config["profiles"]["segment_tokens"] == 250 and config["shards"]["segment_tokens"] == 1500
+    # profiles changed after context-instruct and rolegpt read them: no shard set mixing the two
+    desc = work / "profiles-eng" / "desc.json"
+    desc.write_text(desc.read_text().replace("Hamlet", "Hamlet the Dane", 1))
+    capsys.readouterr()
+    assert main([*shards, "--version", "0.1.1"]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: {desc} changed after the context_instruct stage read it (an earlier "
+                                               "stage was rerun): rerun context-instruct, rolegpt, then shards")
+    assert not (tmp_path / "out" / "v0.1.1").exists()
 
 
 def _journal_rows(path: Path) -> int:
