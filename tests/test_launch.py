@@ -1,6 +1,7 @@
 """launch/ (and benchmarks/ shell scripts): shell scripts lint clean, print every cloud command on --dry-run, and multi-host detection."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -98,3 +99,25 @@ def test_explicit_env_wins_and_is_parsed():
 def test_half_set_explicit_env_names_what_is_missing():
     with pytest.raises(distributed.DistributedError, match="JAX_PROCESS_ID missing"):
         distributed.detect({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"})
+
+
+def test_xla_flags_are_added_once_and_the_users_win():
+    script = "source launch/gpu/xla_flags.sh; source launch/gpu/xla_flags.sh; printf '%s' \"$XLA_FLAGS\""
+    env = {**os.environ, "XLA_FLAGS": "--xla_gpu_all_reduce_combine_threshold_bytes=1"}
+    flags = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert len(flags) == len(set(flags)) == 4
+    assert "--xla_gpu_all_reduce_combine_threshold_bytes=1" in flags and "--xla_gpu_enable_latency_hiding_scheduler=true" in flags
+
+
+def test_single_node_runs_where_it_is_called_from(tmp_path):
+    (tmp_path / "mine.yaml").write_text("train:\n  steps: 7\n")
+    out = subprocess.run(["bash", str(ROOT / "launch/gpu/single_node.sh"), "--config", "mine.yaml", "--help"],
+                         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"--train\.steps\s+7\b", out.stdout)  # the caller's relative config was read
+
+
+def test_slurm_job_submitted_outside_the_checkout_says_so(tmp_path):
+    out = subprocess.run(["bash", str(ROOT / "launch/gpu/slurm.sbatch")], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "SLURM_SUBMIT_DIR": str(tmp_path)})
+    assert out.returncode == 2 and "submit from the rolellm-jax checkout" in out.stderr
