@@ -186,6 +186,24 @@ def stop_token_ids(ckpt: str | Path, tokenizer) -> tuple[int, ...]:
     return tuple(dict.fromkeys(i for i in ids if isinstance(i, int)))
 
 
+def _settings_to_run(chosen: list[str] | None, data: str) -> list[str]:
+    """The --split settings, once each; by default every setting whose language the data has (a
+    data_gen shard set is English or Chinese only)."""
+    if chosen:
+        return list(dict.fromkeys(chosen))
+    missing: dict[str, str] = {}
+    for lang in dict.fromkeys(lang for lang, _, _ in SETTINGS.values()):
+        try:
+            read_descriptions(data, lang)
+        except RoleBenchError as e:
+            missing[lang] = str(e)
+            logger.warning("no %s profiles (%s): its settings are skipped; --split chooses them", lang, e)
+    settings = [s for s, (lang, _, _) in SETTINGS.items() if lang not in missing]
+    if not settings:
+        raise RoleBenchError(f"no setting can run on {data}: {missing['eng']}")
+    return settings
+
+
 def cmd_run(args) -> int:
     from rolellm_jax import sharding
     from rolellm_jax.generate import SamplingConfig
@@ -210,7 +228,7 @@ def cmd_run(args) -> int:
     default_name = ckpt_dir.parent.name if ckpt_dir.name == "export" else ckpt_dir.name  # runs/NAME/export
     metrics: dict[str, Any] = {"model": args.name or default_name, "checkpoint": str(args.ckpt), "data": str(args.data),
                                "mode": args.mode, "refs": args.refs, "sampling": dataclasses.asdict(sampling), "settings": {}}
-    for setting in dict.fromkeys(args.split or SETTINGS):
+    for setting in _settings_to_run(args.split, args.data):
         metrics["settings"][setting] = evaluate_setting(
             model, cfg, tokenizer, args.data, setting, out, sampling, batch_size=args.batch_size, score_kwargs=score_kwargs,
             raw_ref=raw[SETTINGS[setting][2]], max_rows=args.max_rows, mesh=mesh,

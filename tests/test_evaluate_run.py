@@ -108,3 +108,18 @@ def test_nothing_to_score_or_judge_is_an_error(capsys, tmp_path) -> None:
                "--journal", str(tmp_path / "j.sqlite"), "--out", str(tmp_path / "judge"), "--offline"])
     assert rc == 2 and "no question is answered in every --pred file (x: 1 rows, y: 1 rows)" in capsys.readouterr().err
     assert not (tmp_path / "judge").exists()
+
+
+def test_default_settings_are_those_the_data_has(capsys, tmp_path, ckpt, caplog) -> None:
+    import shutil
+
+    data = write_original_layout(tmp_path / "rolebench")
+    shutil.rmtree(data / "rolebench-zh")
+    shutil.rmtree(data / "profiles-zh")  # English only, like a data_gen shard set
+    out = tmp_path / "out"
+    rc = main(["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--max-new-tokens", "2", "--max-rows", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert list(json.loads((out / "metrics.json").read_text())["settings"]) == ["instruction_generalization_en", "role_generalization_en"]
+    assert "no zh profiles" in caplog.text
+    rc = main(["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--split", "instruction_generalization_zh"])
+    assert rc == 2 and "profiles-zh" in capsys.readouterr().err  # asked for explicitly: an error
