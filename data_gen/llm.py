@@ -293,6 +293,8 @@ class LLMClient:
         self.retry_failed = retry_failed
         self.progress = progress
         self.timeout = timeout
+        if offline and not Path(journal_path).is_file():  # replaying needs an earlier run's journal
+            raise OfflineMissError(f"{journal_path}: no journal to replay (--offline only reuses answers already paid for)")
         self.journal = Journal(journal_path)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -355,8 +357,9 @@ class LLMClient:
                 raise self._fatal
             if self.max_cost is not None and self.spent + self._reserved + worst > self.max_cost:
                 raise BudgetExceededError(
-                    f"budget reached: spent ${self.spent:.4f} of --max-cost ${self.max_cost:.4f}; the next request "
-                    f"could cost up to ${worst:.4f}. Everything so far is journaled: rerun with a higher --max-cost")
+                    f"budget reached: spent ${self.spent:.4f} of --max-cost ${self.max_cost:.4f}, ${self._reserved:.4f} "
+                    f"more is reserved for the requests in flight (each at its worst case) and the next could cost up to "
+                    f"${worst:.4f}. Everything so far is journaled: rerun with a higher --max-cost")
             self._reserved += worst
             try:
                 result = await self._attempts(api, req, key, limits, est_prompt + est_completion)

@@ -50,6 +50,11 @@ def test_journal_replays_without_new_requests_and_offline(tmp_path):
     with pytest.raises(OfflineMissError, match="no answer for request"):
         off.run_many(reqs(11))
     off.close()
+    # a journal that is not there is said as such, and nothing is created in its place
+    missing = tmp_path / "elsewhere" / "journal.sqlite"
+    with pytest.raises(OfflineMissError, match=r"elsewhere/journal.sqlite: no journal to replay"):
+        LLMClient("fake-model", journal_path=missing, offline=True, api_key=None)
+    assert not missing.parent.exists()
 
 
 def test_cost_from_usage_and_price_table(tmp_path):
