@@ -131,6 +131,9 @@ def win_rates(rankings: Sequence[dict[str, int]], models: Sequence[str]) -> dict
     return out
 
 
+REASK_TEMPERATURE = 0.7  # of the re-asks after a malformed ranking
+
+
 def judge(items: Sequence[JudgeItem], client, *, lang: str, seed: int = 0, retries: int = 2, params: dict | None = None) -> dict[str, Any]:
     """Rank every item with ``client`` (an LLMClient); returns ``{"judgments": [...], "summary": {...}}``."""
     from data_gen.llm import ChatRequest
@@ -147,7 +150,11 @@ def judge(items: Sequence[JudgeItem], client, *, lang: str, seed: int = 0, retri
     for attempt in range(retries + 1):
         if not pending:
             break
-        results = client.run_many([ChatRequest(prepared[i][1], params, attempt) for i in pending], stage=f"judge (attempt {attempt + 1})")
+        # Asked verbatim at temperature 0 a malformed ranking comes back the same (and is paid again):
+        # re-asks sample, with a seed per attempt so that they stay reproducible where honoured
+        asked = params if attempt == 0 else {**params, "temperature": max(params.get("temperature", 0.0), REASK_TEMPERATURE),
+                                             "seed": attempt}
+        results = client.run_many([ChatRequest(prepared[i][1], asked, attempt) for i in pending], stage=f"judge (attempt {attempt + 1})")
         still = []
         for i, result in zip(pending, results, strict=True):
             item, _, names = prepared[i]

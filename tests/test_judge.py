@@ -32,6 +32,7 @@ def ranking_responder():
         user = body["messages"][-1]["content"]
         number = int(re.search(r"Question number (\d+)", user).group(1))
         seen[number] += 1
+        seen[(number, body["temperature"], body.get("seed"))] += 1
         shown = shown_answers(body)
         order = sorted(shown, key=lambda a: (0 if "Arr" in a["answer"] else 1 if "know" in a["answer"] else 2))
         ranking = [{"model": a["model"], "reason": "style", "rank": r} for r, a in enumerate(order, 1)]
@@ -80,6 +81,8 @@ def test_judge_ranks_retries_malformed_and_reports_win_rates(capsys, monkeypatch
         judgments = [json.loads(line) for line in (tmp_path / "out/judgments.jsonl").read_text().splitlines()]
         assert summary["questions"] == 8 and summary["parsed"] == 7 and summary["unparsed"] == 1
         assert seen[1] == 2 and seen[2] == 3  # malformed once then fixed; malformed three times
+        # re-asks are not verbatim repeats of the temperature-0 request (which would answer the same)
+        assert seen[(2, 0.0, None)] == seen[(2, judge.REASK_TEMPERATURE, 1)] == seen[(2, judge.REASK_TEMPERATURE, 2)] == 1
         by_question = {j["question"]: j for j in judgments}
         assert by_question[QUESTIONS[1]]["status"] == "parsed" and by_question[QUESTIONS[1]]["attempts"] == 2
         assert by_question[QUESTIONS[2]]["status"] == "unparsed" and "Model Z" in by_question[QUESTIONS[2]]["last_answer"]
