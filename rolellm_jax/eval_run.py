@@ -113,6 +113,14 @@ def markdown_table(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def add_parser(sub, add_rouge_flags) -> None:
     p = sub.add_parser("run", help="generate for RoleBench test splits and score them (CUS/RAW/SPE table)")
     p.add_argument("--ckpt", required=True, help="our checkpoint or an HF folder (with tokenizer files)")
@@ -129,8 +137,8 @@ def add_parser(sub, add_rouge_flags) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-rows", type=int, help="first N rows of each test file (smoke runs)")
-    p.add_argument("--dtype", help="compute dtype override (e.g. bfloat16)")
+    p.add_argument("--max-rows", type=_positive_int, help="first N rows of each test file (smoke runs)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype override")
     p.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor mesh sizes (-1 = the rest of the devices)")
     add_rouge_flags(p)
     p.set_defaults(func=cmd_run)
@@ -210,6 +218,8 @@ def cmd_run(args) -> int:
     from rolellm_jax.model_io import load_model
     from rolellm_jax.tokenizer import load_tokenizer
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise RoleBenchError(f"--out {args.out}: is a file, not a folder")
     try:
         data_axis, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     except ValueError:

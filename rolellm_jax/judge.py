@@ -280,6 +280,8 @@ def cmd_judge(args) -> int:
         if name in predictions:
             raise JudgeError(f"--pred {spec!r}: model name {name!r} given twice")
         predictions[name] = path
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found out before paying, not after
+        raise JudgeError(f"--out {args.out}: is a file, not a folder")
     items, report = build_items(predictions, read_profiles(args.profiles, args.lang), reference=args.ref, max_questions=args.max_questions, seed=args.seed)
     client = client_from_args(args, args.model, args.journal)
     try:

@@ -123,3 +123,14 @@ def test_default_settings_are_those_the_data_has(capsys, tmp_path, ckpt, caplog)
     assert "no zh profiles" in caplog.text
     rc = main(["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--split", "instruction_generalization_zh"])
     assert rc == 2 and "profiles-zh" in capsys.readouterr().err  # asked for explicitly: an error
+
+
+def test_bad_run_flags_are_one_line_errors(capsys, tmp_path) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    assert main(["run", "--ckpt", "x", "--data", "y", "--out", str(a_file)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {a_file}: is a file, not a folder"
+    for flag, value in (("--max-rows", "0"), ("--dtype", "float17")):
+        with pytest.raises(SystemExit) as stop:  # argparse: usage line plus the reason, no traceback
+            main(["run", "--ckpt", "x", "--data", "y", "--out", str(tmp_path / "o"), flag, value])
+        assert stop.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
