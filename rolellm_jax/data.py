@@ -389,9 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from pathlib import Path
+
     from transformers import AutoTokenizer
 
     from rolellm_jax.jsonl import JsonlError
+    from rolellm_jax.tokenizer import TokenizerError, load_tokenizer
 
     defaults = DataConfig()
     p = argparse.ArgumentParser(prog="python -m rolellm_jax.data", description=main.__doc__)
@@ -410,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = DataConfig(source=args.source, lang=args.lang, setting=args.setting, split=args.split, seq_len=args.seq_len,
                          references_per_row=args.references_per_row, on_bad_line=args.on_bad_line)
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        local = args.tokenizer.startswith(("/", ".", "~")) or Path(args.tokenizer).exists()  # else a Hub id
+        tokenizer = load_tokenizer(Path(args.tokenizer).expanduser()) if local else AutoTokenizer.from_pretrained(args.tokenizer)
         batches = PackedBatches(cfg, tokenizer, args.family, 1)
-    except (DataError, rolebench.RoleBenchError, JsonlError, chat.ChatFormatError, OSError) as e:
+    except (DataError, rolebench.RoleBenchError, JsonlError, chat.ChatFormatError, TokenizerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     row = batches.batch(0)

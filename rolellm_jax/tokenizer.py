@@ -90,6 +90,8 @@ def load_tokenizer(path: str | Path):
 
     local = local_copy(path, TOKENIZER_FILES)  # a bucket URL's files fetched first
     path = path if is_url(path) else local
+    if not local.is_dir():
+        raise TokenizerError(f"{path}: no such folder")
     if not (local / "tokenizer.json").is_file() and not (local / "tokenizer.model").is_file():
         raise TokenizerError(f"{path}: no tokenizer.json or tokenizer.model in this folder")
     tokenizer = AutoTokenizer.from_pretrained(str(local))

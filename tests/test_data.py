@@ -333,6 +333,8 @@ def test_cli_shows_the_rendered_example_and_fails_in_one_line(original, tok, tmp
     assert main(["--source", str(original), "--tokenizer", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "has no description" in err and err.count("\n") == 1
+    assert main(["--source", str(original), "--tokenizer", str(tmp_path / "no-such-tok")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'no-such-tok'}: no such folder\n"  # not a Hub id complaint
 
 
 def test_training_on_a_test_split_is_said(original, caplog):
