@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ def add_parser(sub, add_rouge_flags) -> None:
     p.add_argument("--ckpt", required=True, help="our checkpoint or an HF folder (with tokenizer files)")
     p.add_argument("--data", required=True, help="RoleBench: original-layout folder, our release folder or a Hub id")
     p.add_argument("--out", required=True, help="output folder (predictions/, metrics.json, results.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
     p.add_argument("--split", nargs="+", action="extend", choices=tuple(SETTINGS),
                    help="benchmark settings to run (repeatable; default: all)")
     p.add_argument("--name", help="model name in the table (default: the checkpoint folder's name; a run's for its export/)")
@@ -220,6 +222,10 @@ def cmd_run(args) -> int:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise RoleBenchError(f"--out {args.out}: is a file, not a folder")
+    if (Path(args.out) / "metrics.json").exists():  # its predictions/ would mix with this run's
+        if not args.overwrite:
+            raise RoleBenchError(f"--out {args.out}: already holds an evaluation (metrics.json); pass --overwrite to replace it")
+        shutil.rmtree(Path(args.out) / "predictions", ignore_errors=True)
     try:
         data_axis, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     except ValueError:

@@ -83,7 +83,12 @@ def test_repeated_split_flags_add_up(capsys, tmp_path, ckpt) -> None:
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["settings"]) == ["instruction_generalization_en", "role_generalization_en"]  # once each, in order
-
+    # a second evaluation into the same folder: refused, or with --overwrite no earlier prediction is left
+    again = ["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--max-new-tokens", "2", "--max-rows", "1",
+             "--split", "role_generalization_en"]
+    assert main(again) == 2 and "already holds an evaluation" in capsys.readouterr().err
+    assert main([*again, "--overwrite"]) == 0
+    assert {p.name.split("-")[0] for p in (out / "predictions").iterdir()} == {"role_generalization_en"}
 
 @pytest.mark.parametrize("content,why", [
     ("[1, 2]", "expected an object with 'model' and 'settings'"),
@@ -121,7 +126,8 @@ def test_default_settings_are_those_the_data_has(capsys, tmp_path, ckpt, caplog)
     assert rc == 0, capsys.readouterr().err
     assert list(json.loads((out / "metrics.json").read_text())["settings"]) == ["instruction_generalization_en", "role_generalization_en"]
     assert "no zh profiles" in caplog.text
-    rc = main(["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--split", "instruction_generalization_zh"])
+    rc = main(["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--split", "instruction_generalization_zh",
+               "--overwrite"])
     assert rc == 2 and "profiles-zh" in capsys.readouterr().err  # asked for explicitly: an error
 
 
