@@ -76,9 +76,11 @@ def _read_standard_params(tensors: SafetensorsFolder, cfg: ModelConfig, dtype: n
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
     """Copy the tokenizer (and generation config) files present in `src`; returns their names."""
     src, dst = storage_path(src), storage_path(dst)  # either may be a bucket URL
+    if src.resolve() == dst.resolve():
+        return []
     copied = []
     for name in (*TOKENIZER_FILES, GENERATION_CONFIG):
-        if (src / name).is_file() and src.resolve() != dst.resolve():
+        if (src / name).is_file():
             (src / name).copy(dst / name, overwrite=True)
             copied.append(name)
     return copied

@@ -220,12 +220,13 @@ def cmd_run(args) -> int:
     from rolellm_jax.model_io import load_model
     from rolellm_jax.tokenizer import load_tokenizer
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise RoleBenchError(f"--out {args.out}: is a file, not a folder")
-    if (Path(args.out) / "metrics.json").exists():  # its predictions/ would mix with this run's
-        if not args.overwrite:
-            raise RoleBenchError(f"--out {args.out}: already holds an evaluation (metrics.json); pass --overwrite to replace it")
-        shutil.rmtree(Path(args.out) / "predictions", ignore_errors=True)
+    replacing = (out / "metrics.json").exists()  # its predictions/ would mix with this run's
+    if replacing and not args.overwrite:
+        raise RoleBenchError(f"--out {args.out}: already holds an evaluation (metrics.json); pass --overwrite to replace it")
+    settings = _settings_to_run(args.split, args.data)  # before the model loads: data it lacks fails fast
     try:
         data_axis, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     except ValueError:
@@ -236,7 +237,8 @@ def cmd_run(args) -> int:
     eos = stop_token_ids(args.ckpt, tokenizer)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed, eos_token_ids=eos, pad_token_id=tokenizer.pad_token_id or 0)
-    out = Path(args.out)
+    if replacing:  # only once this run has what it needs: a failed start keeps the earlier evaluation whole
+        shutil.rmtree(out / "predictions", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     score_kwargs = {"mode": args.mode, "refs": args.refs, "zh_tokenizer": args.zh_tokenizer}
     raw = {"en": args.raw_ref_en, "zh": args.raw_ref_zh}
@@ -244,7 +246,7 @@ def cmd_run(args) -> int:
     default_name = ckpt_dir.parent.name if ckpt_dir.name == "export" else ckpt_dir.name  # runs/NAME/export
     metrics: dict[str, Any] = {"model": args.name or default_name, "checkpoint": str(args.ckpt), "data": str(args.data),
                                "mode": args.mode, "refs": args.refs, "sampling": dataclasses.asdict(sampling), "settings": {}}
-    for setting in _settings_to_run(args.split, args.data):
+    for setting in settings:
         metrics["settings"][setting] = evaluate_setting(
             model, cfg, tokenizer, args.data, setting, out, sampling, batch_size=args.batch_size, score_kwargs=score_kwargs,
             raw_ref=raw[SETTINGS[setting][2]], max_rows=args.max_rows, mesh=mesh,

@@ -155,7 +155,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array
     impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
     blocks with a flash-attention-style backward, models/blocked_attention.py), "cudnn" (GPU,
     needs bf16/fp16 compute), "splash" (the TPU Pallas kernel plugged in here, models/splash.py;
-    full sequences only, so calls with a cache offset use "xla"). A new kernel plugs in the same way: same arguments, same [B, T, H, hd].
+    full sequences only, so calls with a cache offset use "xla"). A new kernel plugs in the same
+    way: same arguments, same [B, T, H, hd].
     """
     check_attention_impl(impl)
     t, s = q.shape[1], k.shape[1]
