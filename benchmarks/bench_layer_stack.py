@@ -53,11 +53,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
-    base = ModelConfig(family="llama", vocab_size=1024, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                       num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64,
-                       num_key_value_heads=max(1, args.hidden // 128), dtype=args.dtype)
-    print(f"device={jax.devices()[0].device_kind} layers={args.layers} hidden={args.hidden} "
-          f"batch={args.batch} seq={args.seq} dtype={args.dtype}")
+    base = ModelConfig(
+        family="llama",
+        vocab_size=1024,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        num_key_value_heads=max(1, args.hidden // 128),
+        dtype=args.dtype,
+    )
+    print(
+        f"device={jax.devices()[0].device_kind} layers={args.layers} hidden={args.hidden} "
+        f"batch={args.batch} seq={args.seq} dtype={args.dtype}"
+    )
     print(f"{'variant':46s} {'compile s':>10s} {'temp MiB':>10s} {'step ms':>10s}")
     for scan in (True, False):
         for remat in ("none", "full", "dots_saveable"):

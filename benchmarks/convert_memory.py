@@ -49,7 +49,7 @@ sys.path.insert(0, os.getcwd())
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 mode, hf, out, shard = sys.argv[1:5]
 import numpy as np, orbax.checkpoint as ocp, jax
-from rolellm_jax import convert
+from rolellm_jax.checkpoints import hf_convert as convert
 start = time.perf_counter()
 if mode == "streaming":
     convert.hf_to_jax(hf, out)
@@ -58,7 +58,7 @@ elif mode == "export":  # hf is our checkpoint here
 elif mode == "naive":
     import glob
     from safetensors.numpy import load_file
-    from rolellm_jax.hf_layout import tensor_specs
+    from rolellm_jax.checkpoints.tensor_layout import tensor_specs
     from rolellm_jax.models.config import ModelConfig
     cfg = ModelConfig.from_hf_config(json.load(open(os.path.join(hf, "config.json"))))
     state = {}

@@ -20,11 +20,14 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from rolellm_jax import chat
-from rolellm_jax.data import DataConfig, DataStats, Example, PackedBatches, pack, tokenize_examples
+from rolellm_jax.data import chat_format as chat
+from rolellm_jax.data.examples import DataConfig, DataStats, Example, tokenize_examples
+from rolellm_jax.data.packing import PackedBatches, pack
 
-WORDS = ("ship wind storm captain sea rock lamp tide harbor sail map gold crew night star rain "
-         "fern leaf root tree soil seed bloom moss garden river stone cloud path voyage").split()
+WORDS = (
+    "ship wind storm captain sea rock lamp tide harbor sail map gold crew night star rain "
+    "fern leaf root tree soil seed bloom moss garden river stone cloud path voyage"
+).split()
 
 
 def make_examples(n: int, rng: random.Random) -> list[Example]:
@@ -44,8 +47,14 @@ def tiny_bpe(texts: list[str]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=4096, special_tokens=["<pad>", "<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=4096,
+            special_tokens=["<pad>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
@@ -89,11 +98,15 @@ def main() -> None:
     for k in range(20):
         batches.batch(k)
     batch_ms = (time.perf_counter() - t0) / 20 * 1e3
-    print(f"date {datetime.date.today()}  host {platform.processor() or platform.machine()}  "
-          f"examples {len(examples)}  mean tokens {np.mean(lengths):.0f}  seq_len {args.seq_len}")
+    print(
+        f"date {datetime.date.today()}  host {platform.processor() or platform.machine()}  "
+        f"examples {len(examples)}  mean tokens {np.mean(lengths):.0f}  seq_len {args.seq_len}"
+    )
     print(f"render+tokenise, batched (ours):     {len(examples) / batched_s:9.0f} examples/s")
     print(f"render+tokenise, one by one:         {len(examples) / single_s:9.0f} examples/s (extrapolated from 2000)")
-    print(f"packing best-fit decreasing (ours):  {rows_bfd} rows, fill {100 * total / (rows_bfd * args.seq_len):.1f}%, {pack_s:.2f} s")
+    print(
+        f"packing best-fit decreasing (ours):  {rows_bfd} rows, fill {100 * total / (rows_bfd * args.seq_len):.1f}%, {pack_s:.2f} s"
+    )
     print(f"packing next-fit in order:           {rows_nf} rows, fill {100 * total / (rows_nf * args.seq_len):.1f}%")
     print(f"PackedBatches end to end: {build_s:.1f} s to build; batch(k) of 64 x {args.seq_len}: {batch_ms:.1f} ms")
 

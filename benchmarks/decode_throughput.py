@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from rolellm_jax import load_model  # noqa: E402
-from rolellm_jax.generate import SamplingConfig, generate  # noqa: E402
+from rolellm_jax.inference.generate import SamplingConfig, generate  # noqa: E402
 
 
 def main() -> None:
@@ -40,13 +40,25 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    hf_cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3 // 64 * 64,
-                         num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64, num_key_value_heads=args.hidden // 128,
-                         max_position_embeddings=2048, eos_token_id=None, bos_token_id=None, pad_token_id=0)
+    hf_cfg = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 8 // 3 // 64 * 64,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        num_key_value_heads=args.hidden // 128,
+        max_position_embeddings=2048,
+        eos_token_id=None,
+        bos_token_id=None,
+        pad_token_id=0,
+    )
     hf = LlamaForCausalLM(hf_cfg).eval().float()
     params = sum(p.numel() for p in hf.parameters())
     rng = np.random.default_rng(0)
-    prompts = [rng.integers(3, args.vocab, size=int(n)).tolist() for n in np.linspace(args.prompt // 2, args.prompt, args.batch)]
+    prompts = [
+        rng.integers(3, args.vocab, size=int(n)).tolist()
+        for n in np.linspace(args.prompt // 2, args.prompt, args.batch)
+    ]
 
     with tempfile.TemporaryDirectory() as folder:
         hf.save_pretrained(folder)
@@ -56,27 +68,38 @@ def main() -> None:
     start = time.perf_counter()
     ours = generate(model, prompts, sampling, batch_size=args.batch, length_multiple=args.prompt)
     compile_s = time.perf_counter() - start
-    ours_s = min(_timed(lambda: generate(model, prompts, sampling, batch_size=args.batch, length_multiple=args.prompt)) for _ in range(args.repeats))
+    ours_s = min(
+        _timed(lambda: generate(model, prompts, sampling, batch_size=args.batch, length_multiple=args.prompt))
+        for _ in range(args.repeats)
+    )
 
     width = args.prompt
     ids = torch.zeros((args.batch, width), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.tensor(p)
-        mask[r, width - len(p):] = 1
+        ids[r, width - len(p) :] = torch.tensor(p)
+        mask[r, width - len(p) :] = 1
 
     def hf_run():
         with torch.no_grad():
-            return hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new, do_sample=False, pad_token_id=0)
+            return hf.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=args.new, do_sample=False, pad_token_id=0
+            )
 
     theirs = hf_run()[:, width:].tolist()
     hf_s = min(_timed(hf_run) for _ in range(args.repeats))
 
     tokens = args.batch * args.new
     same = np.mean([a == b for a, b in zip(ours, theirs, strict=True)])
-    print(f"{datetime.date.today()} {platform.machine()} {os.cpu_count()} cpus, jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print(f"model {params / 1e6:.1f}M params (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}), batch {args.batch}, prompts {args.prompt // 2}-{args.prompt}, {args.new} new tokens")
-    print(f"rolellm_jax.generate : {tokens / ours_s:9.1f} tok/s ({ours_s:.2f} s; first call with compile {compile_s:.2f} s)")
+    print(
+        f"{datetime.date.today()} {platform.machine()} {os.cpu_count()} cpus, jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"model {params / 1e6:.1f}M params (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}), batch {args.batch}, prompts {args.prompt // 2}-{args.prompt}, {args.new} new tokens"
+    )
+    print(
+        f"rolellm_jax.generate : {tokens / ours_s:9.1f} tok/s ({ours_s:.2f} s; first call with compile {compile_s:.2f} s)"
+    )
     print(f"transformers generate: {tokens / hf_s:9.1f} tok/s ({hf_s:.2f} s)")
     print(f"speed-up {hf_s / ours_s:.2f}x; rows with identical greedy tokens: {same:.0%}")
 

@@ -8,7 +8,7 @@
 # one failure still leaves the others' results; all five fit one 10-minute device call, the last
 # one least surely):
 #   env           GPU, driver and package versions; whether our modules import
-#   tests         tests/test_gpu.py: cuDNN attention on packed rows against XLA's, forward and
+#   tests         tests/e2e/test_gpu.py: cuDNN attention on packed rows against XLA's, forward and
 #                 backward, and a bf16 model with cuDNN attention against XLA attention
 #   mfu           train_throughput.py: MFU of the ~1B LLaMA at 2048 tokens, bf16, cuDNN attention,
 #                 no remat, scanned layers (issue 3's target: >= 45% on an H100)
@@ -50,7 +50,7 @@ part_env() {
 }
 
 part_tests() {
-  JAX_PLATFORMS=cuda timeout 120 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py
+  JAX_PLATFORMS=cuda timeout 120 $py -m pytest -q -p no:cacheprovider tests/e2e/test_gpu.py
 }
 
 mfu() {

@@ -29,7 +29,8 @@ from pathlib import Path
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data_gen.llm import ChatRequest, LLMClient  # noqa: E402
+from data_gen.llm.client import LLMClient
+from data_gen.llm.types import ChatRequest  # noqa: E402
 
 KEY = "sk-bench"
 
@@ -53,7 +54,7 @@ class CpuMeter:
             busy = server = float("nan")
         return time.perf_counter(), time.process_time(), busy, server
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.start = self._sample()
         return self
 
@@ -64,14 +65,22 @@ class CpuMeter:
 
 
 def requests(n: int, tag: str) -> list[ChatRequest]:
-    return [ChatRequest([{"role": "user", "content": f"{tag} request {i}"}], {"temperature": 0.0, "max_tokens": 16})
-            for i in range(n)]
+    return [
+        ChatRequest([{"role": "user", "content": f"{tag} request {i}"}], {"temperature": 0.0, "max_tokens": 16})
+        for i in range(n)
+    ]
 
 
 def bench_llm_client(base_url: str, n: int, concurrency: int, meter: CpuMeter) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        client = LLMClient("bench-model", journal_path=Path(tmp) / "journal.sqlite", base_url=base_url, api_key=KEY,
-                           concurrency=concurrency, max_retries=0)
+        client = LLMClient(
+            "bench-model",
+            journal_path=Path(tmp) / "journal.sqlite",
+            base_url=base_url,
+            api_key=KEY,
+            concurrency=concurrency,
+            max_retries=0,
+        )
         reqs = requests(n, "client")
         with meter:
             t = time.perf_counter()
@@ -90,6 +99,7 @@ def bench_bare_openai(base_url: str, n: int, concurrency: int, meter: CpuMeter) 
         async def one(r: ChatRequest) -> None:
             async with sem:
                 await api.chat.completions.create(model="bench-model", messages=r.messages, **r.params)
+
         reqs = requests(n, "bare")
         with meter:
             t = time.perf_counter()
@@ -97,6 +107,7 @@ def bench_bare_openai(base_url: str, n: int, concurrency: int, meter: CpuMeter) 
             elapsed = time.perf_counter() - t
         await api.close()
         return n / elapsed
+
     return asyncio.run(go())
 
 
@@ -107,8 +118,18 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1280)
     args = ap.parse_args()
     logging.getLogger("data_gen.llm").setLevel(logging.ERROR)  # "no price for bench-model"
-    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent.parent / "tests" / "fake_openai_server.py"),
-                               "--latency", str(args.latency), "--key", KEY], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent.parent / "tests" / "fake_openai_server.py"),
+            "--latency",
+            str(args.latency),
+            "--key",
+            KEY,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = server.stdout.readline().strip()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -120,14 +141,23 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    print(f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-          f"{platform.processor() or platform.machine()} x{os.cpu_count()}, load average {load:.2f}, "
-          f"python {platform.python_version()}, openai {openai.__version__}")
-    print(f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.requests} requests, "
-          f"bound {bound:.0f} req/s")
-    for name, rate, m in (("bare AsyncOpenAI + semaphore", bare, bare_meter), ("LLMClient (journal, limits) ", ours, ours_meter)):
-        print(f"{name} : {rate:7.1f} req/s  ({100 * rate / bound:5.1f}% of bound)  client CPU "
-              f"{1000 * m.client_cpu / args.requests:.2f} ms/request, other processes {m.others_cores:.2f} cores busy")
+    print(
+        f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{platform.processor() or platform.machine()} x{os.cpu_count()}, load average {load:.2f}, "
+        f"python {platform.python_version()}, openai {openai.__version__}"
+    )
+    print(
+        f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.requests} requests, "
+        f"bound {bound:.0f} req/s"
+    )
+    for name, rate, m in (
+        ("bare AsyncOpenAI + semaphore", bare, bare_meter),
+        ("LLMClient (journal, limits) ", ours, ours_meter),
+    ):
+        print(
+            f"{name} : {rate:7.1f} req/s  ({100 * rate / bound:5.1f}% of bound)  client CPU "
+            f"{1000 * m.client_cpu / args.requests:.2f} ms/request, other processes {m.others_cores:.2f} cores busy"
+        )
 
 
 if __name__ == "__main__":

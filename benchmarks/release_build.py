@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from data_gen.release_build import build_release  # noqa: E402
-from data_gen.release_verify import verify_release  # noqa: E402
+from data_gen.release.build import build_release  # noqa: E402
+from data_gen.release.verify import verify_release  # noqa: E402
 
 WORDS = np.array(
     "the a of and to in is you that it he was for on are as with his they at be this have from or one had by word "
@@ -44,7 +44,9 @@ def sentence(rng: np.random.Generator, words: int) -> str:
     return " ".join(WORDS[rng.integers(0, len(WORDS), words)]).capitalize() + "."
 
 
-def write_file(path: Path, rows: int, rng: np.random.Generator, *, refs: int, type_mode: str | None, roles: int) -> None:
+def write_file(
+    path: Path, rows: int, rng: np.random.Generator, *, refs: int, type_mode: str | None, roles: int
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for i in range(rows):
@@ -96,7 +98,9 @@ def main() -> None:
         t0 = time.perf_counter()
         counts = make_source(tmp / "src", args.rows)
         size = sum(p.stat().st_size for p in (tmp / "src").rglob("*.jsonl"))
-        print(f"source: {sum(counts.values())} rows, {size / 1e6:.0f} MB jsonl (generated in {time.perf_counter() - t0:.1f} s)")
+        print(
+            f"source: {sum(counts.values())} rows, {size / 1e6:.0f} MB jsonl (generated in {time.perf_counter() - t0:.1f} s)"
+        )
         results = {}
         t0 = time.perf_counter()
         build_release(tmp / "src", "1.0.0", tmp / "ours")

@@ -49,12 +49,18 @@ def jax_stepper(cfg: ModelConfig, batch: dict) -> tuple[Callable[[], float], dic
     program's abstract params (for the FLOPs count, as the train CLI takes it)."""
     import jax
 
-    from rolellm_jax.config import LoraConfig, TrainConfig
-    from rolellm_jax.sharding import MeshConfig, make_mesh
-    from rolellm_jax.train_step import TrainProgram
+    from rolellm_jax.parallel.sharding import MeshConfig, make_mesh
+    from rolellm_jax.training.config import LoraConfig, TrainConfig
+    from rolellm_jax.training.train_step import TrainProgram
 
-    train = TrainConfig(steps=1000, global_batch_size=batch["input_ids"].shape[0], lr=1e-4, warmup_steps=0,
-                        weight_decay=0.1, clip_norm=1.0)
+    train = TrainConfig(
+        steps=1000,
+        global_batch_size=batch["input_ids"].shape[0],
+        lr=1e-4,
+        warmup_steps=0,
+        weight_decay=0.1,
+        clip_norm=1.0,
+    )
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
     program = TrainProgram.create(cfg, mesh, train, LoraConfig(), batch["input_ids"].shape[1])
     holder = list(program.init_state(program.init_params(0), 0))
@@ -74,7 +80,9 @@ def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    hf = LlamaConfig(**{k: v for k, v in cfg.to_hf_config().items() if k not in ("architectures", "model_type", "torch_dtype")})
+    hf = LlamaConfig(
+        **{k: v for k, v in cfg.to_hf_config().items() if k not in ("architectures", "model_type", "torch_dtype")}
+    )
     hf._attn_implementation = "sdpa"
     model = LlamaForCausalLM(hf).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
@@ -100,16 +108,21 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
     the report needs (versions, device, FLOPs per token, peak)."""
     import jax
 
-    from rolellm_jax.flops import flops_per_token, matmul_params, peak_flops_per_device
+    from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device
 
     steppers, abstract_params = {}, None
     for remat in remats:
         steppers[f"remat {remat}"], abstract_params = jax_stepper(cfg.replace(remat_policy=remat), batch)
     flops = flops_per_token(cfg, matmul_params(abstract_params), batch["input_ids"].shape[1])
     device = jax.devices()[0]
-    conn.send({"label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}, {'scanned' if cfg.scan_layers else 'unrolled'} layers",
-               "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
-               "flops_per_token": flops, "peak": peak_flops_per_device(device)})
+    conn.send(
+        {
+            "label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}, {'scanned' if cfg.scan_layers else 'unrolled'} layers",
+            "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
+            "flops_per_token": flops,
+            "peak": peak_flops_per_device(device),
+        }
+    )
     serve(conn, steppers)
 
 
@@ -134,7 +147,9 @@ def serve(conn: Connection, steppers: dict[str, Callable[[], float]]) -> None:
         conn.send((seconds, loss))
 
 
-def interleaved_seconds(run: Callable[[str, int], list[float]], names: list[str], rounds: int, steps: int) -> dict[str, list[float]]:
+def interleaved_seconds(
+    run: Callable[[str, int], list[float]], names: list[str], rounds: int, steps: int
+) -> dict[str, list[float]]:
     """Per contender, the times of ``rounds x steps`` steps taken in turns: each round runs every
     contender for one untimed step (its threads and caches wake up) and ``steps`` timed ones, so
     that drift in the machine's speed (shared cores) hits all of them alike."""
@@ -158,29 +173,58 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds in which every contender runs its steps in turn")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dtype", default="float32", help="compute dtype of our model (bfloat16 on accelerators)")
-    parser.add_argument("--remat", default="none,dots_with_no_batch_dims_saveable",
-                        help="comma-separated remat policies to time ours with (a runtime setting, same model)")
-    parser.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash"), help="attention_impl of our model: xla | cudnn (GPU, bf16) | splash (TPU)")
-    parser.add_argument("--unrolled", action="store_true",
-                        help="our layers as a Python loop instead of one scan (no stacked residual buffers)")
+    parser.add_argument(
+        "--remat",
+        default="none,dots_with_no_batch_dims_saveable",
+        help="comma-separated remat policies to time ours with (a runtime setting, same model)",
+    )
+    parser.add_argument(
+        "--attention",
+        default="xla",
+        choices=("xla", "cudnn", "splash"),
+        help="attention_impl of our model: xla | cudnn (GPU, bf16) | splash (TPU)",
+    )
+    parser.add_argument(
+        "--unrolled",
+        action="store_true",
+        help="our layers as a Python loop instead of one scan (no stacked residual buffers)",
+    )
     parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--glibc-thp", choices=("on", "off"), default="off",
-                        help="start both workers with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35)")
+    parser.add_argument(
+        "--glibc-thp",
+        choices=("on", "off"),
+        default="off",
+        help="start both workers with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35)",
+    )
     args = parser.parse_args()
     if args.glibc_thp == "on":  # read by glibc at process start: the spawned workers get it
-        tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
+        tunables = [
+            t
+            for t in os.environ.get("GLIBC_TUNABLES", "").split(":")
+            if t and not t.startswith("glibc.malloc.hugetlb=")
+        ]
         os.environ["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.malloc.hugetlb=1"])
     cfg = ModelConfig(
-        family="llama", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=int(args.hidden * 8 / 3) // 8 * 8,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-        max_position_embeddings=args.seq, param_dtype="float32", dtype=args.dtype, scan_layers=not args.unrolled,
+        family="llama",
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=int(args.hidden * 8 / 3) // 8 * 8,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=args.seq,
+        param_dtype="float32",
+        dtype=args.dtype,
+        scan_layers=not args.unrolled,
         attention_impl=args.attention,
-        bos_token_id=1, eos_token_id=2,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     rng = np.random.default_rng(0)
     ids = rng.integers(3, args.vocab, (args.batch, args.seq + 1), dtype=np.int32)
     batch = {
-        "input_ids": ids[:, :-1], "targets": ids[:, 1:],
+        "input_ids": ids[:, :-1],
+        "targets": ids[:, 1:],
         "loss_mask": np.ones((args.batch, args.seq), np.float32),
         "segment_ids": np.ones((args.batch, args.seq), np.int32),
         "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), (args.batch, args.seq)).copy(),
@@ -205,11 +249,15 @@ def main() -> None:
         seconds, losses[name] = conns[owner[name]].recv()
         return seconds
 
-    print(f"device: {infos['jax']['device']}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-          f"date {time.strftime('%Y-%m-%d', time.gmtime())}; workers' GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
-    print(f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
-          f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
-          f"of {args.steps} timed steps each, taken in turns by one process per framework")
+    print(
+        f"device: {infos['jax']['device']}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+        f"date {time.strftime('%Y-%m-%d', time.gmtime())}; workers' GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
+    )
+    print(
+        f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
+        f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
+        f"of {args.steps} timed steps each, taken in turns by one process per framework"
+    )
     for name in owner:
         run(name, args.warmup)  # compile / warm up
     warm_losses = dict(losses)
@@ -226,8 +274,10 @@ def main() -> None:
         print(f"{label}: {rate:,.0f} tokens/s{mfu} (loss after warm-up {warm_losses[name]:.3f})")
     if "torch" in rates:
         best = max(rate for name, rate in rates.items() if name != "torch")
-        print(f"ratio ours (best remat) / pytorch: {best / rates['torch']:.2f}x "
-              f"(medians of {args.rounds} interleaved rounds of {args.steps} steps)")
+        print(
+            f"ratio ours (best remat) / pytorch: {best / rates['torch']:.2f}x "
+            f"(medians of {args.rounds} interleaved rounds of {args.steps} steps)"
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import sys
 import typing
 from pathlib import Path
 
-from data_gen.config import ConfigError, GenConfig
-from data_gen.llm_cli import add_llm_flags, client_from_args
+from data_gen.errors import ConfigError
+from data_gen.llm.cli_flags import add_llm_flags, client_from_args
+from data_gen.pipeline.config import GenConfig
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         t = hints[f.name]
         if t == list[str]:
-            p.add_argument(flag, nargs="*", default=default, help=f"(default: none)")
+            p.add_argument(flag, nargs="*", default=default, help="(default: none)")
         else:
             p.add_argument(flag, type=t, default=default, help=f"(default: {default})")
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_gen import pipeline
+    from data_gen.pipeline import build as pipeline
 
     cfg = GenConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenConfig)})
     if args.command == "shards":
@@ -79,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
             print(pipeline.build(args.work, args.scripts, args.instructions, args.out, args.version, cfg, client))
     finally:
         client.close()
-    logging.getLogger("data_gen").info("new requests %d (retries %d), spent $%.4f", client.new_requests,
-                                       client.retries, client.spent)
+    logging.getLogger("data_gen").info(
+        "new requests %d (retries %d), spent $%.4f", client.new_requests, client.retries, client.spent
+    )
     return 0
 
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "release":  # owned by data_gen/release.py; imported only when asked for
         try:
-            from data_gen.release import main as release_main
+            from data_gen.release.cli import main as release_main
         except ModuleNotFoundError as e:
             if e.name != "data_gen.release":
                 raise
@@ -99,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one line per HTTP request otherwise (bm25s: rolegpt.py)
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from data_gen.jsonl import DataFileError
-    from data_gen.llm import LLMError
-    from data_gen.profiles import ScriptError
-    from data_gen.shards import ShardError
+    from data_gen.files import DataFileError
+    from data_gen.llm.types import LLMError
+    from data_gen.pipeline.profiles import ScriptError
+    from data_gen.pipeline.shards import ShardError
 
     try:
         return run(args)

@@ -7,7 +7,7 @@ Build::
     from rolellm_jax.models.config import ModelConfig
     model = build_model(cfg, rngs=nnx.Rngs(0))      # or nnx.eval_shape(lambda: build_model(...))
 
-Parameters: ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` is the tree of contract 2 (HF names
+Parameters: ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` is the tree of checkpoints/tensor_layout.py (HF names
 without ``model.``, kernels [in, out], every layer param stacked on a leading L axis); each
 ``nnx.Param`` carries its logical axis names in ``out_sharding`` metadata (sharding.shard_params
 reads them). Params are ``cfg.param_dtype``; compute runs in ``cfg.dtype``.
@@ -66,4 +66,12 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> CausalLM:
     return FAMILY_MODELS[cfg.family](cfg, rngs=rngs)
 
 
-__all__ = ["build_model", "CausalLM", "ModelInputError", "LlamaForCausalLM", "GlmForCausalLM", "FAMILY_MODELS", "ModelConfig"]
+__all__ = [
+    "build_model",
+    "CausalLM",
+    "ModelInputError",
+    "LlamaForCausalLM",
+    "GlmForCausalLM",
+    "FAMILY_MODELS",
+    "ModelConfig",
+]

@@ -14,12 +14,10 @@ from typing import Any
 
 from etils import epath
 
+from rolellm_jax.errors import ConfigError
+
 FAMILIES = ("llama", "glm")
 HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "GlmForCausalLM": "glm"}
-
-
-class ConfigError(ValueError):
-    """A config that cannot describe a model we support (message names the file and key)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +49,7 @@ class ModelConfig:
     remat_policy: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
     attention_impl: str = "xla"  # xla | cudnn | splash (see models/layers.py:attention)
     # How dense layers' weight gradients are computed: xla (the compiler's own transpose) | cpu
-    # (laid out for XLA:CPU's fast GEMM, models/cpu_matmul.py) | auto (cpu when training on a
+    # (laid out for XLA:CPU's fast GEMM, models/kernels/cpu_matmul.py) | auto (cpu when training on a
     # CPU mesh, else xla; TrainProgram decides, the model alone treats auto as xla).
     weight_grad: str = "auto"
 
@@ -77,7 +75,7 @@ class ModelConfig:
     def rotary_dim(self) -> int:
         return int(self.head_size * self.partial_rotary_factor)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     # ---- our own JSON (written next to converted checkpoints) ----
@@ -85,7 +83,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -93,15 +91,17 @@ class ModelConfig:
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
-        epath.Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")  # or a bucket URL
+        epath.Path(path).write_text(
+            json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )  # or a bucket URL
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(epath.Path(path).read_text(encoding="utf-8")), source=str(path))
 
     # ---- Hugging Face config.json (LlamaForCausalLM / GlmForCausalLM) ----
     @classmethod
-    def from_hf_config(cls, hf: dict[str, Any], source: str = "config.json", **runtime) -> "ModelConfig":
+    def from_hf_config(cls, hf: dict[str, Any], source: str = "config.json", **runtime) -> ModelConfig:
         archs = hf.get("architectures") or []
         family = next((HF_ARCHITECTURES[a] for a in archs if a in HF_ARCHITECTURES), None)
         if family is None:

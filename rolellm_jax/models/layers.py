@@ -1,8 +1,7 @@
 """The decoder building blocks shared by every family: written once, composed by llama.py / glm.py.
 
-Contents, top to bottom: parameter metadata helpers, RMSNorm, rotary position embedding (one
-function, two layouts), the attention function (the single kernel plug point), the attention and
-SwiGLU modules, one decoder layer, and ``CausalLM``: embeddings + a stacked layer stack (scanned or
+Contents, top to bottom: parameter metadata helpers, RMSNorm, the attention module (rotary.py,
+attention.py) and SwiGLU modules, one decoder layer, and ``CausalLM``: embeddings + a stacked layer stack (scanned or
 unrolled, optionally rematerialised) + final norm + LM head, with a functional KV cache.
 
 Numerics follow transformers' LlamaForCausalLM / GlmForCausalLM: RMSNorm normalises in float32,
@@ -14,45 +13,43 @@ parameters. Logits are always float32.
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from rolellm_jax.models import cpu_matmul
-from rolellm_jax.models.blocked_attention import (ATTENTION_SAVED, allowed_mask, causal_blocks_attention,
-                                                  causal_query_blocks)
-from rolellm_jax.models.config import ConfigError, ModelConfig
-from rolellm_jax.sharding import constrain
-
-RotaryLayout = Literal["half", "interleaved"]
+from rolellm_jax.errors import ConfigError, UserError
+from rolellm_jax.models.attention import attention, check_attention_impl
+from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.kernels import cpu_matmul
+from rolellm_jax.models.kernels.blocked_attention import (
+    ATTENTION_SAVED,
+)
+from rolellm_jax.models.rotary import RotaryLayout, apply_rotary, rotary_inv_freq
+from rolellm_jax.parallel.sharding import constrain
 
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
+
+
 # custom-VJP outputs the dots policies keep too: weight_grad="cpu" dense outputs and the
 # blocked attention's output / residuals (so its forward is not rerun before its backward)
 _SAVE_DENSE = jax.checkpoint_policies.save_only_these_names(cpu_matmul.DENSE_OUTPUT, ATTENTION_SAVED)
+
+
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer in the backward pass
-    "dots_saveable": jax.checkpoint_policies.save_from_both_policies(jax.checkpoint_policies.dots_saveable, _SAVE_DENSE),
+    "dots_saveable": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, _SAVE_DENSE
+    ),
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_DENSE),
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_DENSE
+    ),
 }
-ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
 
-class ModelInputError(ValueError):
+class ModelInputError(UserError, ValueError):
     """Inputs the model cannot take (the message names the argument and its shape)."""
-
-
-def check_attention_impl(impl: str, dtype: Any = None) -> None:
-    """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
-    if impl not in ATTENTION_IMPLS:
-        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
-    if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
-        raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={dtype!r}")
 
 
 def axes(*names: str) -> dict[str, Any]:
@@ -63,13 +60,21 @@ def axes(*names: str) -> dict[str, Any]:
     return {"out_sharding": names, "eager_sharding": False}
 
 
-def dense(rngs: nnx.Rngs, cfg: ModelConfig, d_in: int, d_out: int, in_axis: str, out_axis: str,
-          bias: bool = False) -> nnx.Linear:
+def dense(
+    rngs: nnx.Rngs, cfg: ModelConfig, d_in: int, d_out: int, in_axis: str, out_axis: str, bias: bool = False
+) -> nnx.Linear:
     """A linear layer with HF's N(0, 0.02) init, kernel [in, out] (the HF weight transposed)."""
     return nnx.Linear(
-        d_in, d_out, use_bias=bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        kernel_init=nnx.initializers.normal(0.02), bias_init=nnx.initializers.zeros_init(),
-        kernel_metadata=axes(in_axis, out_axis), bias_metadata=axes(out_axis), rngs=rngs,
+        d_in,
+        d_out,
+        use_bias=bias,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=nnx.initializers.normal(0.02),
+        bias_init=nnx.initializers.zeros_init(),
+        kernel_metadata=axes(in_axis, out_axis),
+        bias_metadata=axes(out_axis),
+        rngs=rngs,
         dot_general=cpu_matmul.dot_general if cfg.weight_grad == "cpu" else jax.lax.dot_general,
     )
 
@@ -88,99 +93,6 @@ class RMSNorm(nnx.Module):
         return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
-# ---------------------------------------------------------------- rotary position embedding
-def rotary_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """Inverse frequencies of the rotated dimensions, with optional Llama-3 rescaling.
-
-    Same float32 arithmetic as transformers' compute_default_rope_parameters /
-    _compute_llama3_parameters so the angles match to the last bit that matters.
-    """
-    dim = cfg.rotary_dim
-    inv_freq = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
-    inv_freq = inv_freq.astype(np.float32)
-    scaling = cfg.rope_scaling
-    if not scaling:
-        return inv_freq
-    kind = scaling.get("rope_type", scaling.get("type"))
-    if kind != "llama3":
-        raise ConfigError(f"rope_scaling={scaling!r}: only rope_type 'llama3' is supported")
-    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-    old_len = scaling["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv_freq
-    low_wavelen, high_wavelen = old_len / low, old_len / high
-    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-    return np.where(medium, smoothed, scaled).astype(np.float32)
-
-
-def apply_rotary(x: jax.Array, positions: jax.Array, inv_freq, layout: RotaryLayout) -> jax.Array:
-    """Rotate the first ``2 * len(inv_freq)`` dims of each head of x [B, T, N, hd]; pass the rest.
-
-    layout "half" (LLaMA): pair j is (x[j], x[j + r/2])  -- transformers' rotate_half.
-    layout "interleaved" (GLM): pair j is (x[2j], x[2j + 1]) -- transformers' Glm apply_rotary_pos_emb.
-    Pair j turns by angle positions * inv_freq[j]. Computed in float32.
-    """
-    inv_freq = np.asarray(inv_freq, np.float32)
-    rot = 2 * inv_freq.shape[0]
-    angles = positions.astype(jnp.float32)[:, :, None, None] * jnp.asarray(inv_freq)  # [B, T, 1, r/2]
-    cos, sin = jnp.cos(angles), jnp.sin(angles)
-    x32 = x.astype(jnp.float32)
-    x_rot, x_pass = x32[..., :rot], x32[..., rot:]
-    if layout == "half":
-        x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
-    elif layout == "interleaved":
-        x1, x2 = x_rot[..., 0::2], x_rot[..., 1::2]
-    else:
-        raise ValueError(f"unknown rotary layout {layout!r}")
-    r1, r2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
-    if layout == "half":
-        rotated = jnp.concatenate([r1, r2], axis=-1)
-    else:
-        rotated = jnp.stack([r1, r2], axis=-1).reshape(x_rot.shape)
-    return jnp.concatenate([rotated, x_pass], axis=-1).astype(x.dtype)
-
-
-# ---------------------------------------------------------------- attention
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
-              *, q_offset: jax.Array | int = 0, impl: str = "xla") -> jax.Array:
-    """Causal, segment-masked (grouped-query) attention: the ONE place attention is computed.
-
-    q [B, T, H, hd]; k, v [B, S, KV, hd] with H % KV == 0 (query head h reads kv head h // (H/KV),
-    as transformers' repeat_kv). Query i sits at slot ``q_offset + i`` of the S key slots (0 without
-    a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
-    a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
-
-    impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
-    blocks with a flash-attention-style backward, models/blocked_attention.py), "cudnn" (GPU,
-    needs bf16/fp16 compute), "splash" (the TPU Pallas kernel plugged in here, models/splash.py;
-    full sequences only, so calls with a cache offset use "xla"). A new kernel plugs in the same
-    way: same arguments, same [B, T, H, hd].
-    """
-    check_attention_impl(impl)
-    t, s = q.shape[1], k.shape[1]
-    full_sequence = isinstance(q_offset, int) and q_offset == 0 and t == s  # no KV cache offset
-    if impl == "splash" and full_sequence:
-        from rolellm_jax.models.splash import splash_attention  # Pallas import only when asked for
-
-        return splash_attention(q, k, v, q_segment_ids)
-    if impl == "splash":
-        impl = "xla"
-    blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
-    if blocks == 1:
-        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence)
-    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
-
-
-def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence):
-    allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset)
-    # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
-    # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
-    causal = impl == "cudnn" and full_sequence
-    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=causal, implementation=impl)
-
-
 class Attention(nnx.Module):
     """q/k/v projections (optional bias), rotary, attention(), bias-free output projection."""
 
@@ -195,8 +107,15 @@ class Attention(nnx.Module):
         self.inv_freq = tuple(float(f) for f in rotary_inv_freq(cfg))  # static constants, not params
         self.impl = cfg.attention_impl
 
-    def __call__(self, x: jax.Array, positions: jax.Array, q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
-                 kv_cache: tuple[jax.Array, jax.Array] | None = None, cache_index: jax.Array | int = 0):
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        q_segment_ids: jax.Array,
+        kv_segment_ids: jax.Array,
+        kv_cache: tuple[jax.Array, jax.Array] | None = None,
+        cache_index: jax.Array | int = 0,
+    ):
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -248,8 +167,9 @@ class DecoderLayer(nnx.Module):
         self.mlp = SwiGLU(cfg, fused_gate_up, rngs=rngs)
 
     def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0):
-        attn_out, kv_cache = self.self_attn(self.input_layernorm(x), positions, q_segment_ids, kv_segment_ids,
-                                            kv_cache, cache_index)
+        attn_out, kv_cache = self.self_attn(
+            self.input_layernorm(x), positions, q_segment_ids, kv_segment_ids, kv_cache, cache_index
+        )
         x = constrain(x + attn_out, (BATCH, LENGTH, EMBED))
         x = constrain(x + self.mlp(self.post_attention_layernorm(x)), (BATCH, LENGTH, EMBED))
         return x, kv_cache
@@ -289,8 +209,13 @@ class CausalLM(nnx.Module):
         check_attention_impl(cfg.attention_impl, cfg.dtype)
         self.static_config = StaticConfig(cfg)
         self.embed_tokens = nnx.Embed(
-            cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-            embedding_init=nnx.initializers.normal(0.02), embedding_metadata=axes("vocab", "embed"), rngs=rngs,
+            cfg.vocab_size,
+            cfg.hidden_size,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            embedding_init=nnx.initializers.normal(0.02),
+            embedding_metadata=axes("vocab", "embed"),
+            rngs=rngs,
         )
 
         # One DecoderLayer per layer, vmapped at construction so every param gets a leading L axis
@@ -321,8 +246,13 @@ class CausalLM(nnx.Module):
             "index": jnp.zeros((), jnp.int32),
         }
 
-    def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
-                 segment_ids: jax.Array | None = None, cache: dict[str, jax.Array] | None = None):
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: dict[str, jax.Array] | None = None,
+    ):
         cfg = self.cfg
         if input_ids.ndim != 2:
             raise ModelInputError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
@@ -351,21 +281,22 @@ class CausalLM(nnx.Module):
             return layer(x, positions, segment_ids, kv_segment_ids, kv, index)
 
         if cfg.remat_policy != "none":
-            layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[cfg.remat_policy],
-                                        prevent_cse=not cfg.scan_layers)
+            layer_step = jax.checkpoint(
+                layer_step, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers
+            )
         kv_in = (cache["k"], cache["v"]) if cache is not None else None
         if cfg.scan_layers:
             x, kv_out = jax.lax.scan(layer_step, x, (layer_state, kv_in))
         else:  # unrolled: the same stacked params, sliced per layer
             outs = []
             for i in range(cfg.num_hidden_layers):
-                x, kv = layer_step(x, jax.tree.map(lambda a: a[i], (layer_state, kv_in)))
+                x, kv = layer_step(x, jax.tree.map(lambda a, i=i: a[i], (layer_state, kv_in)))
                 outs.append(kv)
             kv_out = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
         x = self.norm(x)
         # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
-        # backward GEMMs run in the compute dtype (models/cpu_matmul.py)
+        # backward GEMMs run in the compute dtype (models/kernels/cpu_matmul.py)
         head = self.embed_tokens.embedding[...].T if cfg.tie_word_embeddings else self.lm_head.kernel[...]
         logits = cpu_matmul.matmul(x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu")
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))

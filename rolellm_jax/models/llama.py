@@ -4,7 +4,7 @@
                          RMSNorm -> SwiGLU (separate gate_proj / up_proj) -> residual]
                  -> norm -> lm_head (or the tied embedding)
 
-Rotary: ``rope_theta`` and optional Llama-3 ``rope_scaling`` (layers.rotary_inv_freq); the
+Rotary: ``rope_theta`` and optional Llama-3 ``rope_scaling`` (rotary.rotary_inv_freq); the
 "half" layout pairs dimension j with j + hd/2, exactly transformers' rotate_half, so HF weights
 load by transposing only (never permuting q/k rows).
 """

@@ -1,0 +1,118 @@
+"""Prices, rate limits and which errors are worth a retry."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+
+import openai
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------- prices
+class PriceTable:
+    """USD per million tokens by model, from ``data_gen/prices.json`` (or a given JSON file).
+    A model is matched exactly, else by the longest table entry that prefixes it; unknown models
+    cost 0 (local servers) and a warning is logged once."""
+
+    def __init__(self, table: dict[str, dict[str, float]]):
+        self.table = table
+        self._warned: set[str] = set()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PriceTable:
+        if path is None:
+            text = resources.files("data_gen.llm").joinpath("prices.json").read_text(encoding="utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+        return cls({k: v for k, v in data.items() if not k.startswith("_")})
+
+    def rates(self, model: str) -> tuple[float, float]:
+        entry = self.table.get(model)
+        if entry is None:
+            prefixes = [k for k in self.table if model.startswith(k)]
+            entry = self.table[max(prefixes, key=len)] if prefixes else None
+        if entry is None:
+            if model not in self._warned:
+                self._warned.add(model)
+                log.warning("no price for model %r in the price table: counted as free", model)
+            return 0.0, 0.0
+        return float(entry["input"]), float(entry["output"])
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        rin, rout = self.rates(model)
+        return (prompt_tokens * rin + completion_tokens * rout) / 1e6
+
+
+# ------------------------------------------------------------------------------------- limiters
+class RateLimiter:
+    """Token bucket refilled continuously at ``per_minute / 60`` per second, holding at most one
+    minute's worth. ``acquire(n)`` waits until n units are available (n is capped at capacity)."""
+
+    def __init__(self, per_minute: float):
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, n: float = 1.0) -> None:
+        n = min(float(n), self.capacity)
+        async with self.lock:  # FIFO: one waiter at a time drains the bucket
+            while True:
+                now = time.monotonic()
+                self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.level >= n:
+                    self.level -= n
+                    return
+                await asyncio.sleep((n - self.level) / self.rate)
+
+
+def retry_after_seconds(err: Exception) -> float | None:
+    response = getattr(err, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def is_retryable(err: Exception) -> bool:
+    if isinstance(
+        err,
+        (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError),
+    ):
+        return True
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code in (408, 409, 429) or err.status_code >= 500
+    return False
+
+
+def connection_limits(concurrency: int):
+    """openai's connection limits with a keep-alive pool as large as the concurrency (the aiohttp
+    transport's own default keeps 20 and caps connections at 100)."""
+    limits = openai.DEFAULT_CONNECTION_LIMITS
+    return type(limits)(
+        max_connections=max(limits.max_connections, concurrency),
+        max_keepalive_connections=max(limits.max_keepalive_connections, concurrency),
+        keepalive_expiry=limits.keepalive_expiry,
+    )

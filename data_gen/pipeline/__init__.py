@@ -1,0 +1,1 @@
+"""The generation stages: profiles, Context-Instruct, RoleGPT, cleaning, shards."""

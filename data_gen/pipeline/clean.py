@@ -1,0 +1,75 @@
+"""Stage 4, cleaning: drop generated answers that break character, refuse, are empty, truncated or
+in the wrong language. Every drop is counted by (stage, reason) in a report."""
+
+from __future__ import annotations
+
+import collections
+import re
+
+from data_gen.llm.types import ChatResult
+
+# Phrases that reveal a model behind the role, or refuse the task (matched case-insensitively).
+_BREAKS_CHARACTER = re.compile(
+    r"\bas an? (?:ai|artificial intelligence|(?:large )?language model)\b|"
+    r"\bi(?:'m| am) (?:just |only |merely |simply )?an? (?:ai|artificial intelligence|(?:large )?language model)\b|"
+    r"\bopenai\b|\bchatgpt\b|"
+    r"作为一个?(?:人工智能|AI|语言模型)|我(?:只|只不过|仅仅)?是一个?(?:人工智能|AI|语言模型)",
+    re.I,
+)
+_REFUSAL = re.compile(
+    r"^\s*(?:i'm sorry|i am sorry|sorry,? (?:but )?i can(?:no|')t|i can(?:no|')t (?:help|assist|answer|comply)|"
+    r"i (?:won't|will not) (?:help|answer|comply)|抱歉，?我(?:不能|无法)|对不起，?我(?:不能|无法))",
+    re.I,
+)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+REASONS = ("failed_request", "empty", "truncated", "breaks_character", "refusal", "wrong_language")
+
+
+def drop_reason(text: str, finish_reason: str | None, lang: str, error: str | None = None) -> str | None:
+    """Why an answer must go, or None to keep it. ``lang`` is "eng" or "zh"."""
+    if error is not None:
+        return "failed_request"
+    if not text.strip():
+        return "empty"
+    if finish_reason == "length":
+        return "truncated"
+    if _BREAKS_CHARACTER.search(text):
+        return "breaks_character"
+    if _REFUSAL.search(text):
+        return "refusal"
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    if lang == "zh" and cjk < 0.3 * (cjk + latin):
+        return "wrong_language"
+    if lang == "eng" and cjk > 0.3 * (cjk + latin):
+        return "wrong_language"
+    return None
+
+
+def result_reason(r: ChatResult, lang: str) -> str | None:
+    return drop_reason(r.text, r.finish_reason, lang, r.error)
+
+
+class CleanReport:
+    """Counts of dropped items by stage and reason (plus kept counts), for the manifest."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.kept: collections.Counter[str] = collections.Counter()
+
+    def drop(self, stage: str, reason: str, n: int = 1) -> None:
+        self.dropped[stage][reason] += n
+
+    def keep(self, stage: str, n: int = 1) -> None:
+        self.kept[stage] += n
+
+    def as_dict(self) -> dict:
+        stages = sorted(set(self.dropped) | set(self.kept))
+        return {s: {"kept": self.kept[s], "dropped": dict(sorted(self.dropped[s].items()))} for s in stages}
+
+    def merge(self, other: dict) -> None:
+        for stage, v in other.items():
+            self.kept[stage] += v["kept"]
+            for reason, n in v["dropped"].items():
+                self.dropped[stage][reason] += n

@@ -1,0 +1,1 @@
+"""The Hub release: build, card, verify, publish."""

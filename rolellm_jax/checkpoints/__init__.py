@@ -1,0 +1,1 @@
+"""Checkpoints: our folder format, Hugging Face read/write, tensor layout, tokenizers."""

@@ -1,0 +1,1 @@
+"""Training data: chat rendering, RoleBench sources, examples and packing."""

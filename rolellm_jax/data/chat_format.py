@@ -1,0 +1,205 @@
+"""Chat rendering: the one place that turns (system, question[, answer]) into token ids.
+
+Training (``render_examples``) and generation (``render_prompts``) both come through here, so
+the model is trained on exactly the ids it is later prompted with.
+
+* With a tokenizer ``chat_template``: ``apply_chat_template`` renders
+  ``[system, user]`` with ``add_generation_prompt=True`` (the prompt) and
+  ``[system, user, assistant]`` (the full text). The full text must start with the prompt; the
+  rest is the answer span (the answer plus the template's end-of-turn). A template that rejects
+  a system message gets the system text at the top of the user message instead.
+* Without one: the family's default format in ``rolellm_jax/prompts/chat_<family>.json``
+  (llama: Llama-2-chat ``[INST] <<SYS>>``; glm: ChatGLM2 ``[Round 1]\\n\\n问：...\\n\\n答：``),
+  with BOS (or the format's start tokens) in front and EOS after the answer.
+
+Prompt and answer are tokenised separately and concatenated: the answer's first token never
+merges with the prompt's last one, so training sees the same prompt ids as generation.
+The loss mask is 1 on the answer ids, EOS included (the model must learn to stop), 0 elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from data_gen.rolebench import RoleBenchError, short_lang
+from rolellm_jax.errors import UserError
+
+FAMILIES = ("llama", "glm")
+
+
+class ChatFormatError(UserError, ValueError):
+    """A tokenizer / format that cannot render a training example (the message says why)."""
+
+
+@functools.cache
+def role_system_template(lang: str) -> str:
+    """``data_gen/prompts/role_system_{en,zh}.txt``: the paper's role system instruction."""
+    try:
+        name = f"role_system_{short_lang(lang)}.txt"
+    except RoleBenchError as err:
+        raise ChatFormatError(str(err)) from None
+    return importlib.resources.files("data_gen.prompts").joinpath(name).read_text(encoding="utf-8").strip()
+
+
+def role_system_text(lang: str, role: str, description: str) -> str:
+    """The system instruction naming ``role`` with its description and catchphrases."""
+    return role_system_template(lang).format(role=role, description=description)
+
+
+@functools.cache
+def chat_format(family: str) -> dict[str, Any]:
+    """The default chat format of ``family`` (used when the tokenizer has no chat_template)."""
+    if family not in FAMILIES:
+        raise ChatFormatError(f"family={family!r}: expected one of {FAMILIES}")
+    text = (
+        importlib.resources.files("rolellm_jax.data.prompts")
+        .joinpath(f"chat_{family}.json")
+        .read_text(encoding="utf-8")
+    )
+    return json.loads(text)
+
+
+def render_texts(
+    tokenizer, family: str, system: str, question: str, answer: str | None = None
+) -> tuple[str, str | None]:
+    """``(prompt_text, answer_text)``: the text before and after the answer boundary.
+
+    Default formats leave the start tokens and EOS out of these texts (added as ids).
+    """
+    if _has_template(tokenizer):
+        return _template_texts(tokenizer, system, question, answer)
+    fmt = chat_format(family)
+    prompt = fmt["prompt"].format(system=system, question=question)
+    return prompt, None if answer is None else fmt["answer"].format(answer=answer)
+
+
+def render_prompts(tokenizer, family: str, systems: Sequence[str], questions: Sequence[str]) -> list[list[int]]:
+    """Prompt ids (ending where the answer starts) for a batch of examples."""
+    prompts = [render_texts(tokenizer, family, s, q)[0] for s, q in zip(systems, questions, strict=True)]
+    start = [] if _has_template(tokenizer) else _start_ids(tokenizer, family)
+    return [start + ids for ids in _encode(tokenizer, prompts)]
+
+
+def render_examples(
+    tokenizer, family: str, systems: Sequence[str], questions: Sequence[str], answers: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
+    """``(ids, loss_mask)`` for a batch of examples; tokenised in two batched calls."""
+    texts = [render_texts(tokenizer, family, s, q, a) for s, q, a in zip(systems, questions, answers, strict=True)]
+    # A RoleBench row gives one example per reference answer: encode each distinct prompt once.
+    unique_prompts = list(dict.fromkeys(p for p, _ in texts))
+    encoded = dict(zip(unique_prompts, _encode(tokenizer, unique_prompts)))
+    prompt_ids = [encoded[p] for p, _ in texts]
+    answer_ids = _encode(tokenizer, [a for _, a in texts])
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
+    templated = _has_template(tokenizer)
+    start = [] if templated else _start_ids(tokenizer, family)
+    out = []
+    for (_, answer_text), p_ids, a_ids in zip(texts, prompt_ids, answer_ids, strict=True):
+        # A template ends the turn its own way; it gets EOS only if it does not emit it itself.
+        if not templated or tokenizer.eos_token not in answer_text:
+            a_ids = a_ids + [eos]
+        ids = start + p_ids + a_ids
+        out.append((ids, [0] * (len(start) + len(p_ids)) + [1] * len(a_ids)))
+    return out
+
+
+def render_prompt(tokenizer, family: str, system: str, question: str) -> list[int]:
+    """Prompt ids of one example."""
+    return render_prompts(tokenizer, family, [system], [question])[0]
+
+
+def render_example(tokenizer, family: str, system: str, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """``(ids, loss_mask)`` of one example."""
+    return render_examples(tokenizer, family, [system], [question], [answer])[0]
+
+
+PROBE = ("You are a probe role.\n你好", "Question 1?", "Answer, with a comma.")  # system, question, answer
+
+
+def export_chat_template(tokenizer, family: str) -> str | None:
+    """A Jinja ``chat_template`` for a checkpoint trained with the family's default format, so
+    transformers' ``apply_chat_template`` builds the prompts training used (single-turn:
+    [system,] user[, assistant]); the format's start tokens are this tokenizer's (``_start_ids``).
+
+    None when the tokenizer has a template of its own (it is kept) or when rendering through the
+    new template would not give the very ids of the default format (checked on a probe example:
+    start tokens that are not special tokens would be split when read back from text).
+    """
+    if _has_template(tokenizer):
+        return None
+    fmt = chat_format(family)
+    head, rest = fmt["prompt"].split("{system}")
+    middle, tail = rest.split("{question}")
+    before_answer, after_answer = fmt["answer"].split("{answer}")
+    start = "".join(tokenizer.convert_ids_to_tokens(_start_ids(tokenizer, family)))
+    lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 - a Jinja string literal
+    template = (
+        "{%- if messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
+        "{%- set turns = messages[1:] -%}{%- else -%}{%- set system = '' -%}{%- set turns = messages -%}{%- endif -%}"
+        "{%- if turns|length == 0 or turns|length > 2 or turns[0]['role'] != 'user' -%}"
+        "{{ raise_exception('this model was trained on single-turn conversations: [system,] user[, assistant]') }}"
+        "{%- endif -%}"
+        f"{{{{ {lit(start + head)} + system + {lit(middle)} + turns[0]['content'] + {lit(tail)} }}}}"
+        "{%- if turns|length == 2 -%}"
+        f"{{{{ {lit(before_answer)} + turns[1]['content'] + {lit(after_answer)} + eos_token }}}}"
+        "{%- endif -%}"
+    )
+    if _renders_as_default(tokenizer, family, template):
+        return template
+    return None
+
+
+def _renders_as_default(tokenizer, family: str, template: str) -> bool:
+    default = render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])
+    tokenizer.chat_template = template
+    try:
+        return (render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])) == default
+    finally:
+        tokenizer.chat_template = None
+
+
+def _template_texts(tokenizer, system: str, question: str, answer: str | None) -> tuple[str, str | None]:
+    from jinja2.exceptions import TemplateError
+
+    try:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError:  # e.g. templates that allow no system turn: put it on top of the question
+        messages = [{"role": "user", "content": f"{system}\n\n{question}"}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if answer is None:
+        return prompt, None
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+    if not full.startswith(prompt) or answer not in full[len(prompt) :]:
+        raise ChatFormatError(
+            "tokenizer chat_template: the rendering with the answer does not extend the generation prompt, "
+            "so the answer span cannot be found (a template that rewrites earlier turns?)"
+        )
+    return prompt, full[len(prompt) :]
+
+
+def _has_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    # Special tokens written in the text (template markers) are parsed; none are added.
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _start_ids(tokenizer, family: str) -> list[int]:
+    """The format's start tokens when the tokenizer has them all, else BOS, else nothing."""
+    wanted = chat_format(family)["start_tokens"]
+    if wanted:
+        ids = tokenizer.convert_tokens_to_ids(wanted)
+        if all(i is not None and i != tokenizer.unk_token_id for i in ids):
+            return list(ids)
+    return [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]

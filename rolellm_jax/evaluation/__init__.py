@@ -1,0 +1,1 @@
+"""Evaluation: Rouge-L, scoring, the benchmark run, the GPT judge."""

@@ -1,0 +1,193 @@
+"""Batched KV-cache decoding: one jit-compiled prefill + ``lax.while_loop`` decode, static shapes.
+
+Prompts (token ids, e.g. from ``chat.render_prompts``, the same rendering as training) are
+left-padded to a common length rounded up to ``length_multiple`` (fewer recompilations), with
+segment id 0 on padding and positions ``cumsum(mask) - 1`` (the models' cache contract). The
+cache holds ``prompt_len + max_new_tokens`` slots. Every step samples one token per row:
+
+- greedy (``temperature == 0``), or temperature with optional top-k and top-p (nucleus);
+- randomness from ``seed`` only: step s uses ``fold_in(PRNGKey(seed), s)``, so a run is
+  reproducible for the same prompts, batch size and settings;
+- a row stops at an EOS id (returned without it) or after ``max_new_tokens``; the loop ends when
+  every row has stopped.
+
+Pass ``mesh`` to run under ``jax.set_mesh`` (params already placed with ``sharding.shard_params``):
+activations follow the models' logical-axis constraints, batch over (data, fsdp).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rolellm_jax.errors import UserError
+
+
+class GenerationError(UserError, ValueError):
+    """Bad generation settings or prompts; the message names the setting."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How tokens are chosen. ``temperature == 0`` is greedy; ``top_k == 0`` / ``top_p == 1`` are off."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int = 0
+
+    def check(self, vocab_size: int) -> None:
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if self.temperature < 0:
+            raise GenerationError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if not 0 <= self.top_k <= vocab_size:
+            raise GenerationError(f"top_k={self.top_k}: must be in [0, vocab_size={vocab_size}] (0 = off)")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p={self.top_p}: must be in (0, 1] (1 = off)")
+
+
+def sample_tokens(logits: jax.Array, key: jax.Array, temperature, top_k, top_p, *, greedy: bool) -> jax.Array:
+    """One token per row from float32 logits [B, V]; temperature, top_k, top_p are traced scalars."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    vocab = logits.shape[-1]
+    sorted_desc = -jnp.sort(-logits, axis=-1)
+    # top-k (0 = off): keep logits >= the k-th largest (ties kept, as transformers does)
+    k = jnp.where(top_k > 0, top_k, vocab)
+    sorted_desc = jnp.where(jnp.arange(vocab) < k, sorted_desc, -jnp.inf)
+    # nucleus: keep the smallest set of top tokens whose probability reaches top_p (at least one)
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    kept = jnp.where((mass_before < top_p) & (sorted_desc > -jnp.inf), sorted_desc, jnp.inf)
+    threshold = jnp.min(kept, axis=-1, keepdims=True)
+    logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
+def _generate_padded(
+    graphdef,
+    state,
+    input_ids,
+    prompt_mask,
+    key,
+    temperature,
+    top_k,
+    top_p,
+    eos,
+    pad_id,
+    *,
+    max_new_tokens: int,
+    greedy: bool,
+):
+    """New tokens [B, max_new_tokens] (pad after a row stops) and the number of steps run."""
+    model = nnx.merge(graphdef, state)
+    batch, prompt_len = input_ids.shape
+    positions = jnp.clip(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
+    cache = model.init_cache(batch, prompt_len + max_new_tokens)
+    logits, cache = model(input_ids, positions=positions, segment_ids=prompt_mask, cache=cache)
+    sample = functools.partial(sample_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+
+    first = sample(logits[:, -1], jax.random.fold_in(key, 0))
+    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+    done = jnp.isin(first, eos)
+    ones = jnp.ones((batch, 1), jnp.int32)
+
+    def keep_going(carry):
+        step, _, _, _, done, _ = carry
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def decode_step(carry):
+        step, cache, last, position, done, out = carry
+        logits, cache = model(last[:, None], positions=position[:, None], segment_ids=ones, cache=cache)
+        token = sample(logits[:, 0], jax.random.fold_in(key, step))
+        token = jnp.where(done, pad_id, token)
+        out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
+        return step + 1, cache, token, position + 1, done | jnp.isin(token, eos), out
+
+    carry = (jnp.int32(1), cache, first, positions[:, -1] + 1, done, out)
+    steps, *_, out = jax.lax.while_loop(keep_going, decode_step, carry)
+    return out, steps
+
+
+def _batches(order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), batch_size):
+        yield list(order[start : start + batch_size])
+
+
+def generate(
+    model: nnx.Module,
+    prompts: Sequence[Sequence[int]],
+    sampling: SamplingConfig = SamplingConfig(),
+    *,
+    batch_size: int = 8,
+    length_multiple: int = 16,
+    mesh: jax.sharding.Mesh | None = None,
+) -> list[list[int]]:
+    """New token ids per prompt (EOS and padding removed), in the order of ``prompts``.
+
+    Prompts are grouped by length (less padding); each group runs as one jitted call of at most
+    ``batch_size`` rows (a short last group is padded with copies to keep shapes static).
+    """
+    cfg = model.cfg
+    sampling.check(cfg.vocab_size)
+    if not prompts:
+        return []
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise GenerationError(f"prompt {i} is empty: a prompt needs at least one token")
+    graphdef, state = nnx.split(model)
+    key = jax.random.PRNGKey(sampling.seed)
+    # EOS ids as a fixed-size array (padded with -1) so changing them does not recompile
+    eos_list = list(sampling.eos_token_ids)
+    eos = jnp.asarray(eos_list + [-1] * (-(-max(len(eos_list), 1) // 4) * 4 - len(eos_list)), jnp.int32)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[list[int]] = [[] for _ in prompts]
+    context = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
+    with context:
+        for group in _batches(order, batch_size):
+            rows = [prompts[i] for i in group] + [prompts[group[-1]]] * (batch_size - len(group))
+            longest = max(len(r) for r in rows)
+            width = -(-longest // length_multiple) * length_multiple
+            ids = np.full((batch_size, width), sampling.pad_token_id, np.int32)
+            mask = np.zeros((batch_size, width), np.int32)
+            for r, prompt in enumerate(rows):
+                ids[r, width - len(prompt) :] = prompt
+                mask[r, width - len(prompt) :] = 1
+            out, _ = _generate_padded(
+                graphdef,
+                state,
+                jnp.asarray(ids),
+                jnp.asarray(mask),
+                key,
+                jnp.float32(sampling.temperature or 1.0),
+                jnp.int32(sampling.top_k),
+                jnp.float32(sampling.top_p),
+                eos,
+                jnp.int32(sampling.pad_token_id),
+                max_new_tokens=sampling.max_new_tokens,
+                greedy=sampling.temperature == 0,
+            )
+            out = np.asarray(out)
+            for r, index in enumerate(group):
+                results[index] = _until_eos(out[r].tolist(), sampling.eos_token_ids)
+    return results
+
+
+def _until_eos(tokens: list[int], eos_ids: Sequence[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos_ids:
+            return tokens[:i]
+    return tokens

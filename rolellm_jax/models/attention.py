@@ -1,0 +1,72 @@
+"""The attention function: the ONE place attention is computed, and the plug point of its kernels
+(XLA, cuDNN, TPU splash, the blocked causal kernel of kernels/blocked_attention.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rolellm_jax.errors import ConfigError
+from rolellm_jax.models.kernels.blocked_attention import (
+    allowed_mask,
+    causal_blocks_attention,
+    causal_query_blocks,
+)
+
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")
+
+
+def check_attention_impl(impl: str, dtype: Any = None) -> None:
+    """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
+    if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={dtype!r}")
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_segment_ids: jax.Array,
+    kv_segment_ids: jax.Array,
+    *,
+    q_offset: jax.Array | int = 0,
+    impl: str = "xla",
+) -> jax.Array:
+    """Causal, segment-masked (grouped-query) attention: the ONE place attention is computed.
+
+    q [B, T, H, hd]; k, v [B, S, KV, hd] with H % KV == 0 (query head h reads kv head h // (H/KV),
+    as transformers' repeat_kv). Query i sits at slot ``q_offset + i`` of the S key slots (0 without
+    a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
+    a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
+
+    impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
+    blocks with a flash-attention-style backward, models/kernels/blocked_attention.py), "cudnn" (GPU,
+    needs bf16/fp16 compute), "splash" (the TPU Pallas kernel plugged in here, models/kernels/splash.py;
+    full sequences only, so calls with a cache offset use "xla"). A new kernel plugs in the same
+    way: same arguments, same [B, T, H, hd].
+    """
+    check_attention_impl(impl)
+    t, s = q.shape[1], k.shape[1]
+    full_sequence = isinstance(q_offset, int) and q_offset == 0 and t == s  # no KV cache offset
+    if impl == "splash" and full_sequence:
+        from rolellm_jax.models.kernels.splash import splash_attention  # Pallas import only when asked for
+
+        return splash_attention(q, k, v, q_segment_ids)
+    if impl == "splash":
+        impl = "xla"
+    blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
+    if blocks == 1:
+        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence)
+    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
+
+
+def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence):
+    allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset)
+    # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
+    # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
+    causal = impl == "cudnn" and full_sequence
+    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=causal, implementation=impl)

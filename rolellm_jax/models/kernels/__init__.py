@@ -1,0 +1,1 @@
+"""Attention and matmul kernels the shared layers call."""

@@ -1,0 +1,1 @@
+"""RoCIT training: config sections and presets, the train program, loop, optimiser, LoRA, store."""
