@@ -26,7 +26,7 @@ from rolellm_jax.checkpoints.model_folder import load_model_checkpoint  # noqa: 
 from rolellm_jax.convert import main as convert_main  # noqa: E402
 from rolellm_jax.training.run import run  # noqa: E402
 from rolellm_jax.training.run_config import parse_args  # noqa: E402
-from tests.test_train import assert_trees_equal, tiny_args, tokenizer_dir  # noqa: E402,F401 (a fixture)
+from tests.training.test_train import assert_trees_equal, tiny_args, tokenizer_dir  # noqa: E402,F401 (a fixture)
 
 BUCKET = "rolellm-test"
 
