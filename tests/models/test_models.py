@@ -292,7 +292,7 @@ def test_causal_query_blocks_grads_equal_one_block(llama_pair, monkeypatch, rema
         return nnx.to_pure_dict(jax.grad(lambda st: jnp.mean(nnx.merge(graphdef, st)(ids, pos, seg) ** 2))(state))
 
     blocked = grads()
-    monkeypatch.setattr(layers, "causal_query_blocks", lambda t, min_block=64: 1)
+    monkeypatch.setattr("rolellm_jax.models.attention.causal_query_blocks", lambda t, min_block=64: 1)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), blocked, grads())
 
 
