@@ -20,7 +20,7 @@ from transformers import GlmConfig, LlamaConfig
 from transformers import GlmForCausalLM as HFGlm
 from transformers import LlamaForCausalLM as HFLlama
 
-from rolellm_jax.models import CausalLM, build_model, layers
+from rolellm_jax.models import CausalLM, build_model
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.kernels.blocked_attention import causal_query_blocks
 from rolellm_jax.models.rotary import rotary_inv_freq
