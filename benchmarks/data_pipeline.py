@@ -4,7 +4,8 @@ best-fit decreasing vs next-fit (the obvious alternative), on synthetic RoleBenc
     python benchmarks/data_pipeline.py [--examples 20000] [--seq-len 1024]
 
 Examples are made up (English role system instruction + question + answer with RoleBench's
-average lengths: ~26-word questions, ~30-word answers, 5 references per question); the tokenizer is a byte-level BPE with a
+average lengths: ~26-word questions, ~30-word answers, 5 references per question); the tokenizer is a
+byte-level BPE with a
 4k vocabulary trained on them.
 """
 
@@ -105,7 +106,8 @@ def main() -> None:
     print(f"render+tokenise, batched (ours):     {len(examples) / batched_s:9.0f} examples/s")
     print(f"render+tokenise, one by one:         {len(examples) / single_s:9.0f} examples/s (extrapolated from 2000)")
     print(
-        f"packing best-fit decreasing (ours):  {rows_bfd} rows, fill {100 * total / (rows_bfd * args.seq_len):.1f}%, {pack_s:.2f} s"
+        f"packing best-fit decreasing (ours):  {rows_bfd} rows, "
+        f"fill {100 * total / (rows_bfd * args.seq_len):.1f}%, {pack_s:.2f} s"
     )
     print(f"packing next-fit in order:           {rows_nf} rows, fill {100 * total / (rows_nf * args.seq_len):.1f}%")
     print(f"PackedBatches end to end: {build_s:.1f} s to build; batch(k) of 64 x {args.seq_len}: {batch_ms:.1f} ms")

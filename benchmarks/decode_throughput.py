@@ -92,13 +92,17 @@ def main() -> None:
     tokens = args.batch * args.new
     same = np.mean([a == b for a, b in zip(ours, theirs, strict=True)])
     print(
-        f"{datetime.date.today()} {platform.machine()} {os.cpu_count()} cpus, jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        f"{datetime.date.today()} {platform.machine()} {os.cpu_count()} cpus, "
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
     print(
-        f"model {params / 1e6:.1f}M params (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}), batch {args.batch}, prompts {args.prompt // 2}-{args.prompt}, {args.new} new tokens"
+        f"model {params / 1e6:.1f}M params (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}), "
+        f"batch {args.batch}, prompts {args.prompt // 2}-{args.prompt}, {args.new} new tokens"
     )
     print(
-        f"rolellm_jax.generate : {tokens / ours_s:9.1f} tok/s ({ours_s:.2f} s; first call with compile {compile_s:.2f} s)"
+        f"rolellm_jax.generate : {tokens / ours_s:9.1f} tok/s "
+        f"({ours_s:.2f} s; first call with compile {compile_s:.2f} s)"
     )
     print(f"transformers generate: {tokens / hf_s:9.1f} tok/s ({hf_s:.2f} s)")
     print(f"speed-up {hf_s / ours_s:.2f}x; rows with identical greedy tokens: {same:.0%}")

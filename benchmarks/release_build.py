@@ -99,7 +99,8 @@ def main() -> None:
         counts = make_source(tmp / "src", args.rows)
         size = sum(p.stat().st_size for p in (tmp / "src").rglob("*.jsonl"))
         print(
-            f"source: {sum(counts.values())} rows, {size / 1e6:.0f} MB jsonl (generated in {time.perf_counter() - t0:.1f} s)"
+            f"source: {sum(counts.values())} rows, {size / 1e6:.0f} MB jsonl "
+            f"(generated in {time.perf_counter() - t0:.1f} s)"
         )
         results = {}
         t0 = time.perf_counter()

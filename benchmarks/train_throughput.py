@@ -117,7 +117,8 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
     device = jax.devices()[0]
     conn.send(
         {
-            "label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}, {'scanned' if cfg.scan_layers else 'unrolled'} layers",
+            "label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}, "
+            f"{'scanned' if cfg.scan_layers else 'unrolled'} layers",
             "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
             "flops_per_token": flops,
             "peak": peak_flops_per_device(device),
@@ -251,7 +252,8 @@ def main() -> None:
 
     print(
         f"device: {infos['jax']['device']}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-        f"date {time.strftime('%Y-%m-%d', time.gmtime())}; workers' GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
+        f"date {time.strftime('%Y-%m-%d', time.gmtime())}; "
+        f"workers' GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
     )
     print(
         f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "

@@ -19,6 +19,10 @@ from data_gen.release.verify import verify_release
 KEEP_REMOTE = {".gitattributes"}  # Hub-managed file a release commit never deletes
 
 
+def _repo_state(exists: bool | None) -> str:
+    return "exists" if exists else "will be created" if exists is False else "not checked"
+
+
 @dataclass
 class PublishPlan:
     repo_id: str
@@ -36,7 +40,7 @@ class PublishPlan:
 
     def describe(self) -> str:
         lines = [
-            f"repo: datasets/{self.repo_id} ({'exists' if self.repo_exists else 'will be created' if self.repo_exists is False else 'not checked'})",
+            f"repo: datasets/{self.repo_id} ({_repo_state(self.repo_exists)})",
             f"tag: {self.tag}",
             f"commit: {self.message} ({len(self.uploads)} files, {sum(b for _, b in self.uploads)} bytes)",
         ]

@@ -174,7 +174,8 @@ class PackedBatches:
         tokenized = tokenize_examples(mine, tokenizer, family, cfg.seq_len, self.stats)
         if not tokenized:
             raise DataError(
-                f"{cfg.source}: no training example left in data shard {shard} of {self.shards} (rows={self.stats.rows}, "
+                f"{cfg.source}: no training example left in data shard {shard} of {self.shards} "
+                f"(rows={self.stats.rows}, "
                 f"dropped={self.stats.dropped} whose prompt fills seq_len={cfg.seq_len})"
             )
         return build_rows(tokenized, cfg.seq_len, cfg.seed, pad_id)

@@ -49,7 +49,7 @@ def peak_flops_per_device(device: Any | None = None) -> float | None:
 
 
 def matmul_params(params: Any) -> int:
-    """Parameters that enter matrix multiplies: all but the embedding table (the tree of checkpoints/tensor_layout.py)."""
+    """Parameters that enter matrix multiplies: all but the embedding table (tree of checkpoints/tensor_layout.py)."""
     total = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
     embedding = params.get("embed_tokens", {}).get("embedding")
     if embedding is not None and "lm_head" in params:

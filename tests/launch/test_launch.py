@@ -1,4 +1,5 @@
-"""launch/ (and benchmarks/ shell scripts): shell scripts lint clean, print every cloud command on --dry-run, and multi-host detection."""
+"""launch/ (and benchmarks/ shell scripts): shell scripts lint clean, print every cloud command on --dry-run,
+and multi-host detection."""
 
 import os
 import re
