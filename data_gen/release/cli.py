@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--drop-train-leaks",
         action="store_true",
-        help="drop train rows whose (role, question) is also in test (counted in the card); rolegpt_baseline never counts",
+        help="drop train rows whose (role, question) is also in test (counted in the card; baseline overlap is kept)",
     )
     v = sub.add_parser("verify", help="verify a release folder")
     v.add_argument("out", type=Path)

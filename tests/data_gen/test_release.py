@@ -285,7 +285,8 @@ def test_verify_catches_a_deleted_row(demo_build):
     problems = verify_release(demo_build).problems
     assert problems == [
         f"{shard}: {table.num_rows - 1} rows, manifest.json says {table.num_rows}",
-        f"eng-instruction_generalization-general/train: {table.num_rows - 1} rows readable, manifest.json says {table.num_rows}",
+        f"eng-instruction_generalization-general/train: {table.num_rows - 1} rows readable, "
+        f"manifest.json says {table.num_rows}",
     ]
 
 
@@ -492,7 +493,8 @@ def test_mixed_languages_in_a_config_are_reported(tmp_path):
     )
     with pytest.raises(
         ReleaseError,
-        match=r"test.jsonl:\d+: Chinese row in English config eng-instruction_generalization-general \(mixed languages\)",
+        match=r"test.jsonl:\d+: Chinese row in English config eng-instruction_generalization-general "
+        r"\(mixed languages\)",
     ):
         build_release(source, "1.0.0", tmp_path / "rel")
 
