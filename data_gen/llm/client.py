@@ -3,8 +3,11 @@ journal and cost accounting. Used by every data_gen stage and by the evaluation 
 
 Guarantees (this is where real money is spent):
 - every response is committed to a SQLite (WAL) journal keyed by sha256(model, messages, sampling
-  params, sample index) *before* it is returned, so a run killed at any moment and restarted never
-  pays for a request twice and ends with exactly the output of an uninterrupted run;
+  params, sample index) as soon as it is parsed, before it is returned or anything else runs on
+  the event loop. A run killed at any moment (SIGKILL included) loses at most the requests in
+  flight at the kill (at most ``concurrency``: sent, or answered by the server but not yet
+  committed); a rerun pays again for exactly those, nothing else, and ends with exactly the output
+  of an uninterrupted run (tests/data_gen/test_kill_resume.py kills builds at random points);
 - ``offline=True`` replays from the journal only and raises :class:`OfflineMissError` on a miss;
 - concurrency, requests-per-minute and tokens-per-minute limits; retries with exponential backoff
   and jitter on 429 / 5xx / timeouts / connection errors, honouring ``Retry-After``; a request that

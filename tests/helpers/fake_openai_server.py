@@ -103,6 +103,22 @@ def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str,
     return text, "stop"
 
 
+def request_kind(body: dict) -> str:
+    """Which data_gen stage asked this (by its prompt's wording, as the responder tells them apart):
+    "profiles", "context-instruct", "rolegpt" or "other"."""
+    msgs = body["messages"]
+    user, system = msgs[-1]["content"], msgs[0]["content"] if msgs[0]["role"] == "system" else ""
+    if any(m in user for m in ("third person", "第三人称", "second person", "第二人称")):
+        return "profiles"
+    if any(m in user for m in ("based on the script segment below", "根据下面的剧本片段")):
+        return "context-instruct"
+    if any(m in user for m in ("not tied to any particular scene", "不局限于某一场景")):
+        return "context-instruct"
+    if "your description is" in system or "你的特征描述是" in system:
+        return "rolegpt"
+    return "other"
+
+
 def rolebench_responder(body: dict) -> tuple[str, str]:
     """Scripted answers in the formats data_gen's prompts ask for (en and zh), with the variations
     and bad answers real models produce. Deterministic in the request body."""
@@ -204,6 +220,10 @@ class FakeOpenAIServer:
         self.hold_after: int | None = None
         self.release = threading.Event()
         self.dropped = 0
+        # on_served(count): called after each 200 answer is written, with the number of distinct
+        # request bodies answered so far (lets a test kill a client at a chosen moment).
+        self.on_served: Callable[[int], None] | None = None
+        self.open_requests = 0  # requests received and not yet fully answered
         self.lock = threading.Lock()
         self.httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -269,6 +289,15 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                with server.lock:
+                    server.open_requests += 1
+                try:
+                    self._answer(body)
+                finally:
+                    with server.lock:
+                        server.open_requests -= 1
+
+            def _answer(self, body: dict) -> None:
                 auth = self.headers.get("Authorization", "")
                 if auth.removeprefix("Bearer ") not in server.keys:
                     with server.lock:
@@ -316,7 +345,10 @@ class FakeOpenAIServer:
                 }
                 with server.lock:
                     server.successes[key] += 1
+                    served = len(server.successes)
                 self._send(200, json.dumps(payload, ensure_ascii=False).encode())
+                if server.on_served is not None:
+                    server.on_served(served)
 
         return Handler
 
