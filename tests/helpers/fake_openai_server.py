@@ -3,7 +3,7 @@
 - ``POST /v1/chat/completions``: checks ``Authorization: Bearer <key>`` against the accepted keys
   (401 otherwise), sleeps ``latency`` seconds, answers with ``responder(body) -> (text,
   finish_reason)``; usage tokens are word counts, so costs are deterministic.
-- Injected faults: ``fault_plan(body_key, attempt) -> None | "429" | "500" | "hang" | "malformed"``
+- Injected faults: ``fault_plan(body_key, attempt) -> None | "400" | "429" | "500" | "hang" | "malformed"``
   (``attempt`` counts from 1 per distinct request body). 429 carries ``Retry-After``; "hang"
   sleeps ``hang_seconds`` (past the client's timeout); "malformed" returns a body that is not JSON.
 - Counters per request body (sha256 of its canonical JSON): ``attempts`` and ``successes`` (200s),
@@ -204,6 +204,7 @@ class FakeOpenAIServer:
         fault_plan: FaultPlan | None = None,
         retry_after: str = "1",
         hang_seconds: float = 5.0,
+        port: int = 0,
     ):
         self.responder = responder
         self.keys = set(keys)
@@ -225,7 +226,7 @@ class FakeOpenAIServer:
         self.on_served: Callable[[int], None] | None = None
         self.open_requests = 0  # requests received and not yet fully answered
         self.lock = threading.Lock()
-        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd = _QuietServer(("127.0.0.1", port), self._handler_class())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -319,6 +320,9 @@ class FakeOpenAIServer:
                     time.sleep(server.latency)
                 if fault == "429":
                     self._error(429, "rate limited", {"Retry-After": server.retry_after})
+                    return
+                if fault == "400":
+                    self._error(400, "bad request: this prompt was refused")
                     return
                 if fault == "500":
                     self._error(500, "internal error")
