@@ -3,13 +3,21 @@ journal and cost accounting. Used by every data_gen stage and by the evaluation 
 
 Guarantees (this is where real money is spent):
 - every response is committed to a SQLite (WAL) journal keyed by sha256(model, messages, sampling
-  params, sample index) *before* it is returned, so a run killed at any moment and restarted never
-  pays for a request twice and ends with exactly the output of an uninterrupted run;
+  params, sample index) as soon as it is parsed, before it is returned or anything else runs on
+  the event loop. A run killed at any moment (SIGKILL included) loses at most the requests in
+  flight at the kill (at most ``concurrency``: sent, or answered by the server but not yet
+  committed); a rerun pays again for exactly those, nothing else, and ends with exactly the output
+  of an uninterrupted run (tests/data_gen/test_kill_resume.py kills builds at random points);
 - ``offline=True`` replays from the journal only and raises :class:`OfflineMissError` on a miss;
 - concurrency, requests-per-minute and tokens-per-minute limits; retries with exponential backoff
   and jitter on 429 / 5xx / timeouts / connection errors, honouring ``Retry-After``; a request that
   keeps failing is journaled as failed (with its error) and the run goes on;
 - a rejected key (HTTP 401/403) stops at once with :class:`AuthError`, never retried;
+- an endpoint that refuses the connection or whose host does not resolve stops the run at once
+  with :class:`EndpointUnreachableError` saying so (other connection failures are retried first);
+  a request that never reached a server is not journaled, so a plain rerun asks it again. Only
+  answers a server gave (a 400, a content-filter refusal, a 500 after the retries) are journaled
+  as failed;
 - ``max_cost`` (USD) is checked *before* sending, against a worst-case estimate of the request, so
   a run stops cleanly (:class:`BudgetExceededError`) before exceeding it;
 - the API key is never logged, journaled or returned in an error message.
@@ -37,12 +45,20 @@ from typing import Any
 import openai
 
 from data_gen.llm.journal import Journal
-from data_gen.llm.limits import PriceTable, RateLimiter, connection_limits, is_retryable, retry_after_seconds
+from data_gen.llm.limits import (
+    PriceTable,
+    RateLimiter,
+    connection_limits,
+    is_retryable,
+    retry_after_seconds,
+    unreached_reason,
+)
 from data_gen.llm.types import (
     AuthError,
     BudgetExceededError,
     ChatRequest,
     ChatResult,
+    EndpointUnreachableError,
     LLMError,
     Messages,
     OfflineMissError,
@@ -220,6 +236,14 @@ class LLMClient:
                 raise self._fatal from None
             except Exception as e:  # noqa: BLE001 - classified below; anything else is a failure
                 last_error = self._redact(f"{type(e).__name__}: {e}")[:500]
+                unreached = unreached_reason(e)
+                if unreached is not None and (unreached[1] or attempt == self.max_retries):
+                    if self._fatal is None:
+                        self._fatal = EndpointUnreachableError(
+                            f"endpoint {self.base_url or 'https://api.openai.com/v1'} {unreached[0]}; the "
+                            f"requests not sent are not journaled: rerun once it answers"
+                        )
+                    raise self._fatal from None
                 if not is_retryable(e) or attempt == self.max_retries:
                     break
                 self.retries += 1

@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import socket
 import time
 from importlib import resources
 from pathlib import Path
@@ -94,6 +95,37 @@ def retry_after_seconds(err: Exception) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _names(err: BaseException) -> set[str]:
+    return {c.__name__ for c in type(err).__mro__}
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while err is not None and all(err is not e for e in out):
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def unreached_reason(err: Exception) -> tuple[str, bool] | None:
+    """(why, final) when a request never reached a server, else None (the server answered, if
+    only with an error). final: retrying cannot help soon (connection refused, name not resolved).
+    openai reports all of these as 'Request timed out.'; the cause is in the exception chain."""
+    chain = _chain(err)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "refused the connection (is the server running and listening on that host and port?)", True
+    if any(isinstance(e, socket.gaierror) or type(e).__name__ == "ClientConnectorDNSError" for e in chain):
+        return "could not be resolved (check the host name in --base-url / OPENAI_BASE_URL)", True
+    # openai's aiohttp transport maps every aiohttp connection error (a server dropping the
+    # connection after the request too) to ConnectTimeout: where aiohttp's own error is in the
+    # chain, only its "could not connect" counts as unreached; else httpx's connect errors do.
+    aio = [e for e in chain if type(e).__module__.startswith("aiohttp")]
+    connect = ("ClientConnectorError",) if aio else ("ConnectError", "ConnectTimeout")
+    if any(_names(e) & set(connect) for e in aio or chain):
+        return "could not be connected to (network error before any answer)", False
+    return None
 
 
 def is_retryable(err: Exception) -> bool:

@@ -21,6 +21,11 @@ class AuthError(LLMError):
     """The endpoint rejected the API key (401/403): the run stops at once, nothing is retried."""
 
 
+class EndpointUnreachableError(LLMError):
+    """No server answered (connection refused, host not resolved, no connection): the run stops;
+    those requests are not journaled, so a plain rerun asks them once the server is up."""
+
+
 class OfflineMissError(LLMError):
     """Offline replay asked for a request that the journal does not hold."""
 

@@ -9,6 +9,7 @@ timestamps, fixed compression and row-group settings, files written in a fixed o
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 import data_gen
 from data_gen.files import sha256_file
+from data_gen.release import checks
 from data_gen.release.card import render_card, render_changelog
 from data_gen.release.layout import (
     ReleaseError,
@@ -30,9 +32,10 @@ from data_gen.release.layout import (
     features_for,
     load_source,
 )
-from data_gen.rolebench import DIALOG_FOLDERS, EVAL_SPLITS, PROFILE_LANGS
+from data_gen.rolebench import DIALOG_FOLDERS, PROFILE_LANGS
 from data_gen.rolebench import RELEASE_SPLITS as SPLITS
 
+log = logging.getLogger(__name__)
 MAX_SHARD_BYTES = 256 * 1024 * 1024  # uncompressed Arrow bytes per shard (Hub viewer friendly)
 ROW_GROUP_ROWS = 10_000
 PARQUET_OPTIONS: dict[str, Any] = {
@@ -69,9 +72,8 @@ def build_tool_info() -> dict[str, str]:
 
 def write_split(table: pa.Table, out: Path, config: str, split: str, max_shard_bytes: int) -> list[dict[str, Any]]:
     """Write one split as equal-row shards of at most ~max_shard_bytes each; returns shard records."""
-    count = max(1, math.ceil(table.nbytes / max_shard_bytes)) if table.num_rows else 1
-    count = min(count, max(1, table.num_rows))
-    per_shard = math.ceil(table.num_rows / count) if table.num_rows else 0
+    count = min(max(1, math.ceil(table.nbytes / max_shard_bytes)), table.num_rows)  # callers never pass 0 rows
+    per_shard = math.ceil(table.num_rows / count)
     shards = []
     for index in range(count):
         part = table.slice(index * per_shard, per_shard)
@@ -91,28 +93,37 @@ def write_split(table: pa.Table, out: Path, config: str, split: str, max_shard_b
 
 
 def drop_train_leaks(source: Source) -> dict[str, int]:
-    """Remove train rows whose (role, question) is also asked in test/rolegpt_baseline; count per config.
+    """Remove train rows whose (role, question) is also asked in test of the same config; count per config.
 
-    The published RoleBench has such pairs (e.g. a Chinese question in train and, space-padded,
-    in test); `verify` refuses them, and this is the documented way to release such a source.
+    Only test counts (see checks.py): the published zh-general rolegpt_baseline answers the train
+    questions too, and dropping on it emptied that train split. The published RoleBench has 3 such
+    pairs (7 train rows) in zh role_specific; `verify` refuses them, this flag releases such a source.
     """
     dropped: dict[str, int] = {}
     for config, splits in source.configs.items():
-        train = splits.get("train")
-        if train is None or "question" not in train.columns:
+        found = set(checks.leaks({name: data.columns for name, data in splits.items()}))
+        if not found:
             continue
-        asked = {
-            (role, question.strip())
-            for split in EVAL_SPLITS
-            if split in splits
-            for role, question in zip(splits[split].columns["role"], splits[split].columns["question"])
-        }
-        keep = [(r, q.strip()) not in asked for r, q in zip(train.columns["role"], train.columns["question"])]
-        if all(keep):
-            continue
+        train = splits["train"]
+        keep = [(r, q.strip()) not in found for r, q in zip(train.columns["role"], train.columns["question"])]
         dropped[config] = keep.count(False)
         train.columns = {name: [v for v, k in zip(values, keep) if k] for name, values in train.columns.items()}
     return dropped
+
+
+def source_warnings(source: Source, drop_leaks: bool) -> list[str]:
+    """What `verify` would refuse, said at build time: leaks (unless dropped) and roles without a description."""
+    columns = {
+        config: {name: data.columns for name, data in splits.items()} for config, splits in source.configs.items()
+    }
+    found = []
+    if not drop_leaks:
+        for config, splits in columns.items():
+            if pairs := checks.leaks(splits):
+                found.append(
+                    checks.describe_leaks(config, pairs) + " (pass --drop-train-leaks to drop those train rows)"
+                )
+    return found + checks.undescribed_roles(columns)
 
 
 def build_release(
@@ -138,6 +149,8 @@ def build_release(
         if not (out / "manifest.json").is_file():
             raise ReleaseError(f"{out}: refusing to overwrite a folder that is not a release (no manifest.json)")
     source = load_source(Path(source_dir), version)
+    for warning in source_warnings(source, drop_leaks):
+        log.warning("warning: %s", warning)
     dropped = drop_train_leaks(source) if drop_leaks else {}
     previous = previous_changelog.read_text(encoding="utf-8") if previous_changelog else ""
 
@@ -178,14 +191,16 @@ def _write_release(
         splits: dict[str, Any] = {}
         for split in SPLITS:
             data = source.configs[config].get(split)
-            if data is None:
-                continue
+            if data is None or not data.num_rows:
+                continue  # a 0-row parquet shard breaks load_dataset (ArrowInvalid): the split is left out
             table = pa.Table.from_pydict(data.columns, schema=schema)
             splits[split] = {
                 "rows": table.num_rows,
                 "num_bytes": table.nbytes,
                 "shards": write_split(table, out, config, split, max_shard_bytes),
             }
+        if not splits:
+            continue
         roles = {role for data in source.configs[config].values() for role in data.columns["role"]}
         configs[config] = {
             "language": config_language(config),

@@ -11,6 +11,7 @@ The pieces, in this folder: layout (read sources), build (Parquet + manifest), c
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--drop-train-leaks",
         action="store_true",
-        help="drop train rows whose (role, question) is also in test/rolegpt_baseline (counted in the card)",
+        help="drop train rows whose (role, question) is also in test (counted in the card; baseline overlap is kept)",
     )
     v = sub.add_parser("verify", help="verify a release folder")
     v.add_argument("out", type=Path)
@@ -68,6 +69,7 @@ def _dry_run_plan(out: Path, repo: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # build's warnings, one line each
     try:
         if args.command == "build":
             manifest = build_release(

@@ -2,9 +2,12 @@
 
 Problems (each one line): checksum or row count differing from manifest.json, a shard that is
 missing, unreadable or not listed, a schema that is not the config's, `type` not aligned with
-`generated`, a (role, question) pair in both train and a test split of a config, a held-out role
-of role generalisation in a train split, README/CHANGELOG changed after the build. Instruction
-overlap between splits is reported, not a failure (general instructions are shared across roles).
+`generated`, a 0-row shard, a config split `datasets.load_dataset` cannot read, a (role, question)
+pair in both train and test of a config, a held-out role of role generalisation in a train split, a
+role without a description in its language's profiles config, README/CHANGELOG changed after the
+build. Every shard of every split gets the same checks. Instruction overlap between train and the
+other splits is reported, not a failure (general instructions are shared across roles, and the
+published zh-general rolegpt_baseline answers train questions too).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import yaml
 from datasets import Features
 
 from data_gen.files import sha256_file
+from data_gen.release import checks
 from data_gen.release.layout import SEMVER, features_for
-from data_gen.rolebench import EVAL_SPLITS
 
 
 @dataclass
@@ -72,11 +75,13 @@ def verify_release(out: Path) -> VerifyReport:
         for split, split_info in info["splits"].items():
             columns: dict[str, list] = {}
             total = 0
+            complete = True  # every shard read with the config's schema: only then are its rows checked
             for shard in split_info["shards"]:
                 path = out / shard["path"]
                 listed.add(shard["path"])
                 if not path.is_file():
                     report.problems.append(f"{path}: shard missing")
+                    complete = False
                     continue
                 if sha256_file(path) != shard["sha256"]:
                     report.problems.append(f"{path}: sha256 differs from manifest.json")
@@ -85,11 +90,15 @@ def verify_release(out: Path) -> VerifyReport:
                     values = {name: table.column(name).to_pylist() for name in table.column_names}
                 except Exception as err:  # a corrupt shard: report and go on
                     report.problems.append(f"{path}: unreadable parquet ({type(err).__name__}: {err})".splitlines()[0])
+                    complete = False
                     continue
                 if table.num_rows != shard["rows"]:
                     report.problems.append(f"{path}: {table.num_rows} rows, manifest.json says {shard['rows']}")
+                if not table.num_rows:
+                    report.problems.append(f"{path}: 0 rows (load_dataset cannot read an empty parquet shard)")
                 if not _schema_matches(table.schema, expected):
                     report.problems.append(f"{path}: schema is not the {config} schema ({table.schema.names})")
+                    complete = False
                     continue
                 total += table.num_rows
                 for name, column in values.items():
@@ -98,6 +107,8 @@ def verify_release(out: Path) -> VerifyReport:
                 report.problems.append(
                     f"{config}/{split}: {total} rows readable, manifest.json says {split_info['rows']}"
                 )
+            if not complete:
+                continue
             tables.setdefault(config, {})[split] = columns
             if "type" in columns:
                 for i, (gen, types) in enumerate(zip(columns["generated"], columns["type"])):
@@ -133,9 +144,28 @@ def verify_release(out: Path) -> VerifyReport:
         }
         if declared != built:
             report.problems.append(f"{readme}: configs in the front matter do not match manifest.json")
+        else:  # load_dataset reads what the card declares
+            _check_loads(out, declared, report)
 
     _check_splits(tables, report)
+    report.problems.extend(checks.undescribed_roles(tables))
     return report
+
+
+def _check_loads(out: Path, declared: dict[tuple[str, str], list[str]], report: VerifyReport) -> None:
+    """The first row of every config split through `datasets.load_dataset` (streaming: nothing is
+    cached), as a user would load it."""
+    import datasets
+
+    for config in dict.fromkeys(c for c, _ in declared):
+        try:
+            ds = datasets.load_dataset(str(out), config, streaming=True)
+            for split in ds:
+                next(iter(ds[split]), None)
+        except Exception as err:  # noqa: BLE001 - whatever load_dataset raises is the problem to report
+            report.problems.append(
+                f"{out}: load_dataset(..., {config!r}) fails ({type(err).__name__}: {err})".splitlines()[0]
+            )
 
 
 def _schema_matches(schema: pa.Schema, expected: Features) -> bool:
@@ -151,37 +181,22 @@ def _schema_matches(schema: pa.Schema, expected: Features) -> bool:
     return types_match and stored == expected
 
 
-def _pairs(columns: dict[str, list]) -> set[tuple[str, str]]:
-    # questions compared stripped: the original English files prefix questions with a space
-    return {(r, q.strip()) for r, q in zip(columns.get("role", []), columns.get("question", []))}
-
-
 def _check_splits(tables: dict[str, dict[str, Any]], report: VerifyReport) -> None:
     held_out: set[str] = set()
     trained: dict[str, set[str]] = {}
     for config, splits in tables.items():
         if "question" not in splits.get("train", splits.get("test", {})):
             continue  # profiles / dialogues
-        train = splits.get("train")
-        for split in EVAL_SPLITS:
-            other = splits.get(split)
-            if train is None or other is None:
-                continue
-            leaks = sorted(_pairs(train) & _pairs(other))
-            for role, question in leaks[:5]:
-                report.problems.append(f"{config}: ({role!r}, {question[:60]!r}) is in both train and {split}")
-            if len(leaks) > 5:
-                report.problems.append(
-                    f"{config}: {len(leaks) - 5} more (role, question) pairs in both train and {split}"
-                )
-            shared = {q.strip() for q in train["question"]} & {q.strip() for q in other["question"]}
-            report.notes.append(
-                f"{config}: {len(shared)} of {len({q.strip() for q in other['question']})} {split} instructions also in train"
-            )
+        if found := checks.leaks(splits):
+            for role, question in found[:5]:
+                report.problems.append(f"{config}: ({role!r}, {question[:60]!r}) is in both train and test")
+            if len(found) > 5:
+                report.problems.append(f"{config}: {len(found) - 5} more (role, question) pairs in both train and test")
+        report.notes.extend(checks.overlap_notes(config, splits))
         if "role_generalization" in config:
-            held_out |= {r for s in EVAL_SPLITS if s in splits for r in splits[s]["role"]}
-            if train is not None:
-                trained[config] = set(train["role"])
+            held_out |= set(splits.get(checks.HELD_OUT_SPLIT, {}).get("role", []))
+            if "train" in splits:
+                trained[config] = set(splits["train"]["role"])
     for config, roles in trained.items():
         for role in sorted(roles & held_out):
             report.problems.append(f"{config}: held-out role {role!r} appears in train")

@@ -137,15 +137,26 @@ def test_build_from_original_layout_loads_every_config_and_split(rolebench_sampl
     assert all(r["type"] == [test_types[(r["role"], r["question"])]] for r in zh["rolegpt_baseline"])
 
 
-def test_verify_finds_the_real_train_test_leak_in_the_sample(rolebench_sample, tmp_path):
+@pytest.fixture
+def described_sample(rolebench_sample, tmp_path) -> Path:
+    """The real rows plus made-up profiles (the sample has none; verify refuses undescribed roles)."""
+    root = shutil.copytree(rolebench_sample, tmp_path / "sample")
+    for lang, folder in (("eng", "rolebench-eng"), ("zh", "rolebench-zh")):
+        roles = sorted({r["role"] for path in (root / folder).rglob("*.jsonl") for r in jsonl(path)})
+        (root / f"profiles-{lang}").mkdir()
+        (root / f"profiles-{lang}" / "desc.json").write_text(json.dumps({r: f"{r} (test description)" for r in roles}))
+    return root
+
+
+def test_verify_finds_the_real_train_test_leak_in_the_sample(described_sample, tmp_path):
     # The real Chinese role-specific files ask one question in train and (space-padded) in test.
-    build_release(rolebench_sample, "1.0.0", tmp_path / "rel")
+    build_release(described_sample, "1.0.0", tmp_path / "rel")
     report = verify_release(tmp_path / "rel")
     assert report.problems and all(p.startswith("zh-role_specific: ('皇帝'") for p in report.problems)
 
 
-def test_drop_train_leaks_makes_the_sample_release_verify(rolebench_sample, tmp_path):
-    manifest = build_release(rolebench_sample, "1.0.0", tmp_path / "rel", drop_leaks=True)
+def test_drop_train_leaks_makes_the_sample_release_verify(described_sample, tmp_path):
+    manifest = build_release(described_sample, "1.0.0", tmp_path / "rel", drop_leaks=True)
     assert manifest["configs"]["zh-role_specific"]["dropped_train_leaks"] == 1
     assert manifest["configs"]["zh-role_specific"]["splits"]["train"]["rows"] == 199
     assert "`zh-role_specific` 1" in (tmp_path / "rel" / "README.md").read_text()
@@ -274,7 +285,8 @@ def test_verify_catches_a_deleted_row(demo_build):
     problems = verify_release(demo_build).problems
     assert problems == [
         f"{shard}: {table.num_rows - 1} rows, manifest.json says {table.num_rows}",
-        f"eng-instruction_generalization-general/train: {table.num_rows - 1} rows readable, manifest.json says {table.num_rows}",
+        f"eng-instruction_generalization-general/train: {table.num_rows - 1} rows readable, "
+        f"manifest.json says {table.num_rows}",
     ]
 
 
@@ -481,7 +493,8 @@ def test_mixed_languages_in_a_config_are_reported(tmp_path):
     )
     with pytest.raises(
         ReleaseError,
-        match=r"test.jsonl:\d+: Chinese row in English config eng-instruction_generalization-general \(mixed languages\)",
+        match=r"test.jsonl:\d+: Chinese row in English config eng-instruction_generalization-general "
+        r"\(mixed languages\)",
     ):
         build_release(source, "1.0.0", tmp_path / "rel")
 

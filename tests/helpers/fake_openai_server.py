@@ -3,7 +3,7 @@
 - ``POST /v1/chat/completions``: checks ``Authorization: Bearer <key>`` against the accepted keys
   (401 otherwise), sleeps ``latency`` seconds, answers with ``responder(body) -> (text,
   finish_reason)``; usage tokens are word counts, so costs are deterministic.
-- Injected faults: ``fault_plan(body_key, attempt) -> None | "429" | "500" | "hang" | "malformed"``
+- Injected faults: ``fault_plan(body_key, attempt) -> None | "400" | "429" | "500" | "hang" | "malformed"``
   (``attempt`` counts from 1 per distinct request body). 429 carries ``Retry-After``; "hang"
   sleeps ``hang_seconds`` (past the client's timeout); "malformed" returns a body that is not JSON.
 - Counters per request body (sha256 of its canonical JSON): ``attempts`` and ``successes`` (200s),
@@ -103,6 +103,22 @@ def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str,
     return text, "stop"
 
 
+def request_kind(body: dict) -> str:
+    """Which data_gen stage asked this (by its prompt's wording, as the responder tells them apart):
+    "profiles", "context-instruct", "rolegpt" or "other"."""
+    msgs = body["messages"]
+    user, system = msgs[-1]["content"], msgs[0]["content"] if msgs[0]["role"] == "system" else ""
+    if any(m in user for m in ("third person", "第三人称", "second person", "第二人称")):
+        return "profiles"
+    if any(m in user for m in ("based on the script segment below", "根据下面的剧本片段")):
+        return "context-instruct"
+    if any(m in user for m in ("not tied to any particular scene", "不局限于某一场景")):
+        return "context-instruct"
+    if "your description is" in system or "你的特征描述是" in system:
+        return "rolegpt"
+    return "other"
+
+
 def rolebench_responder(body: dict) -> tuple[str, str]:
     """Scripted answers in the formats data_gen's prompts ask for (en and zh), with the variations
     and bad answers real models produce. Deterministic in the request body."""
@@ -188,6 +204,7 @@ class FakeOpenAIServer:
         fault_plan: FaultPlan | None = None,
         retry_after: str = "1",
         hang_seconds: float = 5.0,
+        port: int = 0,
     ):
         self.responder = responder
         self.keys = set(keys)
@@ -204,8 +221,12 @@ class FakeOpenAIServer:
         self.hold_after: int | None = None
         self.release = threading.Event()
         self.dropped = 0
+        # on_served(count): called after each 200 answer is written, with the number of distinct
+        # request bodies answered so far (lets a test kill a client at a chosen moment).
+        self.on_served: Callable[[int], None] | None = None
+        self.open_requests = 0  # requests received and not yet fully answered
         self.lock = threading.Lock()
-        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd = _QuietServer(("127.0.0.1", port), self._handler_class())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -269,6 +290,15 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                with server.lock:
+                    server.open_requests += 1
+                try:
+                    self._answer(body)
+                finally:
+                    with server.lock:
+                        server.open_requests -= 1
+
+            def _answer(self, body: dict) -> None:
                 auth = self.headers.get("Authorization", "")
                 if auth.removeprefix("Bearer ") not in server.keys:
                     with server.lock:
@@ -290,6 +320,9 @@ class FakeOpenAIServer:
                     time.sleep(server.latency)
                 if fault == "429":
                     self._error(429, "rate limited", {"Retry-After": server.retry_after})
+                    return
+                if fault == "400":
+                    self._error(400, "bad request: this prompt was refused")
                     return
                 if fault == "500":
                     self._error(500, "internal error")
@@ -316,7 +349,10 @@ class FakeOpenAIServer:
                 }
                 with server.lock:
                     server.successes[key] += 1
+                    served = len(server.successes)
                 self._send(200, json.dumps(payload, ensure_ascii=False).encode())
+                if server.on_served is not None:
+                    server.on_served(served)
 
         return Handler
 
