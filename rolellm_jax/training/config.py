@@ -1,4 +1,4 @@
-"""The training sections of a run's configuration (train.*, lora.*, checkpoint.*, logging.*).
+"""The training sections of a run's configuration (train.*, lora.*, checkpoint.*, resume.*, logging.*).
 
 The RoleLLM paper does not publish its RoCIT hyper-parameters (learning rate, schedule, batch,
 epochs, LoRA or full tuning): every default below is OUR choice. run_config.py assembles these
@@ -61,6 +61,15 @@ class CheckpointConfig:
     keep: int = 3
     async_save: bool = True
     resume: bool = True  # resume from the latest complete checkpoint in dir
+
+
+@dataclasses.dataclass
+class ResumeConfig:
+    """resume.*: what a run that finds its own checkpoints may do."""
+
+    # A resumed run refuses settings that change training (lr, schedule, steps, batch, data, lora,
+    # model) unlike the checkpoint's, naming them; true resumes anyway (with a warning listing them).
+    allow_changes: bool = False
 
 
 @dataclasses.dataclass
