@@ -28,6 +28,9 @@ class TrainConfig:
     seed: int = 0  # parameter init (data order has data.seed)
     output_dir: str = "runs/demo"
     export: bool = True  # write the final model checkpoint to export/ beside the checkpoints folder
+    # refuse, before allocating, a training state (params + grads + AdamW moments) larger than the
+    # host's available memory or the devices' (memory_estimate.py)
+    check_memory: bool = True
 
     def __post_init__(self):
         for name in ("steps", "global_batch_size", "grad_accum"):

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from etils import epath
 
+from data_gen import rolebench as schema
 from rolellm_jax.data.examples import DataConfig
 from rolellm_jax.errors import ConfigError
-from data_gen import rolebench as schema
 from rolellm_jax.models.config import ATTENTION_IMPLS, DTYPES, FAMILIES, REMAT_POLICY_NAMES, WEIGHT_GRADS, ModelConfig
 from rolellm_jax.parallel.sharding import MeshConfig
 from rolellm_jax.parallel.storage import storage_path
@@ -312,8 +312,7 @@ def help_text(cfg: RunConfig, prog: str) -> str:
         if key.split(".")[0] != section:
             section = key.split(".")[0]
             lines.append("")
+        shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         allowed = f": {' | '.join(CHOICES[key])}" if key in CHOICES else ""
-        lines.append(
-            f"  --{key:<{width}} {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip():<24} [{_type_name(tp)}{allowed}]"
-        )
+        lines.append(f"  --{key:<{width}} {shown:<24} [{_type_name(tp)}{allowed}]")
     return "\n".join(lines)
