@@ -32,10 +32,10 @@ from rolellm_jax.errors import OOM_HINT, is_oom
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import make_mesh
 from rolellm_jax.parallel.storage import is_url, storage_path
-from rolellm_jax.training.checkpoint_store import CheckpointStore
+from rolellm_jax.training.checkpoint_store import CheckpointMismatchError, CheckpointStore
 from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device
 from rolellm_jax.training.memory_estimate import available_memory, check_state_fits, estimate_state, human_count
-from rolellm_jax.training.run_config import RunConfig, model_config_of
+from rolellm_jax.training.run_config import RunConfig, changed_settings, model_config_of
 from rolellm_jax.training.run_log import MetricsLog, plot_loss_curve, read_metrics
 from rolellm_jax.training.train_step import TrainError, TrainProgram
 
@@ -155,6 +155,20 @@ def _identity(model_cfg: ModelConfig, cfg: RunConfig) -> dict[str, Any]:
     return {"model_config": arch, "lora": lora}
 
 
+def _check_settings(cfg: RunConfig, folder: Any, meta: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint trained with other settings (lr, steps, data, ...) unless resume.allow_changes."""
+    changes = changed_settings(meta.get("config") or {}, cfg.to_dict())
+    if not changes:
+        return
+    listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
+    if not cfg.resume.allow_changes:
+        raise CheckpointMismatchError(
+            f"{folder}: trained with other settings than this run's: {listed} (checkpoint -> now); resume with "
+            "them anyway with --resume.allow_changes=true, or start afresh in another --train.output_dir"
+        )
+    log.warning("resuming %s with changed settings (resume.allow_changes=true): %s", folder, listed)
+
+
 # ---------------------------------------------------------------- the run
 def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     output_dir = Path(cfg.train.output_dir)
@@ -184,7 +198,13 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
             f"{cfg.checkpoint_dir} already holds checkpoints {store.steps()} and checkpoint.resume=false: "
             "choose another train.output_dir / checkpoint.dir or allow resuming"
         )
-    restored = store.restore_latest(program.abstract_state(), identity) if cfg.checkpoint.resume else None
+    restored = (
+        store.restore_latest(
+            program.abstract_state(), identity, lambda folder, meta: _check_settings(cfg, folder, meta)
+        )
+        if cfg.checkpoint.resume
+        else None
+    )
     frozen = None
     if restored is not None:
         start, state, meta = restored

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from pathlib import Path
@@ -107,6 +108,25 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.references_per_row": ("all", "first", "N"),
     "data.on_bad_line": ("fail", "skip"),
 }
+
+
+# What a resumed run must share with its checkpoint (issue 16 item 10): everything that changes the
+# trained weights. Not: where things go (output_dir, checkpoint.*), how the same math is computed
+# (mesh.*, the model's runtime fields), what is logged, data.shards (its own warning on resume).
+_NOT_TRAINING = ("mesh.", "checkpoint.", "logging.", "resume.", "train.output_dir", "train.export")
+_NOT_TRAINING += ("train.check_memory", "data.shards", *(f"model.{f}" for f in ModelConfig.RUNTIME_FIELDS))
+
+
+def training_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """{dotted key: value} of the settings that change training, from RunConfig.to_dict() (or a checkpoint's copy)."""
+    flat = flatten_yaml(json.loads(json.dumps(config)), "config")  # tuples as lists, as a checkpoint stores them
+    return {k: v for k, v in flat.items() if not k.startswith(_NOT_TRAINING)}
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, checkpoint's value, this run's) for each training setting that differs; keys one side lacks are skipped."""
+    before, after = training_settings(old), training_settings(new)
+    return [(k, before[k], after[k]) for k in sorted(before.keys() & after.keys()) if before[k] != after[k]]
 
 
 # ---------------------------------------------------------------- flattening and validation
