@@ -79,6 +79,19 @@ def canonical_lang(value: str, flag: str = "lang") -> str:
     return lang
 
 
+def lang_flag(value: str) -> str:
+    """argparse ``type=`` of every ``--lang`` flag: any accepted spelling -> ``eng`` / ``zh``."""
+    import argparse
+
+    try:
+        return canonical_lang(value, "--lang")
+    except RoleBenchError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+LANG_CHOICES_HELP = "eng (or en) | zh"
+
+
 def short_lang(value: str) -> str:
     """``en`` or ``zh``: the spelling of prompt files and Rouge tokenisers."""
     return "en" if canonical_lang(value) == "eng" else "zh"

@@ -1,11 +1,12 @@
 """python -m rolellm_jax.evaluate: score predictions, generate and score a checkpoint, GPT judge.
 
     python -m rolellm_jax.evaluate score --pred PRED.jsonl --ref REF.jsonl [--mode paper|f1]
-        [--refs max|first] [--lang en|zh] [--zh-tokenizer char|jieba] [--strict]
+        [--refs max|first] [--lang eng|en|zh] [--zh-tokenizer char|jieba] [--strict]
 
 ``score`` prints one JSON object (score, row counts, unmatched rows with counts and examples,
-warnings). Warnings also go to stderr; ``--strict`` makes unmatched rows or a language warning
-an error (exit 1). Bad input (a malformed line, a missing key) is one line on stderr, exit 1.
+warnings). Without ``--lang`` the language is the references' (detected); a ``--lang`` they
+contradict is an error. Warnings also go to stderr; ``--strict`` makes unmatched rows an error
+(exit 1). Bad input (a malformed line, a missing key) is one line on stderr, exit 1.
 
     python -m rolellm_jax.evaluate judge --pred NAME=FILE --pred NAME=FILE [...] --profiles P
         --model JUDGE --journal J.sqlite --out DIR [--ref REF.jsonl] [--lang en|zh] [--seed 0]
@@ -27,11 +28,12 @@ import json
 import sys
 from collections.abc import Sequence
 
+from data_gen import rolebench as schema
 from data_gen.llm.cli_flags import add_llm_flags
 from rolellm_jax.errors import run_cli
 from rolellm_jax.evaluation import benchmark_run as eval_run
 from rolellm_jax.evaluation import judge
-from rolellm_jax.evaluation.rouge import LANGS, MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
+from rolellm_jax.evaluation.rouge import MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
 
 
 def _add_rouge_flags(p: argparse.ArgumentParser) -> None:
@@ -59,6 +61,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     return 1 if args.strict and report["warnings"] else 0
+
+
+def _short_lang(text: str) -> str:
+    """--lang in any spelling (eng/en, zh) -> en / zh, the spelling of the Rouge tokenisers and prompts."""
+    return schema.short_lang(schema.lang_flag(text))
 
 
 def _positive_int(text: str) -> int:
@@ -136,7 +143,7 @@ def _add_judge_parser(sub) -> None:
         "--profiles", required=True, help="role descriptions: JSON {role: description} or a RoleBench source"
     )
     p.add_argument("--ref", help="reference answers shown to the judge (RoleBench rows)")
-    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--lang", type=_short_lang, default="en", help=schema.LANG_CHOICES_HELP)
     p.add_argument("--model", required=True, help="judge model name at the endpoint")
     p.add_argument("--journal", required=True, help="SQLite journal of the judge calls (resumable, cached)")
     p.add_argument("--out", required=True, help="folder for judgments.jsonl and judge_summary.json")
@@ -156,10 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="Rouge-L of a prediction file against a reference file (RoleBench rows)")
     score.add_argument("--pred", required=True, help="predictions, RoleBench rows (a rolegpt_baseline.jsonl is valid)")
     score.add_argument("--ref", required=True, help="references, RoleBench rows (e.g. test.jsonl)")
-    score.add_argument("--lang", choices=LANGS, default="en")
+    score.add_argument(
+        "--lang",
+        type=_short_lang,
+        help=f"{schema.LANG_CHOICES_HELP} (default: detected from the references; one they contradict is an error)",
+    )
     _add_rouge_flags(score)
     score.add_argument(
-        "--strict", action="store_true", help="exit 1 when rows are unmatched or the language looks wrong"
+        "--strict", action="store_true", help="exit 1 when rows are unmatched"
     )
     score.set_defaults(func=cmd_score)
     _add_run_parser(sub)

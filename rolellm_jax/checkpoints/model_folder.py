@@ -82,6 +82,23 @@ def save_model_checkpoint(
             copy_tokenizer_files(tokenizer_dir, path)
 
 
+def check_model_folder(path: str | Path, flag: str = "") -> None:
+    """A one-line error for a model path that is no model folder: missing, a file, or a folder
+    without rolellm_config.json / config.json (a training run's folder points at its export/)."""
+    where = f"{flag}={path}" if flag else str(path)
+    folder = storage_path(path)
+    if is_url(folder) or is_model_checkpoint(folder) or (folder / "config.json").is_file():
+        return
+    if not folder.exists():
+        raise CheckpointError(f"{where}: no such folder")
+    if not folder.is_dir():
+        raise CheckpointError(f"{where}: not a folder (a model is a folder with {CONFIG_FILE} or config.json)")
+    hint = ""
+    if is_model_checkpoint(folder / "export"):
+        hint = f"; it looks like a training run's folder: its model is {folder / 'export'}"
+    raise CheckpointError(f"{where}: neither our checkpoint ({CONFIG_FILE}) nor an HF folder (config.json){hint}")
+
+
 def load_model_checkpoint(path: str | Path, abstract: dict | None = None) -> tuple[dict, ModelConfig]:
     """(params, cfg) of our checkpoint.
 
@@ -154,6 +171,11 @@ def load_model(path: str | Path, *, mesh: Any = None, **runtime_overrides) -> tu
     unknown = sorted(set(runtime_overrides) - set(ModelConfig.RUNTIME_FIELDS))
     if unknown:
         raise ConfigError(f"load_model: {unknown} are not runtime fields {list(ModelConfig.RUNTIME_FIELDS)}")
+    try:  # the values too (dtype="bf16" fails here, not on the first call), before any tensor is read
+        ModelConfig().replace(**runtime_overrides)
+    except ConfigError as err:
+        raise ConfigError(f"load_model: {err}") from None
+    check_model_folder(path)
     if is_model_checkpoint(path):
         hf_params, cfg = None, _load_config(storage_path(path))
     elif not is_url(path) and (Path(path) / "config.json").is_file():

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = DataConfig()
     p = argparse.ArgumentParser(prog="python -m rolellm_jax.data", description=main.__doc__)
     p.add_argument("--source", default=defaults.source, help="original-layout folder, release folder or Hub id")
-    p.add_argument("--lang", default=defaults.lang, choices=schema.LANGS)
+    p.add_argument("--lang", default=defaults.lang, type=schema.lang_flag, help=schema.LANG_CHOICES_HELP)
     p.add_argument("--setting", default=defaults.setting, choices=schema.SETTINGS)
     p.add_argument("--split", default=defaults.split)
     p.add_argument("--seq-len", type=int, default=defaults.seq_len)

@@ -33,7 +33,7 @@ class DataConfig:
 
     # A folder in the original RoleBench layout, our release folder, or a Hub dataset id.
     source: str = "release/rolebench-demo"
-    lang: str = "eng"  # eng | zh
+    lang: str = "eng"  # eng (or en) | zh; kept as eng / zh
     setting: str = "instruction_generalization"  # | role_generalization (eng only)
     kinds: tuple[str, ...] = ("general", "role_specific")  # which kinds are mixed into training
     role_specific_repeat: int = 1  # times each role-specific example is repeated (upweights knowledge)
@@ -53,6 +53,10 @@ class DataConfig:
     def __post_init__(self):
         if isinstance(self.kinds, (list, str)):  # YAML gives lists; "general" means one kind
             object.__setattr__(self, "kinds", (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds))
+        try:
+            object.__setattr__(self, "lang", schema.canonical_lang(self.lang, "data.lang"))
+        except schema.RoleBenchError as e:
+            raise DataError(str(e)) from None
         if not self.kinds or any(k not in schema.KINDS for k in self.kinds):
             raise DataError(f"data.kinds={self.kinds!r}: expected a non-empty subset of {schema.KINDS}")
         for kind in self.kinds:  # lang / setting / kind combination (zh has no role_generalization)

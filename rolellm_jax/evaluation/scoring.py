@@ -2,8 +2,8 @@
 
 Rows are matched on (role, stripped question). Rows present on one side only are reported with
 counts and examples (never silently dropped from view): the score is the mean over matched rows,
-and ``score_missing_as_zero`` also counts reference rows without a prediction as 0. A language
-flag that does not fit the text (``en`` on Chinese, ``zh`` on English) adds a warning.
+and ``score_missing_as_zero`` also counts reference rows without a prediction as 0. The language is
+the references' (detected) unless given; a given one they contradict (``en`` on Chinese) is an error.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.files import DataFileError, iter_jsonl
-from data_gen.rolebench import RoleRow, parse_row, row_fields
-from rolellm_jax.evaluation.rouge import looks_chinese, rouge_l
+from data_gen.rolebench import RoleRow, parse_row, row_fields, short_lang
+from rolellm_jax.evaluation.rouge import MetricError, looks_chinese, rouge_l
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +127,26 @@ def match_rows(predictions: Sequence[Prediction], references: Sequence[Reference
     return pairs, preds_only, refs_only
 
 
-def language_warning(texts: list[str], lang: str, where: str) -> str | None:
-    """A warning when most texts are Chinese under ``en`` (or mostly not Chinese under ``zh``)."""
+def detect_lang(texts: list[str]) -> tuple[str, float]:
+    """(``zh`` or ``en``, share of Chinese texts) of a sample of the texts: Chinese when at least half are."""
     sample = [t for t in texts if t.strip()][:200]
-    if not sample:
-        return None
-    chinese = sum(looks_chinese(t) for t in sample) / len(sample)
-    if lang == "en" and chinese >= 0.5:
-        return f"{where}: {chinese:.0%} of the texts are Chinese but --lang en was given (use --lang zh)"
-    if lang == "zh" and chinese < 0.5:
-        return f"{where}: only {chinese:.0%} of the texts are Chinese but --lang zh was given (use --lang en)"
-    return None
+    chinese = sum(looks_chinese(t) for t in sample) / len(sample) if sample else 0.0
+    return ("zh" if chinese >= 0.5 else "en"), chinese
+
+
+def resolve_lang(references: Sequence[Reference], lang: str | None, where: str, given_as: str = "--lang") -> str:
+    """The language to score in: the one the references are written in when `lang` is None; a given
+    `lang` that the references contradict is an error (English tokens on Chinese text score ~0)."""
+    detected, chinese = detect_lang([r.row.answers[0] for r in references] + [r.question for r in references])
+    if lang is None or not references:
+        return lang or detected
+    lang = short_lang(lang)
+    if lang != detected:
+        raise MetricError(
+            f"{where}: {given_as} {lang} was given but {chinese:.0%} of the reference texts are Chinese: "
+            f"use --lang {detected}, or leave --lang out"
+        )
+    return lang
 
 
 def score_rows(
@@ -146,14 +155,18 @@ def score_rows(
     *,
     mode: str = "paper",
     refs: str = "max",
-    lang: str = "en",
+    lang: str | None = None,
     zh_tokenizer: str = "char",
     where: str = "",
+    lang_given_as: str = "--lang",
 ) -> dict[str, Any]:
-    """The score report (one JSON-able dict) of predictions against references."""
+    """The score report (one JSON-able dict) of predictions against references.
+
+    `lang` None: the references' language (detected); given (en/eng or zh): checked against them."""
     pairs, pred_only, ref_only = match_rows(predictions, references)
-    texts = [r.row.answers[0] for r in references] + [p.answer for p in predictions]
-    warnings = [w for w in (language_warning(texts, lang, where),) if w]
+    detected = lang is None
+    lang = resolve_lang(references, lang, where, lang_given_as)
+    warnings: list[str] = []
     scores = [
         rouge_l(p.answer, r.row.answers, mode=mode, refs=refs, lang=lang, zh_tokenizer=zh_tokenizer) for p, r in pairs
     ]
@@ -172,6 +185,7 @@ def score_rows(
         "mode": mode,
         "refs": refs,
         "lang": lang,
+        "lang_detected": detected,
         **({"zh_tokenizer": zh_tokenizer} if lang == "zh" else {}),
         "unmatched": {
             "predictions_without_reference": {

@@ -9,13 +9,12 @@ import jax
 import jax.numpy as jnp
 
 from rolellm_jax.errors import ConfigError
+from rolellm_jax.models.config import ATTENTION_IMPLS
 from rolellm_jax.models.kernels.blocked_attention import (
     allowed_mask,
     causal_blocks_attention,
     causal_query_blocks,
 )
-
-ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
 
 def check_attention_impl(impl: str, dtype: Any = None) -> None:

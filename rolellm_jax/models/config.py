@@ -17,6 +17,12 @@ from etils import epath
 from rolellm_jax.errors import ConfigError
 
 FAMILIES = ("llama", "glm")
+# The runtime fields' allowed values, checked when a config is made (a preset, a flag, load_model's
+# keywords) so that a typo fails at once, naming them, instead of deep inside flax or after data loading.
+DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICY_NAMES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")  # layers.REMAT_POLICIES
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")  # models/attention.py
+WEIGHT_GRADS = ("auto", "xla", "cpu")
 HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "GlmForCausalLM": "glm"}
 
 
@@ -54,13 +60,21 @@ class ModelConfig:
     weight_grad: str = "auto"
 
     RUNTIME_FIELDS = ("param_dtype", "dtype", "scan_layers", "remat_policy", "attention_impl", "weight_grad")
-    WEIGHT_GRADS = ("auto", "xla", "cpu")
+    WEIGHT_GRADS = WEIGHT_GRADS
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ConfigError(f"family={self.family!r}: expected one of {FAMILIES}")
-        if self.weight_grad not in self.WEIGHT_GRADS:
-            raise ConfigError(f"weight_grad={self.weight_grad!r}: expected one of {self.WEIGHT_GRADS}")
+        for name, allowed in (
+            ("family", FAMILIES),
+            ("param_dtype", DTYPES),
+            ("dtype", DTYPES),
+            ("remat_policy", REMAT_POLICY_NAMES),
+            ("attention_impl", ATTENTION_IMPLS),
+            ("weight_grad", WEIGHT_GRADS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={self.dtype!r}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,18 @@ class CheckpointStore:
         return sorted(self.manager.all_steps())
 
     # ------------------------------------------------------------------ restore
-    def restore_latest(self, abstract_state: Any, identity: dict[str, Any]) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest(
+        self,
+        abstract_state: Any,
+        identity: dict[str, Any],
+        check_meta: Callable[[epath.Path, dict[str, Any]], None] | None = None,
+    ) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, meta) of the newest readable checkpoint, or None when there is none.
 
         `abstract_state` is a tree of ShapeDtypeStructs with shardings (the restore target).
         `identity` holds what must match (e.g. the model config): a checkpoint for another model
-        is an error, not something to skip silently.
+        is an error, not something to skip silently. `check_meta(folder, meta)` may refuse the
+        checkpoint too (raising), before its arrays are read.
         """
         corrupt: list[int] = []
         found = None
@@ -97,6 +104,8 @@ class CheckpointStore:
                         f"({_first_difference(meta.get(key), value)}); use another train.output_dir "
                         "or checkpoint.dir, or delete the old checkpoints"
                     )
+            if check_meta is not None:
+                check_meta(self.directory / str(step), meta)
             try:
                 restored = self.manager.restore(
                     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))

@@ -1,4 +1,4 @@
-"""The training sections of a run's configuration (train.*, lora.*, checkpoint.*, logging.*).
+"""The training sections of a run's configuration (train.*, lora.*, checkpoint.*, resume.*, logging.*).
 
 The RoleLLM paper does not publish its RoCIT hyper-parameters (learning rate, schedule, batch,
 epochs, LoRA or full tuning): every default below is OUR choice. run_config.py assembles these
@@ -28,6 +28,9 @@ class TrainConfig:
     seed: int = 0  # parameter init (data order has data.seed)
     output_dir: str = "runs/demo"
     export: bool = True  # write the final model checkpoint to export/ beside the checkpoints folder
+    # refuse, before allocating, a training state (params + grads + AdamW moments) larger than the
+    # host's available memory or the devices' (memory_estimate.py)
+    check_memory: bool = True
 
     def __post_init__(self):
         for name in ("steps", "global_batch_size", "grad_accum"):
@@ -61,6 +64,15 @@ class CheckpointConfig:
     keep: int = 3
     async_save: bool = True
     resume: bool = True  # resume from the latest complete checkpoint in dir
+
+
+@dataclasses.dataclass
+class ResumeConfig:
+    """resume.*: what a run that finds its own checkpoints may do."""
+
+    # A resumed run refuses settings that change training (lr, schedule, steps, batch, data, lora,
+    # model) unlike the checkpoint's, naming them; true resumes anyway (with a warning listing them).
+    allow_changes: bool = False
 
 
 @dataclasses.dataclass

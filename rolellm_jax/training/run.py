@@ -18,7 +18,12 @@ from etils import epath
 
 from rolellm_jax.checkpoints.chatglm import chatglm_model_config, is_chatglm_config
 from rolellm_jax.checkpoints.hf_read import read_hf_checkpoint, read_hf_config
-from rolellm_jax.checkpoints.model_folder import is_model_checkpoint, load_model_checkpoint, save_model_checkpoint
+from rolellm_jax.checkpoints.model_folder import (
+    check_model_folder,
+    is_model_checkpoint,
+    load_model_checkpoint,
+    save_model_checkpoint,
+)
 from rolellm_jax.checkpoints.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
 from rolellm_jax.data.chat_format import export_chat_template
 from rolellm_jax.data.examples import load_examples
@@ -27,9 +32,10 @@ from rolellm_jax.errors import OOM_HINT, is_oom
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import make_mesh
 from rolellm_jax.parallel.storage import is_url, storage_path
-from rolellm_jax.training.checkpoint_store import CheckpointStore
+from rolellm_jax.training.checkpoint_store import CheckpointMismatchError, CheckpointStore
 from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device
-from rolellm_jax.training.run_config import RunConfig, model_config_of
+from rolellm_jax.training.memory_estimate import available_memory, check_state_fits, estimate_state, human_count
+from rolellm_jax.training.run_config import RunConfig, changed_settings, model_config_of
 from rolellm_jax.training.run_log import MetricsLog, plot_loss_curve, read_metrics
 from rolellm_jax.training.train_step import TrainError, TrainProgram
 
@@ -48,24 +54,47 @@ class RunResult:
 
 
 # ---------------------------------------------------------------- tokenizer and model
+def _init_model_config(cfg: RunConfig) -> ModelConfig | None:
+    """model.init's architecture (it wins over the preset's) with the run's runtime fields; None from scratch."""
+    if not cfg.model.init:
+        return None
+    runtime = {f: getattr(cfg.model, f) for f in ModelConfig.RUNTIME_FIELDS}
+    init = storage_path(cfg.model.init)
+    check_model_folder(cfg.model.init, "model.init")
+    if is_model_checkpoint(init):
+        return ModelConfig.load(init / "rolellm_config.json").replace(**runtime)
+    if is_url(init):  # Hugging Face folders are read with local-file libraries
+        raise TrainError(
+            f"model.init={init}: no rolellm_config.json there; a bucket must hold our checkpoint "
+            "(python -m rolellm_jax.convert hf-to-jax --hf HF_FOLDER --out URL)"
+        )
+    hf = read_hf_config(init)
+    source = str(init / "config.json")
+    arch = chatglm_model_config(hf, source) if is_chatglm_config(hf) else ModelConfig.from_hf_config(hf, source)
+    return arch.replace(**runtime)
+
+
+def _check_memory(cfg: RunConfig, model_cfg: ModelConfig, mesh: Any) -> None:
+    """Log the model's size, and refuse a training state that cannot fit, before anything is allocated."""
+    estimate = estimate_state(model_cfg, cfg.lora)
+    log.info(
+        "model: %s, %s parameters (%s trained); training state about %s",
+        model_cfg.family,
+        human_count(estimate.parameters),
+        human_count(estimate.trainable),
+        estimate.describe(),
+    )
+    if cfg.train.check_memory:
+        local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+        available, where = available_memory(local)
+        check_state_fits(estimate, available, where, jax.process_count())
+
+
 def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, ModelConfig, Path | None]:
     """(tokenizer, model config, tokenizer folder to ship with the export)."""
-    runtime = {f: getattr(cfg.model, f) for f in ModelConfig.RUNTIME_FIELDS}
     if cfg.model.init:  # the checkpoint's architecture wins over the preset's
-        init = storage_path(cfg.model.init)
-        if is_model_checkpoint(init):
-            model_cfg = ModelConfig.load(init / "rolellm_config.json").replace(**runtime)
-        elif is_url(init):  # Hugging Face folders are read with local-file libraries
-            raise TrainError(
-                f"model.init={init}: no rolellm_config.json there; a bucket must hold our checkpoint "
-                "(python -m rolellm_jax.convert hf-to-jax --hf HF_FOLDER --out URL)"
-            )
-        else:
-            hf = read_hf_config(init)
-            source = str(init / "config.json")
-            arch = chatglm_model_config(hf, source) if is_chatglm_config(hf) else ModelConfig.from_hf_config(hf, source)
-            model_cfg = arch.replace(**runtime)
-        tokenizer_dir = storage_path(cfg.model.tokenizer or init)
+        model_cfg = _init_model_config(cfg)
+        tokenizer_dir = storage_path(cfg.model.tokenizer or cfg.model.init)
         return load_tokenizer(tokenizer_dir), model_cfg, tokenizer_dir
     if cfg.model.tokenizer:
         tokenizer_dir = storage_path(cfg.model.tokenizer)
@@ -126,11 +155,26 @@ def _identity(model_cfg: ModelConfig, cfg: RunConfig) -> dict[str, Any]:
     return {"model_config": arch, "lora": lora}
 
 
+def _check_settings(cfg: RunConfig, folder: Any, meta: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint trained with other settings (lr, steps, data, ...) unless resume.allow_changes."""
+    changes = changed_settings(meta.get("config") or {}, cfg.to_dict())
+    if not changes:
+        return
+    listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
+    if not cfg.resume.allow_changes:
+        raise CheckpointMismatchError(
+            f"{folder}: trained with other settings than this run's: {listed} (checkpoint -> now); resume with "
+            "them anyway with --resume.allow_changes=true, or start afresh in another --train.output_dir"
+        )
+    log.warning("resuming %s with changed settings (resume.allow_changes=true): %s", folder, listed)
+
+
 # ---------------------------------------------------------------- the run
 def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     output_dir = Path(cfg.train.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(cfg.mesh, devices)
+    _check_memory(cfg, _init_model_config(cfg) or model_config_of(cfg.model), mesh)  # before any write
+    output_dir.mkdir(parents=True, exist_ok=True)
     examples, source_rows = load_examples(cfg.data)
     tokenizer, model_cfg, tokenizer_dir = _tokenizer_and_model_config(cfg, examples)
     batches = PackedBatches(
@@ -154,7 +198,13 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
             f"{cfg.checkpoint_dir} already holds checkpoints {store.steps()} and checkpoint.resume=false: "
             "choose another train.output_dir / checkpoint.dir or allow resuming"
         )
-    restored = store.restore_latest(program.abstract_state(), identity) if cfg.checkpoint.resume else None
+    restored = (
+        store.restore_latest(
+            program.abstract_state(), identity, lambda folder, meta: _check_settings(cfg, folder, meta)
+        )
+        if cfg.checkpoint.resume
+        else None
+    )
     frozen = None
     if restored is not None:
         start, state, meta = restored
@@ -183,10 +233,8 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     peak = cfg.logging.peak_flops or peak_flops_per_device(mesh.devices.flat[0])
     tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
     log.info(
-        "model: %s, %.2fM params (%.2fM in matmuls); mesh %s; %d steps of %d x %d tokens; data: %d packed rows on this process",
-        model_cfg.family,
-        sum(math.prod(x.shape) for x in jax.tree.leaves(program.abstract_params)) / 1e6,
-        n_matmul / 1e6,
+        "%s parameters in matmuls; mesh %s; %d steps of %d x %d tokens; data: %d packed rows on this process",
+        human_count(n_matmul),
         dict(mesh.shape),
         cfg.train.steps,
         cfg.train.global_batch_size,

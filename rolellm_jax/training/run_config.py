@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from pathlib import Path
@@ -21,12 +22,13 @@ from typing import Any
 import yaml
 from etils import epath
 
+from data_gen import rolebench as schema
 from rolellm_jax.data.examples import DataConfig
 from rolellm_jax.errors import ConfigError
-from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.config import ATTENTION_IMPLS, DTYPES, FAMILIES, REMAT_POLICY_NAMES, WEIGHT_GRADS, ModelConfig
 from rolellm_jax.parallel.sharding import MeshConfig
 from rolellm_jax.parallel.storage import storage_path
-from rolellm_jax.training.config import CheckpointConfig, LoggingConfig, LoraConfig, TrainConfig
+from rolellm_jax.training.config import CheckpointConfig, LoggingConfig, LoraConfig, ResumeConfig, TrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "launch" / "configs"
 
@@ -49,7 +51,19 @@ def _model_section_fields() -> list[tuple[str, Any, dataclasses.Field]]:
 #   init: HF folder or our model checkpoint to start from (its architecture wins; None = scratch),
 #   tokenizer: tokenizer folder (None: the init checkpoint's, or trained on the data on the fly),
 #   tokenizer_vocab_size: vocabulary of a tokenizer trained on the fly.
-ModelSection = dataclasses.make_dataclass("ModelSection", _model_section_fields())
+def _check_model_section(section: Any) -> None:
+    """The section's ModelConfig checks (dtypes, remat policy, attention kernel, heads) at parse time."""
+    if section.tokenizer_vocab_size < 2:
+        raise ConfigError(f"model.tokenizer_vocab_size={section.tokenizer_vocab_size}: must be at least 2")
+    try:
+        model_config_of(section)
+    except ConfigError as err:
+        raise ConfigError(f"model.{err}") from None
+
+
+ModelSection = dataclasses.make_dataclass(
+    "ModelSection", _model_section_fields(), namespace={"__post_init__": _check_model_section}
+)
 
 
 ModelSection.__doc__ = "model.*: ModelConfig fields plus init / tokenizer (see config.py)."
@@ -69,6 +83,7 @@ class RunConfig:
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+    resume: ResumeConfig = dataclasses.field(default_factory=ResumeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,6 +91,42 @@ class RunConfig:
     @property
     def checkpoint_dir(self) -> epath.Path:
         return storage_path(self.checkpoint.dir or Path(self.train.output_dir) / "checkpoints")
+
+
+# The enumerated options' allowed values, for --help (the sections' own checks enforce them at parse time)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.family": FAMILIES,
+    "model.param_dtype": DTYPES,
+    "model.dtype": DTYPES,
+    "model.remat_policy": REMAT_POLICY_NAMES,
+    "model.attention_impl": ATTENTION_IMPLS,
+    "model.weight_grad": WEIGHT_GRADS,
+    "data.lang": ("eng", "en", "zh"),
+    "data.setting": schema.SETTINGS,
+    "data.kinds": schema.KINDS,
+    "data.split": schema.SPLITS,
+    "data.references_per_row": ("all", "first", "N"),
+    "data.on_bad_line": ("fail", "skip"),
+}
+
+
+# What a resumed run must share with its checkpoint (issue 16 item 10): everything that changes the
+# trained weights. Not: where things go (output_dir, checkpoint.*), how the same math is computed
+# (mesh.*, the model's runtime fields), what is logged, data.shards (its own warning on resume).
+_NOT_TRAINING = ("mesh.", "checkpoint.", "logging.", "resume.", "train.output_dir", "train.export")
+_NOT_TRAINING += ("train.check_memory", "data.shards", *(f"model.{f}" for f in ModelConfig.RUNTIME_FIELDS))
+
+
+def training_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """{dotted key: value} of the settings that change training, from RunConfig.to_dict() (or a checkpoint's copy)."""
+    flat = flatten_yaml(json.loads(json.dumps(config)), "config")  # tuples as lists, as a checkpoint stores them
+    return {k: v for k, v in flat.items() if not k.startswith(_NOT_TRAINING)}
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, checkpoint's value, this run's) for each training setting that differs; keys one side lacks are skipped."""
+    before, after = training_settings(old), training_settings(new)
+    return [(k, before[k], after[k]) for k in sorted(before.keys() & after.keys()) if before[k] != after[k]]
 
 
 # ---------------------------------------------------------------- flattening and validation
@@ -192,7 +243,8 @@ def apply_overrides(cfg: RunConfig, flat: dict[str, Any], source: str) -> RunCon
         try:
             changes[section] = dataclasses.replace(getattr(cfg, section), **values)
         except (ValueError, TypeError) as err:  # a section's own __post_init__ validation
-            raise ConfigError(f"{source}: {section}: {err}") from None
+            where = "" if str(err).startswith(f"{section}.") else f"{section}: "
+            raise ConfigError(f"{source}: {where}{err}") from None
     return dataclasses.replace(cfg, **changes)
 
 
@@ -210,7 +262,12 @@ def flatten_yaml(data: Any, source: str, prefix: str = "") -> dict[str, Any]:
 
 
 def load_preset(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """The config of a YAML file layered on `base`, by default on the demo preset: keys the file leaves
+    out keep the demo's values (a file with only train.* trains the demo's tiny model, not the dataclass
+    defaults' 7B one)."""
     path = Path(path)
+    if base is None and path.resolve() != DEFAULT_PRESET.resolve():
+        base = load_preset(DEFAULT_PRESET)
     if not path.is_file():
         raise ConfigError(
             f"config file {path} not found (presets: {sorted(p.name for p in PRESET_DIR.glob('*.yaml'))})"
@@ -236,6 +293,7 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, bool]:
             want_help = True
         elif arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
+            key = key.replace("-", "_")  # --resume.allow-changes is --resume.allow_changes
             if not eq:
                 if i + 1 >= len(argv):
                     raise ConfigError(f"command line: {arg} needs a value")
@@ -261,7 +319,8 @@ def help_text(cfg: RunConfig, prog: str) -> str:
         f"usage: {prog} [--config FILE] [--SECTION.KEY=VALUE ...]",
         "",
         f"Presets: {', '.join(sorted(str(p.relative_to(PRESET_DIR.parent.parent)) for p in PRESET_DIR.glob('*.yaml')))}",
-        f"(default {DEFAULT_PRESET.relative_to(PRESET_DIR.parent.parent)}). Values are parsed as YAML.",
+        f"(default {DEFAULT_PRESET.relative_to(PRESET_DIR.parent.parent)}; a --config file layers on it: keys the file",
+        "leaves out keep the demo's values). Values are parsed as YAML; dashes in keys read as underscores.",
         "Hyper-parameter defaults are ours: the RoleLLM paper does not publish them.",
         "",
         "Options (value after the preset):",
@@ -273,7 +332,7 @@ def help_text(cfg: RunConfig, prog: str) -> str:
         if key.split(".")[0] != section:
             section = key.split(".")[0]
             lines.append("")
-        lines.append(
-            f"  --{key:<{width}} {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip():<24} [{_type_name(tp)}]"
-        )
+        shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        allowed = f": {' | '.join(CHOICES[key])}" if key in CHOICES else ""
+        lines.append(f"  --{key:<{width}} {shown:<24} [{_type_name(tp)}{allowed}]")
     return "\n".join(lines)

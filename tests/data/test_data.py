@@ -360,8 +360,9 @@ def test_config_errors_name_the_field():
         DataConfig(on_bad_line="ignore")
     with pytest.raises(DataError, match="data.setting='role_generalization': Chinese RoleBench has only"):
         DataConfig(lang="zh", setting="role_generalization")
-    with pytest.raises(DataError, match="data.lang='en'"):
-        DataConfig(lang="en")
+    with pytest.raises(DataError, match=r"data.lang='fr': expected one of eng \(or en\), zh"):
+        DataConfig(lang="fr")
+    assert DataConfig(lang="en").lang == "eng"  # both spellings (issue 16 item 12)
     with pytest.raises(DataError, match="data.split='dev'"):
         DataConfig(split="dev")
 

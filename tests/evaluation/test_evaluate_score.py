@@ -104,11 +104,15 @@ def test_unmatched_rows_are_reported_not_averaged(capsys, tmp_path) -> None:
     assert rc == 1
 
 
-def test_wrong_language_flag_on_chinese_text_warns(capsys, tmp_path) -> None:
+def test_wrong_language_flag_on_chinese_text_is_an_error(capsys, tmp_path) -> None:
     item = {"role": "孙悟空", "question": "你是谁？", "generated": ["俺老孙乃齐天大圣是也！"]}
     path = write_rows(tmp_path / "zh.jsonl", [item])
     rc, report, err = run_score(capsys, "--pred", str(path), "--ref", str(path), "--lang", "en")
-    assert rc == 0 and "use --lang zh" in err and report["warnings"]
+    assert rc == 1 and not report
+    assert err.strip().splitlines() == [
+        f"error: {path} vs {path}: --lang en was given but 100% of the reference texts are Chinese: "
+        "use --lang zh, or leave --lang out"
+    ]
     rc, report, err = run_score(capsys, "--pred", str(path), "--ref", str(path), "--lang", "zh")
     assert report["score"] == pytest.approx(1.0) and err == ""
 

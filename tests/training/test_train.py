@@ -208,7 +208,13 @@ def test_corrupt_and_partial_checkpoints_are_skipped(tokenizer_dir, tmp_path, ca
 
     again, _ = parse_args(
         tiny_args(
-            tokenizer_dir, out, "--train.steps=6", "--checkpoint.every=2", "--train.export=false", "--data.shards=2"
+            tokenizer_dir,
+            out,
+            "--train.steps=6",
+            "--checkpoint.every=2",
+            "--train.export=false",
+            "--data.shards=2",
+            "--resume.allow_changes=true",  # 4 -> 6 steps: a longer schedule, on purpose
         )
     )
     with caplog.at_level(logging.WARNING):
