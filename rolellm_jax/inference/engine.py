@@ -204,7 +204,7 @@ class Engine:
             self._finish(row, "cancelled")
         with self._wake:
             while self._waiting:
-                self._waiting.popleft().sink(Finished("cancelled", 0, 0))
+                self._emit(self._waiting.popleft(), Finished("cancelled", 0, 0))
 
     def _admit(self) -> None:
         budget = self.prefill_budget
@@ -218,14 +218,14 @@ class Engine:
                 handle = self._waiting.popleft()
             budget -= width
             if handle.cancelled.is_set():
-                handle.sink(Finished("cancelled", len(handle.request.prompt_ids), 0))
+                self._emit(handle, Finished("cancelled", len(handle.request.prompt_ids), 0))
                 continue
             try:
                 self._prefill(handle, width)
             except Exception as err:  # one bad request must not stop the others
                 logger.exception("prefill failed")
                 error = f"{type(err).__name__}: {err}"
-                handle.sink(Finished("error", len(handle.request.prompt_ids), 0, error=error))
+                self._emit(handle, Finished("error", len(handle.request.prompt_ids), 0, error=error))
 
     def _prefill(self, handle: Handle, width: int) -> None:
         req = handle.request
@@ -273,18 +273,28 @@ class Engine:
         if len(slot.generated) >= slot.handle.request.max_tokens:
             return self._finish(row, "length", piece + slot.stream.flush())
         if piece:
-            slot.handle.sink(Piece(piece))
+            self._emit(slot.handle, Piece(piece))
 
     def _finish(self, row: int, reason: str, piece: str = "", error: str | None = None) -> None:
         slot = self.table.release(row)
         if piece:
-            slot.handle.sink(Piece(piece))
-        slot.handle.sink(Finished(reason, slot.prompt_len, len(slot.generated), tuple(slot.generated), error))
+            self._emit(slot.handle, Piece(piece))
+        self._emit(slot.handle, Finished(reason, slot.prompt_len, len(slot.generated), tuple(slot.generated), error))
 
     def _drop_cancelled(self) -> None:
         for row in self.table.active_rows():
             if self.table.rows[row].handle.cancelled.is_set():
                 self._finish(row, "cancelled")
+
+    @staticmethod
+    def _emit(handle: Handle, event: Event) -> None:
+        """Hand an event to its request's sink; a sink that fails (its server loop gone) cancels the
+        request instead of stopping the engine."""
+        try:
+            handle.sink(event)
+        except Exception:
+            logger.exception("a request's event sink failed: the request is cancelled")
+            handle.cancel()
 
     @staticmethod
     def _seed(req: Request) -> int:
