@@ -10,14 +10,14 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def live_server(app) -> Iterator[str]:
+def live_server(app, log_level: str = "warning") -> Iterator[str]:
     """Yields the base URL (``http://127.0.0.1:PORT``); the server stops on exit."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
