@@ -163,3 +163,27 @@ def test_bad_requests_are_refused_before_they_wait(served) -> None:
     engine.submit(Request((3,), 5))  # this one in the queue (1 place): now full
     with pytest.raises(EngineBusy, match="all 1 slots are busy"):
         engine.submit(Request((3,), 5))
+
+
+def test_greedy_on_8_device_mesh_equals_single_device(served) -> None:
+    import jax
+    from flax import nnx
+
+    from rolellm_jax.parallel import sharding
+
+    _, tokenizer, eos = served
+    model, _ = tiny_serving_model()  # its own copy: sharding places its params
+    prompts = random_prompts((5, 17, 9, 12), seed=4)
+    want = [
+        generate(model, [p], SamplingConfig(max_new_tokens=10, eos_token_ids=eos), batch_size=1)[0] for p in prompts
+    ]
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+    with jax.set_mesh(mesh):
+        nnx.update(model, sharding.shard_params(nnx.state(model), mesh))
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=4, max_len=48, mesh=mesh).start()
+    try:
+        got = run_all(engine, [Request(tuple(p), 10) for p in prompts])
+    finally:
+        engine.stop()
+    assert [list(f.token_ids) for _, f in got] == want
+    assert len(engine.table.cache["k"].sharding.device_set) == 8
