@@ -203,3 +203,72 @@ def _start_ids(tokenizer, family: str) -> list[int]:
         if all(i is not None and i != tokenizer.unk_token_id for i in ids):
             return list(ids)
     return [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+
+
+# ---------------------------------------------------------------- multi-turn (serving, the REPL)
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages: Sequence[dict[str, str]]) -> None:
+    """[system,] user, assistant, user, ..., user: refused otherwise, naming the message."""
+    for i, m in enumerate(messages):
+        if m.get("role") not in CHAT_ROLES:
+            raise ChatFormatError(f"messages[{i}].role={m.get('role')!r}: expected one of {CHAT_ROLES}")
+        if not isinstance(m.get("content"), str):
+            raise ChatFormatError(f"messages[{i}].content: must be a string")
+    offset = 1 if messages and messages[0]["role"] == "system" else 0
+    turns = messages[offset:]
+    for j, m in enumerate(turns):
+        want = "user" if j % 2 == 0 else "assistant"
+        if m["role"] != want:
+            raise ChatFormatError(
+                f"messages[{offset + j}].role={m['role']!r}: expected {want!r} "
+                "(an optional system message first, then user and assistant turns in turn)"
+            )
+    if not turns or turns[-1]["role"] != "user":
+        raise ChatFormatError("messages: the last message must be the user's (the model answers it)")
+
+
+def render_chat_prompt(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> list[int]:
+    """Prompt ids of a conversation ([system,] user, assistant, ..., user), ending where the next
+    answer starts. ``[system, user]`` gives exactly ``render_prompt``'s ids (training's rendering).
+
+    With a chat_template: ``apply_chat_template`` (a template that rejects a system message gets it
+    on top of the first user message, as in training). Without: the family's default format, its
+    ``prompt`` for a first turn with a system message, its ``turn`` otherwise; each earlier answer
+    as in training (``answer`` + EOS), the next turn opening with the start tokens again.
+    """
+    check_messages(messages)
+    if _has_template(tokenizer):
+        return _encode(tokenizer, [_template_chat_text(tokenizer, list(messages))])[0]
+    fmt = chat_format(family)
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    turns = messages[1:] if system is not None else messages
+    if "turn" not in fmt and (system is None or len(turns) > 1):
+        raise ChatFormatError(f"family={family!r}: its default chat format is single-turn with a system message")
+    start = _start_ids(tokenizer, family)
+    ids: list[int] = []
+    for n, i in enumerate(range(0, len(turns), 2), start=1):
+        question = turns[i]["content"]
+        if n == 1 and system is not None:
+            text = fmt["prompt"].format(system=system, question=question)
+        else:
+            text = fmt["turn"].format(question=question, round=n)
+        ids += start + _encode(tokenizer, [text])[0]
+        if i + 1 < len(turns):
+            ids += _encode(tokenizer, [fmt["answer"].format(answer=turns[i + 1]["content"])])[0]
+            ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _template_chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        if messages[0]["role"] != "system":
+            raise
+        system, first, *rest = messages
+        merged = [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)

@@ -5,7 +5,8 @@ left-padded to a common length rounded up to ``length_multiple`` (fewer recompil
 segment id 0 on padding and positions ``cumsum(mask) - 1`` (the models' cache contract). The
 cache holds ``prompt_len + max_new_tokens`` slots. Every step samples one token per row:
 
-- greedy (``temperature == 0``), or temperature with optional top-k and top-p (nucleus);
+- greedy (``temperature == 0``), or temperature with optional top-k and top-p (nucleus),
+  ``sampling.sample_tokens`` (shared with the serving engine);
 - randomness from ``seed`` only: step s uses ``fold_in(PRNGKey(seed), s)``, so a run is
   reproducible for the same prompts, batch size and settings;
 - a row stops at an EOS id (returned without it) or after ``max_new_tokens``; the loop ends when
@@ -28,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from rolellm_jax.errors import UserError
+from rolellm_jax.inference.sampling import sample_tokens
 
 
 class GenerationError(UserError, ValueError):
@@ -55,25 +57,6 @@ class SamplingConfig:
             raise GenerationError(f"top_k={self.top_k}: must be in [0, vocab_size={vocab_size}] (0 = off)")
         if not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p={self.top_p}: must be in (0, 1] (1 = off)")
-
-
-def sample_tokens(logits: jax.Array, key: jax.Array, temperature, top_k, top_p, *, greedy: bool) -> jax.Array:
-    """One token per row from float32 logits [B, V]; temperature, top_k, top_p are traced scalars."""
-    if greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits / temperature
-    vocab = logits.shape[-1]
-    sorted_desc = -jnp.sort(-logits, axis=-1)
-    # top-k (0 = off): keep logits >= the k-th largest (ties kept, as transformers does)
-    k = jnp.where(top_k > 0, top_k, vocab)
-    sorted_desc = jnp.where(jnp.arange(vocab) < k, sorted_desc, -jnp.inf)
-    # nucleus: keep the smallest set of top tokens whose probability reaches top_p (at least one)
-    probs = jax.nn.softmax(sorted_desc, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    kept = jnp.where((mass_before < top_p) & (sorted_desc > -jnp.inf), sorted_desc, jnp.inf)
-    threshold = jnp.min(kept, axis=-1, keepdims=True)
-    logits = jnp.where(logits < threshold, -jnp.inf, logits)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))

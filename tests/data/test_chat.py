@@ -166,3 +166,53 @@ def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, fam
 
 def test_export_template_keeps_a_tokenizers_own():
     assert chat.export_chat_template(template_tok(CHATML), "llama") is None
+
+
+# ---------------------------------------------------------------- multi-turn rendering
+CONVERSATION = [
+    {"role": "system", "content": SYSTEM},
+    {"role": "user", "content": QUESTION},
+    {"role": "assistant", "content": ANSWER},
+    {"role": "user", "content": "And snow?"},
+]
+
+
+@pytest.mark.parametrize("family", ["llama", "glm"])
+def test_chat_prompt_of_one_turn_is_the_training_prompt(tok, family):
+    assert chat.render_chat_prompt(tok, family, CONVERSATION[:2]) == chat.render_prompt(tok, family, SYSTEM, QUESTION)
+
+
+def test_chat_prompt_default_format_lays_turns_end_to_end(tok):
+    ids = chat.render_chat_prompt(tok, "llama", CONVERSATION)
+    first, _ = chat.render_example(tok, "llama", SYSTEM, QUESTION, ANSWER)  # the training row, EOS included
+    assert ids == first + [tok.bos_token_id] + encode(tok, "[INST] And snow? [/INST]")
+    glm = chat.render_chat_prompt(tok, "glm", CONVERSATION[1:2])
+    assert tok.decode(glm, skip_special_tokens=True) == "[Round 1]\n\n问：What is rain?\n\n答："
+
+
+@pytest.mark.parametrize("template", [CHATML, NO_SYSTEM])
+def test_chat_prompt_through_the_template_is_transformers(template):
+    t = template_tok(template)
+    ids = chat.render_chat_prompt(t, "llama", CONVERSATION)
+    if template is NO_SYSTEM:  # the system text opens the first user message, as in training
+        merged = [{"role": "user", "content": f"{SYSTEM}\n\n{QUESTION}"}, *CONVERSATION[2:]]
+        expected = t.apply_chat_template(merged, add_generation_prompt=True, tokenize=True, return_dict=False)
+    else:
+        expected = t.apply_chat_template(CONVERSATION, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ids == list(expected)
+    assert chat.render_chat_prompt(t, "llama", CONVERSATION[:2]) == chat.render_prompt(t, "llama", SYSTEM, QUESTION)
+
+
+@pytest.mark.parametrize(
+    "messages,match",
+    [
+        ([{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}], r"messages\[1\].role='user'"),
+        ([{"role": "bot", "content": "hi"}], r"messages\[0\].role='bot'"),
+        ([{"role": "user", "content": 3}], r"messages\[0\].content"),
+        (CONVERSATION[:3], "last message must be the user's"),
+        ([], "last message must be the user's"),
+    ],
+)
+def test_bad_conversations_name_the_message(tok, messages, match):
+    with pytest.raises(chat.ChatFormatError, match=match):
+        chat.render_chat_prompt(tok, "llama", messages)

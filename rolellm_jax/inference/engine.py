@@ -1,0 +1,301 @@
+"""Continuous batching: many requests decode together over a fixed number of KV-cache slots.
+
+A background thread runs the loop: admit waiting requests into free slots (each prefilled alone,
+kv_slots.prefill_into_row), then one jitted step advances every active slot by a token
+(kv_slots.decode_rows). A slot is freed at EOS, a stop string, ``max_tokens``, or when its request
+is cancelled (its client went away); the next waiting request takes it at the next step.
+
+Requests stream out through a sink (any callable; default a ``queue.Queue`` read by iterating the
+handle): ``Piece`` events as text arrives, then one ``Finished``. Rendering is the caller's
+(data/chat_format.py); sampling is inference/sampling.py, the same code as ``generate()``, and a
+greedy request gets the tokens ``generate()`` gives its prompt, whatever else is decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import queue
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rolellm_jax.inference import kv_slots
+from rolellm_jax.inference.generate import GenerationError, SamplingConfig
+from rolellm_jax.inference.slot_table import SlotTable
+from rolellm_jax.inference.text_stream import TextStream
+
+logger = logging.getLogger(__name__)
+
+
+class ContextTooLong(GenerationError):
+    """Prompt + max_tokens exceed the engine's maximum length (the message has both numbers)."""
+
+
+class EngineBusy(GenerationError):
+    """Every slot is busy and the waiting queue is full: try again later."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    prompt_ids: tuple[int, ...]
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    reason: str  # "stop" (EOS or a stop string), "length", "cancelled", "error"
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: tuple[int, ...] = ()  # the generated ids (EOS left out)
+    error: str | None = None
+
+
+Event = Piece | Finished
+
+
+class Handle:
+    """One submitted request: ``cancel()`` frees its slot; iterate it for events (default sink)."""
+
+    def __init__(self, request: Request, sink: Callable[[Event], None] | None):
+        self.request = request
+        self._queue: queue.Queue[Event] | None = None if sink is not None else queue.Queue()
+        self.sink = sink or self._queue.put
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[Event]:
+        if self._queue is None:
+            raise TypeError("this request streams into its own sink")
+        while True:
+            event = self._queue.get()
+            yield event
+            if isinstance(event, Finished):
+                return
+
+
+class Engine:
+    def __init__(
+        self,
+        model: nnx.Module,
+        tokenizer,
+        *,
+        eos_token_ids: Sequence[int],
+        slots: int = 16,
+        max_len: int = 2048,
+        max_queue: int = 64,
+        prefill_budget: int = 1024,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.cfg = model.cfg
+        self.tokenizer = tokenizer
+        self.eos = frozenset(eos_token_ids)
+        self.slots, self.max_len, self.max_queue = slots, max_len, max_queue
+        self.prefill_budget = prefill_budget
+        self.buckets = kv_slots.prompt_buckets(max_len)
+        self.mesh = mesh
+        self.graphdef, self.state = nnx.split(model)
+        with self._mesh():
+            cache = kv_slots.new_cache(self.graphdef, self.state, slots=slots, max_len=max_len)
+        self.table = SlotTable(slots, max_len, cache)
+        self._waiting: deque[Handle] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ public
+    def check(self, request: Request) -> None:
+        """Refuse, in one line, a request the engine cannot run (before it waits for a slot)."""
+        SamplingConfig(
+            max_new_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_k=request.top_k,
+            top_p=request.top_p,
+        ).check(self.cfg.vocab_size)
+        if not request.prompt_ids:
+            raise GenerationError("the prompt is empty: it needs at least one token")
+        total = len(request.prompt_ids) + request.max_tokens
+        if total > self.max_len:
+            raise ContextTooLong(
+                f"prompt of {len(request.prompt_ids)} tokens + max_tokens {request.max_tokens} = {total} "
+                f"exceeds the maximum context length of {self.max_len} tokens"
+            )
+
+    def submit(self, request: Request, sink: Callable[[Event], None] | None = None) -> Handle:
+        self.check(request)
+        handle = Handle(request, sink)
+        with self._wake:
+            # waiting requests beyond the free slots are the queue
+            if len(self._waiting) - len(self.table.free_rows()) >= self.max_queue:
+                raise EngineBusy(f"all {self.slots} slots are busy and {len(self._waiting)} requests wait")
+            self._waiting.append(handle)
+            self._wake.notify()
+        return handle
+
+    def load(self) -> dict[str, int]:
+        with self._wake:
+            return {"slots": self.slots, "active": self.table.active_count(), "waiting": len(self._waiting)}
+
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="rolellm-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def warmup(self) -> None:
+        """Compile every shape the loop uses (each prefill bucket, the decode step, the shift)."""
+        if self._thread is not None:
+            raise RuntimeError("warm up before start()")
+        table = self.table
+        with self._mesh():
+            for width in self.buckets:
+                ids = np.zeros((1, width), np.int32)
+                table.cache, _ = kv_slots.prefill_into_row(
+                    self.graphdef, self.state, table.cache, ids, ids, *table.idle_prefill_args(width)
+                )
+            table.cache, _ = kv_slots.decode_rows(self.graphdef, self.state, table.cache, *table.idle_decode_args())
+            table.cache = kv_slots.shift_cache(table.cache, np.int32(0))
+            jax.block_until_ready(table.cache)
+
+    # ------------------------------------------------------------------ the loop
+    def _mesh(self):
+        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+
+    def _run(self) -> None:
+        with self._mesh():
+            while True:
+                with self._wake:
+                    while not self._stopping and not self._waiting and not self.table.active_count():
+                        self._wake.wait()
+                    if self._stopping:
+                        break
+                self._drop_cancelled()
+                self._admit()
+                if self.table.active_count():
+                    self._decode()
+        for row in self.table.active_rows():
+            self._finish(row, "cancelled")
+        with self._wake:
+            while self._waiting:
+                self._emit(self._waiting.popleft(), Finished("cancelled", 0, 0))
+
+    def _admit(self) -> None:
+        budget = self.prefill_budget
+        while self.table.free_rows():
+            with self._wake:
+                if not self._waiting:
+                    return
+                width = kv_slots.bucket_for(len(self._waiting[0].request.prompt_ids), self.buckets)
+                if width > budget and budget < self.prefill_budget:
+                    return  # the step's prefill budget is spent: decode the others first
+                handle = self._waiting.popleft()
+            budget -= width
+            if handle.cancelled.is_set():
+                self._emit(handle, Finished("cancelled", len(handle.request.prompt_ids), 0))
+                continue
+            try:
+                self._prefill(handle, width)
+            except Exception as err:  # one bad request must not stop the others
+                logger.exception("prefill failed")
+                error = f"{type(err).__name__}: {err}"
+                self._emit(handle, Finished("error", len(handle.request.prompt_ids), 0, error=error))
+
+    def _prefill(self, handle: Handle, width: int) -> None:
+        req = handle.request
+        table = self.table
+        table.cache = table.make_room(width, kv_slots.shift_cache)
+        row, args = table.claim(
+            handle, TextStream(self.tokenizer, req.stop), len(req.prompt_ids), self._seed(req), width
+        )
+        ids = np.zeros((1, width), np.int32)
+        ids[0, width - len(req.prompt_ids) :] = req.prompt_ids
+        mask = (np.arange(width) >= width - len(req.prompt_ids)).astype(np.int32)[None]
+        try:
+            table.cache, first = kv_slots.prefill_into_row(self.graphdef, self.state, table.cache, ids, mask, *args)
+        except Exception:
+            table.release(row)
+            raise
+        self._take(row, int(first))
+
+    def _decode(self) -> None:
+        table = self.table
+        try:
+            table.cache = table.room_to_decode(kv_slots.shift_cache)
+            table.cache, tokens = kv_slots.decode_rows(self.graphdef, self.state, table.cache, *table.decode_args())
+            tokens = np.asarray(tokens)
+        except Exception as err:  # the cache may be gone with it: fail the active requests, start afresh
+            logger.exception("decode step failed")
+            for row in table.active_rows():
+                self._finish(row, "error", error=f"{type(err).__name__}: {err}")
+            table.cache = kv_slots.new_cache(self.graphdef, self.state, slots=self.slots, max_len=self.max_len)
+            return
+        table.advance()
+        for row in table.active_rows():
+            self._take(row, int(tokens[row]))
+
+    def _take(self, row: int, token: int) -> None:
+        """A row's new token: stream its text, or end the request (EOS, stop string, max_tokens)."""
+        slot = self.table.rows[row]
+        if token in self.eos:
+            return self._finish(row, "stop", slot.stream.flush())
+        slot.generated.append(token)
+        slot.last = token
+        piece, stopped = slot.stream.push(token)
+        if stopped:
+            return self._finish(row, "stop", piece)
+        if len(slot.generated) >= slot.handle.request.max_tokens:
+            return self._finish(row, "length", piece + slot.stream.flush())
+        if piece:
+            self._emit(slot.handle, Piece(piece))
+
+    def _finish(self, row: int, reason: str, piece: str = "", error: str | None = None) -> None:
+        slot = self.table.release(row)
+        if piece:
+            self._emit(slot.handle, Piece(piece))
+        self._emit(slot.handle, Finished(reason, slot.prompt_len, len(slot.generated), tuple(slot.generated), error))
+
+    def _drop_cancelled(self) -> None:
+        for row in self.table.active_rows():
+            if self.table.rows[row].handle.cancelled.is_set():
+                self._finish(row, "cancelled")
+
+    @staticmethod
+    def _emit(handle: Handle, event: Event) -> None:
+        """Hand an event to its request's sink; a sink that fails (its server loop gone) cancels the
+        request instead of stopping the engine."""
+        try:
+            handle.sink(event)
+        except Exception:
+            logger.exception("a request's event sink failed: the request is cancelled")
+            handle.cancel()
+
+    @staticmethod
+    def _seed(req: Request) -> int:
+        return secrets.randbits(31) if req.seed is None else req.seed % (1 << 31)

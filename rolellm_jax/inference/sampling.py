@@ -1,0 +1,70 @@
+"""Token sampling from logits: greedy, temperature, top-k and top-p (nucleus). The one implementation,
+used by batched ``generate()`` (one setting for the batch) and by the serving engine (a setting per
+row, rows of different requests side by side).
+
+Settings are traced: scalars or one value per row [B], so changing them never recompiles.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _per_row(value, batch: int) -> jax.Array:
+    """A scalar or [B] setting as a [B, 1] column, broadcast against [B, V] logits."""
+    return jnp.broadcast_to(jnp.asarray(value), (batch,))[:, None]
+
+
+def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
+    """float32 logits [B, V] divided by the temperature, -inf outside the top-k / top-p tokens.
+
+    top_k == 0 and top_p == 1 are off; temperature must be > 0 here (0 = greedy is the caller's).
+    """
+    batch, vocab = logits.shape
+    logits = logits / _per_row(temperature, batch)
+    sorted_desc = -jnp.sort(-logits, axis=-1)
+    # top-k (0 = off): keep logits >= the k-th largest (ties kept, as transformers does)
+    top_k = _per_row(top_k, batch)
+    k = jnp.where(top_k > 0, top_k, vocab)
+    sorted_desc = jnp.where(jnp.arange(vocab) < k, sorted_desc, -jnp.inf)
+    # nucleus: keep the smallest set of top tokens whose probability reaches top_p (at least one)
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    kept = jnp.where((mass_before < _per_row(top_p, batch)) & (sorted_desc > -jnp.inf), sorted_desc, jnp.inf)
+    threshold = jnp.min(kept, axis=-1, keepdims=True)
+    return jnp.where(logits < threshold, -jnp.inf, logits)
+
+
+def sample_tokens(logits: jax.Array, key: jax.Array, temperature, top_k, top_p, *, greedy: bool) -> jax.Array:
+    """One token per row from float32 logits [B, V].
+
+    ``key``: one PRNG key for the whole batch, or one key per row [B, 2] (a row's draw then does not
+    depend on the other rows). ``greedy`` (static) takes the argmax and ignores the settings.
+    """
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = filter_logits(logits, temperature, top_k, top_p)
+    if key.ndim == 2:
+        return jax.vmap(lambda k, row: jax.random.categorical(k, row))(key, logits).astype(jnp.int32)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def sample_rows(logits: jax.Array, keys: jax.Array, temperature, top_k, top_p) -> jax.Array:
+    """Per-row settings in one batch: rows with temperature 0 are greedy, the others sampled with
+    their own key (keys [B, 2]). A batch of greedy rows only skips the sort (a runtime branch)."""
+    temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), logits.shape[:1])
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def mixed(_):
+        hot = jnp.where(temperature > 0, temperature, 1.0)
+        sampled = sample_tokens(logits, keys, hot, top_k, top_p, greedy=False)
+        return jnp.where(temperature > 0, sampled, greedy)
+
+    return jax.lax.cond(jnp.any(temperature > 0), mixed, lambda _: greedy, None)
+
+
+def row_keys(seeds: jax.Array, steps: jax.Array) -> jax.Array:
+    """Key of row r at its step s: ``fold_in(PRNGKey(seed_r), s_r)``: a request's draws depend only
+    on its own seed and how many tokens it has generated, never on its neighbours in the batch."""
+    return jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.PRNGKey(seed), step))(seeds, steps)

@@ -1,0 +1,125 @@
+"""Host-side bookkeeping of the engine's KV-cache rows: which request holds which row, where its
+live slots start, the shared write index, and the arrays each jitted call takes.
+
+Invariant (see kv_slots.py): an active row's tokens sit in cache slots ``[start, index)``; a
+shift moves ``start`` and ``index`` together, so ``0 <= start`` and ``index <= max_len`` always.
+All scalars go to the device as fixed-width numpy types, so no call ever sees a new type (which
+would compile again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Slot:
+    handle: Any  # engine.Handle
+    stream: Any  # text_stream.TextStream
+    prompt_len: int
+    segment: int
+    start: int
+    seed: int
+    generated: list[int] = dataclasses.field(default_factory=list)
+    last: int = 0
+
+
+class SlotTable:
+    def __init__(self, slots: int, max_len: int, cache):
+        self.rows: list[Slot | None] = [None] * slots
+        self.max_len = max_len
+        self.index = 0
+        self.cache = cache
+        self._next_segment = 1
+
+    def free_rows(self) -> list[int]:
+        return [r for r, slot in enumerate(self.rows) if slot is None]
+
+    def active_rows(self) -> list[int]:
+        return [r for r, slot in enumerate(self.rows) if slot is not None]
+
+    def active_count(self) -> int:
+        return sum(slot is not None for slot in self.rows)
+
+    def _shift(self, cache, shift: int, shift_fn):
+        for r in self.active_rows():
+            self.rows[r].start -= shift
+        self.index -= shift
+        return shift_fn(cache, np.int32(shift))
+
+    def make_room(self, width: int, shift_fn):
+        """Before a prefill of ``width`` slots written right below the index: ``index >= width``."""
+        if not self.active_count():
+            self.index = width  # nothing live: no data to move
+        elif self.index < width:
+            return self._shift(self.cache, self.index - width, shift_fn)  # right: live rows keep their slots
+        return self.cache
+
+    def room_to_decode(self, shift_fn):
+        """Before a decode step writes slot ``index``: move every row left by the oldest live start."""
+        if self.index < self.max_len:
+            return self.cache
+        shift = min(self.rows[r].start for r in self.active_rows())
+        if shift <= 0:  # cannot happen when every request has prompt + max_tokens <= max_len
+            raise RuntimeError(f"KV cache full: a row holds all {self.max_len} slots")
+        return self._shift(self.cache, shift, shift_fn)
+
+    def claim(self, handle, stream, prompt_len: int, seed: int, width: int) -> tuple[int, tuple]:
+        """A free row for a new request; returns it and the prefill call's scalar arguments."""
+        row = self.free_rows()[0]
+        segment = self._next_segment
+        self._next_segment = self._next_segment % (2**31 - 2) + 1  # never 0 (0 = empty / padding)
+        self.rows[row] = Slot(handle, stream, prompt_len, segment, self.index - prompt_len, seed)
+        req = handle.request
+        args = (
+            np.int32(row),
+            np.int32(segment),
+            np.int32(self.index),
+            np.uint32(seed),
+            np.float32(req.temperature),
+            np.int32(req.top_k),
+            np.float32(req.top_p),
+        )
+        return row, args
+
+    def release(self, row: int) -> Slot:
+        slot, self.rows[row] = self.rows[row], None
+        return slot
+
+    def advance(self) -> None:
+        self.index += 1
+
+    def decode_args(self) -> tuple:
+        n = len(self.rows)
+        last, positions, segments, steps, top_k = (np.zeros(n, np.int32) for _ in range(5))
+        seeds = np.zeros(n, np.uint32)
+        temperature, top_p = np.zeros(n, np.float32), np.ones(n, np.float32)
+        for r in self.active_rows():
+            slot, req = self.rows[r], self.rows[r].handle.request
+            last[r], steps[r] = slot.last, len(slot.generated)
+            positions[r] = slot.prompt_len + len(slot.generated) - 1
+            segments[r], seeds[r] = slot.segment, slot.seed
+            temperature[r], top_k[r], top_p[r] = req.temperature, req.top_k, req.top_p
+        return np.int32(self.index), last, positions, segments, seeds, steps, temperature, top_k, top_p
+
+    def idle_prefill_args(self, width: int) -> tuple:
+        """Scalars of a prefill that writes nothing live (segment 0): for compiling ahead."""
+        return (np.int32(0), np.int32(0), np.int32(width), np.uint32(0), np.float32(0), np.int32(0), np.float32(1))
+
+    def idle_decode_args(self) -> tuple:
+        n = len(self.rows)
+        zeros = np.zeros(n, np.int32)
+        return (
+            np.int32(0),
+            zeros,
+            zeros,
+            zeros,
+            np.zeros(n, np.uint32),
+            zeros,
+            np.zeros(n, np.float32),
+            zeros,
+            np.ones(n, np.float32),
+        )

@@ -1,0 +1,189 @@
+"""The continuous-batching engine: greedy tokens equal generate()'s (alone, in a batch, among other
+requests that come and go, across cache shifts), per-request sampling, stop strings, cancellation,
+no compilation after warm-up."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from jax import monitoring
+
+from rolellm_jax.inference.engine import ContextTooLong, Engine, EngineBusy, Finished, Piece, Request
+from rolellm_jax.inference.generate import GenerationError, SamplingConfig, generate
+from tests.helpers.serving_fixtures import tiny_serving_model
+
+LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # once per jit cache miss
+
+
+@pytest.fixture(scope="module")
+def served():
+    model, tokenizer = tiny_serving_model()
+    return model, tokenizer, (tokenizer.eos_token_id,)
+
+
+def random_prompts(lengths, seed=0, vocab=300) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab, size=n).tolist() for n in lengths]
+
+
+def run_all(engine: Engine, requests: list[Request]) -> list[tuple[str, Finished]]:
+    """Submit every request at once; (streamed text, final event) of each."""
+    handles = [engine.submit(r) for r in requests]
+    out = []
+    for h in handles:
+        events = list(h)
+        out.append(("".join(e.text for e in events if isinstance(e, Piece)), events[-1]))
+    return out
+
+
+def test_greedy_equals_generate_among_requests_that_come_and_go(served) -> None:
+    model, tokenizer, eos = served
+    lengths, budgets = (5, 17, 3, 9, 30, 12, 7, 21), (20, 6, 14, 20, 9, 20, 3, 17)
+    prompts = random_prompts(lengths)
+    want = [
+        generate(model, [p], SamplingConfig(max_new_tokens=m, eos_token_ids=eos), batch_size=1)[0]
+        for p, m in zip(prompts, budgets)
+    ]
+    # 2 slots for 8 requests, 48 cache slots: rows are taken as others finish and the cache shifts
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=48, prefill_budget=16).start()
+    try:
+        together = run_all(engine, [Request(tuple(p), m) for p, m in zip(prompts, budgets)])
+        alone = [run_all(engine, [Request(tuple(p), m)])[0] for p, m in zip(prompts[:2], budgets[:2])]
+    finally:
+        engine.stop()
+    assert [list(f.token_ids) for _, f in together] == want
+    assert [list(f.token_ids) for _, f in alone] == want[:2]
+    for (text, fin), ids, m in zip(together, want, budgets):
+        assert text == tokenizer.decode(ids, skip_special_tokens=True)
+        assert fin.reason == ("length" if len(ids) == m else "stop")
+        assert fin.completion_tokens == len(ids)
+    assert sum(len(ids) for ids in want) > 48  # more decode steps than cache slots: shifts happened
+
+
+def test_no_compilation_after_warmup(served) -> None:
+    model, tokenizer, eos = served
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=3, max_len=40)
+    lowered = []
+    listener = lambda event, _secs, **_: lowered.append(event) if event == LOWERING_EVENT else None
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        engine.warmup()
+        assert lowered, "the listener sees the warm-up's compilations"
+        lowered.clear()
+        engine.start()
+        requests = [
+            Request(tuple(p), m, temperature=t, top_p=tp, top_k=k, seed=s, stop=stop)
+            for p, m, t, tp, k, s, stop in zip(
+                random_prompts((2, 15, 33, 7, 20)),
+                (5, 7, 6, 3, 12),
+                (0.0, 1.0, 0.7, 0.0, 1.3),
+                (1.0, 0.9, 1.0, 1.0, 0.5),
+                (0, 0, 20, 0, 5),
+                (1, 2, 3, None, None),
+                ((), ("a",), (), ("ing", "x"), ()),
+            )
+        ]
+        run_all(engine, requests)
+    finally:
+        engine.stop()
+        monitoring.unregister_event_duration_listener(listener)
+    assert lowered == []
+
+
+def test_sampled_requests_depend_on_their_own_seed_only(served) -> None:
+    model, tokenizer, eos = served
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=4, max_len=64).start()
+    prompt = tuple(random_prompts((6,))[0])
+    hot = dict(temperature=1.5, top_k=50, top_p=0.95)
+    others = [Request(tuple(p), 12, **hot, seed=9 + i) for i, p in enumerate(random_prompts((4, 11, 8), seed=1))]
+    try:
+        alone = run_all(engine, [Request(prompt, 12, **hot, seed=7)])[0][1].token_ids
+        crowd = run_all(engine, [*others, Request(prompt, 12, **hot, seed=7)])[-1][1].token_ids
+        other_seed = run_all(engine, [Request(prompt, 12, **hot, seed=8)])[0][1].token_ids
+        greedy = run_all(engine, [Request(prompt, 12)])[0][1].token_ids
+        top1 = run_all(engine, [Request(prompt, 12, temperature=1.0, top_k=1, seed=3)])[0][1].token_ids
+    finally:
+        engine.stop()
+    assert crowd == alone
+    assert other_seed != alone and greedy != alone
+    assert top1 == greedy  # top_k=1 leaves only the argmax
+
+
+def test_stop_string_cuts_the_text_and_frees_the_slot(served) -> None:
+    model, tokenizer, eos = served
+    engine = Engine(model, tokenizer, eos_token_ids=(), slots=1, max_len=64).start()
+    prompt = tuple(random_prompts((5,), seed=3)[0])
+    try:
+        free_text, _ = run_all(engine, [Request(prompt, 30)])[0]
+        stop = free_text[len(free_text) // 2 : len(free_text) // 2 + 2]
+        assert stop.strip(), free_text
+        text, fin = run_all(engine, [Request(prompt, 30, stop=(stop, "never-there"))])[0]
+    finally:
+        engine.stop()
+    assert text == free_text[: free_text.index(stop)] and fin.reason == "stop"
+    assert fin.completion_tokens < 30
+
+
+def test_cancelled_request_frees_its_slot(served) -> None:
+    model, tokenizer, eos = served
+    engine = Engine(model, tokenizer, eos_token_ids=(), slots=1, max_len=64).start()
+    first_piece = threading.Event()
+    events = []
+
+    def sink(event):
+        events.append(event)
+        if isinstance(event, Piece):
+            first_piece.set()
+
+    try:
+        handle = engine.submit(Request((5, 6, 7), 60), sink)
+        assert first_piece.wait(60)
+        handle.cancel()
+        # the only slot is needed by the next request: it is served once the first is dropped
+        text, fin = run_all(engine, [Request((8, 9), 4)])[0]
+    finally:
+        engine.stop()
+    assert fin.reason == "length" and fin.completion_tokens == 4
+    assert isinstance(events[-1], Finished) and events[-1].reason == "cancelled"
+    assert events[-1].completion_tokens < 60
+
+
+def test_bad_requests_are_refused_before_they_wait(served) -> None:
+    model, tokenizer, eos = served
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=1, max_len=32, max_queue=1)
+    with pytest.raises(ContextTooLong, match="prompt of 30 tokens \\+ max_tokens 5 = 35 exceeds .* 32 tokens"):
+        engine.submit(Request(tuple(range(3, 33)), 5))
+    with pytest.raises(GenerationError, match="top_p"):
+        engine.submit(Request((3,), 5, temperature=1.0, top_p=0.0))
+    with pytest.raises(GenerationError, match="empty"):
+        engine.submit(Request((), 5))
+    engine.submit(Request((3,), 5))  # not started: this one waits for the free slot
+    engine.submit(Request((3,), 5))  # this one in the queue (1 place): now full
+    with pytest.raises(EngineBusy, match="all 1 slots are busy"):
+        engine.submit(Request((3,), 5))
+
+
+def test_greedy_on_8_device_mesh_equals_single_device(served) -> None:
+    import jax
+    from flax import nnx
+
+    from rolellm_jax.parallel import sharding
+
+    _, tokenizer, eos = served
+    model, _ = tiny_serving_model()  # its own copy: sharding places its params
+    prompts = random_prompts((5, 17, 9, 12), seed=4)
+    want = [
+        generate(model, [p], SamplingConfig(max_new_tokens=10, eos_token_ids=eos), batch_size=1)[0] for p in prompts
+    ]
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+    with jax.set_mesh(mesh):
+        nnx.update(model, sharding.shard_params(nnx.state(model), mesh))
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=4, max_len=48, mesh=mesh).start()
+    try:
+        got = run_all(engine, [Request(tuple(p), 10) for p in prompts])
+    finally:
+        engine.stop()
+    assert [list(f.token_ids) for _, f in got] == want
+    assert len(engine.table.cache["k"].sharding.device_set) == 8

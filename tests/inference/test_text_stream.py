@@ -1,0 +1,37 @@
+"""Streamed text pieces add up to the tokenizer's own decoding; stop strings cut it."""
+
+from __future__ import annotations
+
+from rolellm_jax.inference.text_stream import TextStream
+from tests.helpers.serving_fixtures import tiny_serving_model
+
+TEXT = "Captain Vale says: Hold the wind! 剑在人在。 Leaves 🌿 remember, rain is wet."
+
+
+def streamed(tokenizer, ids, stop=()) -> tuple[list[str], bool]:
+    stream, pieces = TextStream(tokenizer, stop), []
+    for token in ids:
+        piece, stopped = stream.push(token)
+        pieces.append(piece)
+        if stopped:
+            return pieces, True
+    return pieces + [stream.flush()], False
+
+
+def test_pieces_add_up_to_the_decoding() -> None:
+    _, tokenizer = tiny_serving_model()
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    assert any(t.startswith("<0x") for t in tokenizer.convert_ids_to_tokens(ids))  # byte fallback in play
+    pieces, stopped = streamed(tokenizer, ids)
+    assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True) and not stopped
+    assert "\ufffd" not in "".join(pieces) and sum(bool(p) for p in pieces) > 5
+
+
+def test_stop_string_is_cut_and_never_sent_in_part() -> None:
+    _, tokenizer = tiny_serving_model()
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    pieces, stopped = streamed(tokenizer, ids, stop=("nonexistent", "the wind"))
+    assert stopped and "".join(pieces) == "Captain Vale says: Hold "
+    # a stop string's start that turns out not to be one is sent after all
+    pieces, stopped = streamed(tokenizer, ids, stop=("Hold the rocks",))
+    assert not stopped and "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
