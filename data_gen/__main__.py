@@ -49,14 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     stage("context-instruct", "stage 2: role-specific Q/A from segments and descriptions")
     p = stage("rolegpt", "stage 3: in-character answers to general instructions (6 samples)")
     p.add_argument("--instructions", type=Path, required=True, help="JSONL of {instruction, input?, output?}")
+    allow_empty = "write the shard set even if a role_specific train split is empty (refused by default)"
     p = stage("shards", "stage 5: split and write the versioned shard set OUT/vX.Y.Z", llm=False)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True, help="X.Y.Z; an existing version is never overwritten")
+    p.add_argument("--allow-empty", action="store_true", help=allow_empty)
     p = stage("build", "all stages: profiles, context-instruct, rolegpt, shards")
     p.add_argument("--scripts", type=Path, required=True)
     p.add_argument("--instructions", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True)
+    p.add_argument("--allow-empty", action="store_true", help=allow_empty)
     sub.add_parser("release", help="dataset release: python -m data_gen release --help", add_help=False)
     return ap
 
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = GenConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenConfig)})
     if args.command == "shards":
-        print(pipeline.stage_shards(args.work, args.out, args.version, cfg))
+        print(pipeline.stage_shards(args.work, args.out, args.version, cfg, args.allow_empty))
         return 0
     client = client_from_args(args, cfg.model, args.work / "journal.sqlite")
     try:
@@ -77,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "rolegpt":
             pipeline.stage_rolegpt(args.work, args.instructions, cfg, client)
         elif args.command == "build":
-            print(pipeline.build(args.work, args.scripts, args.instructions, args.out, args.version, cfg, client))
+            print(
+                pipeline.build(
+                    args.work, args.scripts, args.instructions, args.out, args.version, cfg, client, args.allow_empty
+                )
+            )
     finally:
         client.close()
     logging.getLogger("data_gen").info(

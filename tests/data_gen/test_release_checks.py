@@ -142,7 +142,7 @@ def test_verify_fails_on_a_0_row_shard(built):
     (built / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
     problems = verify_release(built).problems
     assert f"{shard}: 0 rows (load_dataset cannot read an empty parquet shard)" in problems
-    assert any(p.startswith(f"{built}: load_dataset(..., 'zh-general') fails (ArrowInvalid") for p in problems)
+    assert any(p.startswith(f"{built}: load_dataset(..., 'zh-general') fails (") for p in problems)
 
 
 @pytest.mark.parametrize(("config", "split"), [("zh-general", "test"), ("zh-role_specific", "rolegpt_baseline")])
