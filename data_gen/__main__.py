@@ -64,10 +64,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run(args: argparse.Namespace) -> int:
+def check_inputs(args: argparse.Namespace) -> None:
+    """The command's input files and output version, checked before the work folder or journal exist."""
     from data_gen.pipeline import build as pipeline
 
+    pipeline.check_inputs(
+        getattr(args, "scripts", None),
+        getattr(args, "instructions", None),
+        getattr(args, "out", None) if args.command in ("build", "shards") else None,
+        getattr(args, "version", None),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_gen.pipeline.work_lock import locked_work_folder, remove_if_unused
+
     cfg = GenConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenConfig)})
+    check_inputs(args)
+    created = not args.work.exists()
+    try:
+        with locked_work_folder(args.work):
+            return _run_stage(args, cfg)
+    except BaseException:
+        if created:  # a failed start leaves no empty work folder or journal behind
+            from data_gen.llm.journal import count_rows
+
+            remove_if_unused(args.work, count_rows(args.work / "journal.sqlite"))
+        raise
+
+
+def _run_stage(args: argparse.Namespace, cfg: GenConfig) -> int:
+    from data_gen.llm.limits import usd
+    from data_gen.pipeline import build as pipeline
+
     if args.command == "shards":
         print(pipeline.stage_shards(args.work, args.out, args.version, cfg, args.allow_empty))
         return 0
@@ -88,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         client.close()
     logging.getLogger("data_gen").info(
-        "new requests %d (retries %d), spent $%.4f", client.new_requests, client.retries, client.spent
+        "new requests %d (retries %d), spent %s", client.new_requests, client.retries, usd(client.spent)
     )
     return 0
 
@@ -112,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     from data_gen.llm.types import LLMError
     from data_gen.pipeline.profiles import ScriptError
     from data_gen.pipeline.shards import ShardError
+    from data_gen.pipeline.work_lock import WorkFolderBusyError
 
     try:
         return run(args)
-    except (ConfigError, DataFileError, LLMError, ScriptError, ShardError) as e:
+    except (ConfigError, DataFileError, LLMError, ScriptError, ShardError, WorkFolderBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

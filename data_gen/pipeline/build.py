@@ -15,7 +15,7 @@ from data_gen.llm.types import usage_of
 from data_gen.pipeline.clean import CleanReport
 from data_gen.pipeline.config import GenConfig
 from data_gen.pipeline.context_instruct import run_context_instruct
-from data_gen.pipeline.profiles import build_profiles
+from data_gen.pipeline.profiles import build_profiles, check_scripts_dir
 from data_gen.pipeline.rolegpt import load_instructions, run_rolegpt
 from data_gen.pipeline.shards import ShardError, check_new_version, write_shard_set
 from data_gen.pipeline.templates import TemplateRegistry
@@ -110,6 +110,19 @@ def check_fresh(work: Path, stages: dict[str, dict]) -> None:
                 )
 
 
+def check_inputs(
+    scripts: Path | None, instructions: Path | None, out: Path | None = None, version: str | None = None
+) -> None:
+    """What a command reads and the version it writes, checked before anything is created or paid:
+    a bad instruction line fails now, not after stages 1-2 have paid."""
+    if scripts is not None:
+        check_scripts_dir(scripts)
+    if instructions is not None:
+        load_instructions(instructions)
+    if out is not None and version is not None:
+        check_new_version(out, version)
+
+
 def build(
     work: Path,
     scripts: Path,
@@ -120,8 +133,7 @@ def build(
     client: LLMClient,
     allow_empty: bool = False,
 ) -> Path:
-    check_new_version(out, version)  # before any request is paid for
-    load_instructions(instructions)  # stage 3's input: a bad line fails now, not after stages 1-2 have paid
+    check_inputs(scripts, instructions, out, version)  # before any request is paid for
     stage_profiles(work, scripts, cfg, client)
     stage_context_instruct(work, cfg, client)
     stage_rolegpt(work, instructions, cfg, client)

@@ -90,7 +90,8 @@ def parse_qa(text: str) -> list[QA]:
 
 
 def is_high_confidence(grade: str) -> bool:
-    """'high' (any case / markup), '高' / '很高', letter grade 'A', or a number >= 0.8 of its scale (8/10, 0.9, 4/5, 85%)."""
+    """'high' (any case / markup), '高' / '很高', letter grade 'A', or a number >= 0.8 of its scale
+    (8/10, 0.9, 4/5, 85%)."""
     g = grade.strip().lower().strip(".。 ")
     if not g:
         return False

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 
-from data_gen.files import sha256_file
+from data_gen.files import json_error, sha256_file
 from data_gen.release import checks
 from data_gen.release.layout import SEMVER, features_for
 
@@ -56,7 +56,7 @@ def verify_release(out: Path) -> VerifyReport:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        report.problems.append(f"{manifest_path}:{err.lineno}: not valid JSON ({err.msg})")
+        report.problems.append(json_error(manifest_path, err))
         return report
     if not SEMVER.match(str(manifest.get("version", ""))):
         report.problems.append(f"{manifest_path}: version {manifest.get('version')!r} is not semver X.Y.Z")
