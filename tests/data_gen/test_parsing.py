@@ -126,9 +126,9 @@ QA_VARIANTS = {
 @pytest.mark.parametrize(
     "text",
     [
-        "1. 问题：你是谁？\n   事实性：高\n   答案：俺老孙。\n"  # a comment keeps ruff format from joining the pair past 120 columns
+        "1. 问题：你是谁？\n   事实性：高\n   答案：俺老孙。\n"  # (kept apart)
         "2. 问题：花果山在哪？\n   事实性：低\n   答案：东胜神洲。",
-        "1. 问题：你是谁？\n   完整性：高\n   答案：俺老孙。\n"  # a comment keeps ruff format from joining the pair past 120 columns
+        "1. 问题：你是谁？\n   完整性：高\n   答案：俺老孙。\n"  # (kept apart)
         "2. 问题：花果山在哪？\n   完整性：低\n   答案：东胜神洲。",
         "**问题1：**你是谁？\n**置信度：**高\n**答案：**俺老孙。\n\n"
         "**问题2：**花果山在哪？\n**置信度：**低\n**答案：**东胜神洲。",
