@@ -49,24 +49,56 @@ def build_parser() -> argparse.ArgumentParser:
     stage("context-instruct", "stage 2: role-specific Q/A from segments and descriptions")
     p = stage("rolegpt", "stage 3: in-character answers to general instructions (6 samples)")
     p.add_argument("--instructions", type=Path, required=True, help="JSONL of {instruction, input?, output?}")
+    allow_empty = "write the shard set even if a role_specific train split is empty (refused by default)"
     p = stage("shards", "stage 5: split and write the versioned shard set OUT/vX.Y.Z", llm=False)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True, help="X.Y.Z; an existing version is never overwritten")
+    p.add_argument("--allow-empty", action="store_true", help=allow_empty)
     p = stage("build", "all stages: profiles, context-instruct, rolegpt, shards")
     p.add_argument("--scripts", type=Path, required=True)
     p.add_argument("--instructions", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True)
+    p.add_argument("--allow-empty", action="store_true", help=allow_empty)
     sub.add_parser("release", help="dataset release: python -m data_gen release --help", add_help=False)
     return ap
 
 
-def run(args: argparse.Namespace) -> int:
+def check_inputs(args: argparse.Namespace) -> None:
+    """The command's input files and output version, checked before the work folder or journal exist."""
     from data_gen.pipeline import build as pipeline
 
+    pipeline.check_inputs(
+        getattr(args, "scripts", None),
+        getattr(args, "instructions", None),
+        getattr(args, "out", None) if args.command in ("build", "shards") else None,
+        getattr(args, "version", None),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_gen.pipeline.work_lock import locked_work_folder, remove_if_unused
+
     cfg = GenConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenConfig)})
+    check_inputs(args)
+    created = not args.work.exists()
+    try:
+        with locked_work_folder(args.work):
+            return _run_stage(args, cfg)
+    except BaseException:
+        if created:  # a failed start leaves no empty work folder or journal behind
+            from data_gen.llm.journal import count_rows
+
+            remove_if_unused(args.work, count_rows(args.work / "journal.sqlite"))
+        raise
+
+
+def _run_stage(args: argparse.Namespace, cfg: GenConfig) -> int:
+    from data_gen.llm.limits import usd
+    from data_gen.pipeline import build as pipeline
+
     if args.command == "shards":
-        print(pipeline.stage_shards(args.work, args.out, args.version, cfg))
+        print(pipeline.stage_shards(args.work, args.out, args.version, cfg, args.allow_empty))
         return 0
     client = client_from_args(args, cfg.model, args.work / "journal.sqlite")
     try:
@@ -77,11 +109,15 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "rolegpt":
             pipeline.stage_rolegpt(args.work, args.instructions, cfg, client)
         elif args.command == "build":
-            print(pipeline.build(args.work, args.scripts, args.instructions, args.out, args.version, cfg, client))
+            print(
+                pipeline.build(
+                    args.work, args.scripts, args.instructions, args.out, args.version, cfg, client, args.allow_empty
+                )
+            )
     finally:
         client.close()
     logging.getLogger("data_gen").info(
-        "new requests %d (retries %d), spent $%.4f", client.new_requests, client.retries, client.spent
+        "new requests %d (retries %d), spent %s", client.new_requests, client.retries, usd(client.spent)
     )
     return 0
 
@@ -105,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     from data_gen.llm.types import LLMError
     from data_gen.pipeline.profiles import ScriptError
     from data_gen.pipeline.shards import ShardError
+    from data_gen.pipeline.work_lock import WorkFolderBusyError
 
     try:
         return run(args)
-    except (ConfigError, DataFileError, LLMError, ScriptError, ShardError) as e:
+    except (ConfigError, DataFileError, LLMError, ScriptError, ShardError, WorkFolderBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

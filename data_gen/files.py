@@ -92,6 +92,11 @@ def _short(e: Exception) -> str:
     return str(e)
 
 
+def json_error(where: str | Path, e: json.JSONDecodeError) -> str:
+    """The one wording of a JSON syntax error: file, line and column."""
+    return f"{where}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
@@ -101,7 +106,7 @@ def read_json(path: str | Path) -> Any:
     except UnicodeDecodeError as e:
         raise DataFileError(f"{path}: not UTF-8 ({e.reason})") from None
     except json.JSONDecodeError as e:
-        raise DataFileError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise DataFileError(json_error(path, e)) from None
 
 
 def read_json_object(path: str | Path, what: str = "a JSON object") -> dict[str, Any]:

@@ -52,6 +52,7 @@ from data_gen.llm.limits import (
     is_retryable,
     retry_after_seconds,
     unreached_reason,
+    usd,
 )
 from data_gen.llm.types import (
     AuthError,
@@ -122,14 +123,14 @@ class LLMClient:
             raise OfflineMissError(
                 f"{journal_path}: no journal to replay (--offline only reuses answers already paid for)"
             )
-        self.journal = Journal(journal_path)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
-        if not offline and not self._api_key:
+        if not offline and not self._api_key:  # checked before the journal exists: a failed start leaves none
             raise LLMError(
                 "no API key: set OPENAI_API_KEY or pass --api-key (any string for a local server), "
                 "or use --offline to replay the journal"
             )
+        self.journal = Journal(journal_path)
         self.spent = 0.0  # USD of new requests made by this client
         self.new_requests = 0  # API calls that returned (successfully or not), retries excluded
         self.attempts = 0  # every HTTP attempt, retries included
@@ -187,9 +188,10 @@ class LLMClient:
                 raise self._fatal
             if self.max_cost is not None and self.spent + self._reserved + worst > self.max_cost:
                 raise BudgetExceededError(
-                    f"budget reached: spent ${self.spent:.4f} of --max-cost ${self.max_cost:.4f}, ${self._reserved:.4f} "
-                    f"more is reserved for the requests in flight (each at its worst case) and the next could cost up to "
-                    f"${worst:.4f}. Everything so far is journaled: rerun with a higher --max-cost"
+                    f"budget reached: spent {usd(self.spent)} of --max-cost {usd(self.max_cost)}, "
+                    f"{usd(self._reserved)} more is reserved for the requests in flight (each at its worst case) "
+                    f"and the next could cost up to {usd(worst)}. Everything so far is journaled: rerun with a "
+                    "higher --max-cost"
                 )
             self._reserved += worst
             try:
@@ -278,7 +280,7 @@ class LLMClient:
             r = await self._call(limits.api, req, limits)
             failed += 0 if r.ok else 1
             if bar is not None:
-                bar.set_postfix_str(f"failed={failed} ${self.spent:.4f}", refresh=False)
+                bar.set_postfix_str(f"failed={failed} {usd(self.spent)}", refresh=False)
                 bar.update(1)
             return i, r
 

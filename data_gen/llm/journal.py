@@ -63,3 +63,18 @@ class Journal:
 
     def close(self) -> None:
         self.db.close()
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows of a journal file without creating it (0 when it is absent or unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0

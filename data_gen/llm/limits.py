@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import socket
 import time
 from importlib import resources
@@ -13,10 +14,21 @@ from pathlib import Path
 
 import openai
 
+from data_gen.files import read_json_object
+
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------- prices
+def usd(amount: float) -> str:
+    """Dollars with enough digits to tell small amounts apart: $1.2500, $0.0123, $0.000123, $0 (never $0.0000)."""
+    if amount == 0:
+        return "$0"
+    if abs(amount) >= 0.01:
+        return f"${amount:.4f}"
+    return f"${amount:.{2 - math.floor(math.log10(abs(amount)))}f}"
+
+
 class PriceTable:
     """USD per million tokens by model, from ``data_gen/prices.json`` (or a given JSON file).
     A model is matched exactly, else by the longest table entry that prefixes it; unknown models
@@ -29,10 +41,9 @@ class PriceTable:
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceTable:
         if path is None:
-            text = resources.files("data_gen.llm").joinpath("prices.json").read_text(encoding="utf-8")
+            data = json.loads(resources.files("data_gen.llm").joinpath("prices.json").read_text(encoding="utf-8"))
         else:
-            text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
+            data = read_json_object(path, "a JSON object: model -> {input, output} USD per million tokens")
         return cls({k: v for k, v in data.items() if not k.startswith("_")})
 
     def rates(self, model: str) -> tuple[float, float]:

@@ -6,6 +6,7 @@ earlier stage was rerun after a later one had read its files."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from data_gen.files import read_json, sha256_file, write_json
@@ -14,12 +15,13 @@ from data_gen.llm.types import usage_of
 from data_gen.pipeline.clean import CleanReport
 from data_gen.pipeline.config import GenConfig
 from data_gen.pipeline.context_instruct import run_context_instruct
-from data_gen.pipeline.profiles import build_profiles
+from data_gen.pipeline.profiles import build_profiles, check_scripts_dir
 from data_gen.pipeline.rolegpt import load_instructions, run_rolegpt
 from data_gen.pipeline.shards import ShardError, check_new_version, write_shard_set
 from data_gen.pipeline.templates import TemplateRegistry
 
 STAGES = ("profiles", "context_instruct", "rolegpt")
+log = logging.getLogger(__name__)
 
 
 def _work_files(work: Path, cfg: GenConfig, stage: str) -> dict[str, str]:
@@ -67,12 +69,16 @@ def stage_profiles(work: Path, scripts: Path, cfg: GenConfig, client: LLMClient)
 def stage_context_instruct(work: Path, cfg: GenConfig, client: LLMClient) -> dict:
     templates, report = TemplateRegistry(), CleanReport()
     results = run_context_instruct(work, cfg, client, templates, report)
+    for line in report.low_yield("context_instruct", cfg.min_keep_share):
+        log.warning(line)
     return _save(work, cfg, "context_instruct", results, report, templates, {})
 
 
 def stage_rolegpt(work: Path, instructions: Path, cfg: GenConfig, client: LLMClient) -> dict:
     templates, report = TemplateRegistry(), CleanReport()
     results = run_rolegpt(work, instructions, cfg, client, templates, report)
+    for line in report.low_yield("rolegpt", cfg.min_keep_share, ("no_clean_reference",)):
+        log.warning(line)
     return _save(
         work,
         cfg,
@@ -84,10 +90,10 @@ def stage_rolegpt(work: Path, instructions: Path, cfg: GenConfig, client: LLMCli
     )
 
 
-def stage_shards(work: Path, out: Path, version: str, cfg: GenConfig) -> Path:
+def stage_shards(work: Path, out: Path, version: str, cfg: GenConfig, allow_empty: bool = False) -> Path:
     stages = {name: read_json(work / f"stages-{cfg.lang}" / f"{name}.json") for name in STAGES}
     check_fresh(work, stages)
-    return write_shard_set(work, out, version, cfg, stages)
+    return write_shard_set(work, out, version, cfg, stages, allow_empty=allow_empty)
 
 
 def check_fresh(work: Path, stages: dict[str, dict]) -> None:
@@ -104,12 +110,31 @@ def check_fresh(work: Path, stages: dict[str, dict]) -> None:
                 )
 
 
+def check_inputs(
+    scripts: Path | None, instructions: Path | None, out: Path | None = None, version: str | None = None
+) -> None:
+    """What a command reads and the version it writes, checked before anything is created or paid:
+    a bad instruction line fails now, not after stages 1-2 have paid."""
+    if scripts is not None:
+        check_scripts_dir(scripts)
+    if instructions is not None:
+        load_instructions(instructions)
+    if out is not None and version is not None:
+        check_new_version(out, version)
+
+
 def build(
-    work: Path, scripts: Path, instructions: Path, out: Path, version: str, cfg: GenConfig, client: LLMClient
+    work: Path,
+    scripts: Path,
+    instructions: Path,
+    out: Path,
+    version: str,
+    cfg: GenConfig,
+    client: LLMClient,
+    allow_empty: bool = False,
 ) -> Path:
-    check_new_version(out, version)  # before any request is paid for
-    load_instructions(instructions)  # stage 3's input: a bad line fails now, not after stages 1-2 have paid
+    check_inputs(scripts, instructions, out, version)  # before any request is paid for
     stage_profiles(work, scripts, cfg, client)
     stage_context_instruct(work, cfg, client)
     stage_rolegpt(work, instructions, cfg, client)
-    return stage_shards(work, out, version, cfg)
+    return stage_shards(work, out, version, cfg, allow_empty)

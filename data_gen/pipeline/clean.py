@@ -52,24 +52,51 @@ def result_reason(r: ChatResult, lang: str) -> str | None:
 
 
 class CleanReport:
-    """Counts of dropped items by stage and reason (plus kept counts), for the manifest."""
+    """Counts of kept and dropped items by stage and reason, overall and per role, for the manifest."""
 
     def __init__(self) -> None:
         self.dropped: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.kept: collections.Counter[str] = collections.Counter()
+        self.role_dropped: dict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
+        self.role_kept: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def drop(self, stage: str, reason: str, n: int = 1) -> None:
+    def drop(self, stage: str, reason: str, n: int = 1, role: str | None = None) -> None:
         self.dropped[stage][reason] += n
+        if role is not None:
+            self.role_dropped[stage, role][reason] += n
 
-    def keep(self, stage: str, n: int = 1) -> None:
+    def keep(self, stage: str, n: int = 1, role: str | None = None) -> None:
         self.kept[stage] += n
+        if role is not None:
+            self.role_kept[stage, role] += n
+
+    def _roles(self, stage: str) -> list[str]:
+        return sorted({r for s, r in [*self.role_dropped, *self.role_kept] if s == stage})
 
     def as_dict(self) -> dict:
-        stages = sorted(set(self.dropped) | set(self.kept))
-        return {s: {"kept": self.kept[s], "dropped": dict(sorted(self.dropped[s].items()))} for s in stages}
+        out = {}
+        for s in sorted(set(self.dropped) | set(self.kept)):
+            out[s] = {"kept": self.kept[s], "dropped": dict(sorted(self.dropped[s].items()))}
+            if roles := self._roles(s):
+                out[s]["roles"] = {
+                    r: {"kept": self.role_kept[s, r], "dropped": dict(sorted(self.role_dropped[s, r].items()))}
+                    for r in roles
+                }
+        return out
 
-    def merge(self, other: dict) -> None:
-        for stage, v in other.items():
-            self.kept[stage] += v["kept"]
-            for reason, n in v["dropped"].items():
-                self.dropped[stage][reason] += n
+    def low_yield(self, stage: str, min_share: float, item_reasons: tuple[str, ...] | None = None) -> list[str]:
+        """One line per role of ``stage`` that kept less than ``min_share`` of its items, with the
+        drop reasons and counts. ``item_reasons``: the reasons that drop a whole item (default: all)."""
+        lines = []
+        for role in self._roles(stage):
+            kept, dropped = self.role_kept[stage, role], self.role_dropped[stage, role]
+            total = kept + sum(n for r, n in dropped.items() if item_reasons is None or r in item_reasons)
+            if total and kept < min_share * total:
+                reasons = ", ".join(f"{r} {n}" for r, n in dropped.most_common())
+                lines.append(
+                    f"{stage}: role {role!r} kept {kept} of {total} items ({kept / total:.0%}, below "
+                    f"--min-keep-share {min_share:g}); dropped: {reasons}"
+                )
+        return lines

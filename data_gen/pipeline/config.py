@@ -22,6 +22,7 @@ class GenConfig:
     ci_temperature: float = 0.7
     ci_max_tokens: int = 1500
     dedup_threshold: float = 0.7  # normalised LCS (Rouge-L-like) above which a question is a duplicate
+    min_keep_share: float = 0.2  # a stage keeping less of a role's items than this warns (with the reasons)
     # RoleGPT
     few_shot: int = 3  # BM25-retrieved dialogue turns (user/assistant pairs)
     samples: int = 6  # 5 references + 1 baseline (the last)
@@ -38,7 +39,7 @@ class GenConfig:
             raise ConfigError(f"lang: {self.lang!r} is not one of {LANGS}")
         if self.samples < 2:
             raise ConfigError(f"samples: {self.samples} < 2 (need at least one reference and the baseline)")
-        for name in ("general_test_fraction", "role_specific_test_fraction", "dedup_threshold"):
+        for name in ("general_test_fraction", "role_specific_test_fraction", "dedup_threshold", "min_keep_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: {getattr(self, name)} is not in [0, 1]")
 

@@ -28,15 +28,21 @@ from data_gen.pipeline.templates import TemplateRegistry
 
 STAGE = "context_instruct"
 
+# The grade goes by the name our prompt uses (Confidence) or the paper's (Factualness for
+# script-agnostic, Completeness for script-based questions), or a generic one; in English or Chinese.
+_GRADE = (
+    r"(?:confidence|factualness|factuality|completeness)(?:\s+(?:level|grade|score|rating))?|grade|score|rating"
+    r"|置信度|信心|事实性|真实性|完整性|评分|评级|等级|打分|分数"
+)
 _FIELDS = {
     "question": r"question|q|问题|提问",
-    "confidence": r"confidence|confidence level|置信度|信心",
+    "confidence": _GRADE,
     "answer": r"answer|a|response|回答|答案",
 }
 # A label at the start of a (cleaned) line: "Question 3:", "Q:", "**Answer**:", "置信度：".
 _LABEL = re.compile(r"^(?P<label>" + "|".join(f"(?:{v})" for v in _FIELDS.values()) + r")\s*\d*\s*[:：.]\s*", re.I)
-# Labels met inside a line ("... Confidence: high Answer: ...").
-_INLINE = re.compile(r"\s+(?=(?:confidence|answer|置信度|答案|回答)\s*[:：])", re.I)
+# Labels met inside a line ("... Confidence: high Answer: ...", "... 事实性：高 答案：...").
+_INLINE = re.compile(r"\s+(?=(?:" + _GRADE + r"|answer|答案|回答)\s*[:：])", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*•]\s+|\(?\d{1,3}[.)、:：]\s*|#+\s*)")
 _MARKUP = re.compile(r"\*\*|__|`")
 
@@ -84,11 +90,12 @@ def parse_qa(text: str) -> list[QA]:
 
 
 def is_high_confidence(grade: str) -> bool:
-    """'high' (any case / markup), '高', or a number >= 0.8 of its scale (8/10, 0.9, 4/5, 85%)."""
+    """'high' (any case / markup), '高' / '很高', letter grade 'A', or a number >= 0.8 of its scale
+    (8/10, 0.9, 4/5, 85%)."""
     g = grade.strip().lower().strip(".。 ")
     if not g:
         return False
-    if g.startswith("high") or g.startswith("高") or g in ("h", "very high"):
+    if g.startswith(("high", "高", "很高", "非常高")) or g in ("h", "very high", "a", "a+"):  # a: a letter grade
         return True
     m = re.match(r"(\d+(?:\.\d+)?)\s*(%|/\s*(\d+(?:\.\d+)?))?", g)
     if m:
@@ -159,29 +166,30 @@ def run_context_instruct(
     per_role: dict[str, list[dict]] = {}
     for (role, kind, _), r in zip(jobs, results):
         if not r.ok:
-            report.drop(STAGE, "failed_request")
+            report.drop(STAGE, "failed_request", role=role)
             continue
         items = parse_qa(r.text)
         if not items:
-            report.drop(STAGE, "unparsable_answer")
+            report.drop(STAGE, "unparsable_answer", role=role)
         for n, qa in enumerate(items):
             # a cut-off answer (finish_reason "length") only truncates its last item
             finish = r.finish_reason if n == len(items) - 1 else "stop"
             if not qa.question or not qa.answer:
-                report.drop(STAGE, "missing_field")
+                report.drop(STAGE, "missing_field", role=role)
             elif not is_high_confidence(qa.confidence):
-                report.drop(STAGE, "low_confidence")
+                report.drop(STAGE, "low_confidence", role=role)
             elif reason := result_reason(ChatResult("", qa.answer, finish, 0, 0, 0.0), cfg.lang):
-                report.drop(STAGE, reason)
+                report.drop(STAGE, reason, role=role)
             else:
                 per_role.setdefault(role, []).append(
                     {"role": role, "question": qa.question, "generated": [qa.answer], "type": kind}
                 )
     rows = []
-    for items in per_role.values():
+    for role, items in per_role.items():
         keep = dedup([i["question"] for i in items], cfg.lang, cfg.dedup_threshold)
-        report.drop(STAGE, "near_duplicate", len(items) - len(keep))
+        report.drop(STAGE, "near_duplicate", len(items) - len(keep), role=role)
+        report.keep(STAGE, len(keep), role=role)
         rows.extend(items[i] for i in keep)
-    report.keep(STAGE, len(rows))
+    report.keep(STAGE, 0)  # a stage that kept nothing still says so in the manifest
     write_jsonl(Path(work) / f"context_instruct-{cfg.lang}.jsonl", rows)
     return results

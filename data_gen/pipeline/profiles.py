@@ -210,14 +210,24 @@ def parse_second_person(text: str) -> str:
     return " ".join(_SECOND.sub("", text.strip(), count=1).split())
 
 
+def check_scripts_dir(scripts_dir: str | Path) -> list[Path]:
+    """The *.txt scripts of --scripts, sorted; a missing folder or one without scripts is an error."""
+    scripts_dir = Path(scripts_dir)
+    if not scripts_dir.is_dir():
+        what = "not a folder" if scripts_dir.exists() else "no such folder"
+        raise ScriptError(f"{scripts_dir}: {what} (--scripts: the folder of *.txt scripts)")
+    files = sorted(scripts_dir.glob("*.txt"))
+    if not files:
+        raise ScriptError(f"{scripts_dir}: no *.txt scripts found")
+    return files
+
+
 def build_profiles(
     scripts_dir: str | Path, work: str | Path, cfg: GenConfig, client: LLMClient, templates: TemplateRegistry
 ) -> list[ChatResult]:
     """Stage 1. Idempotent: parsing is pure and the LLM steps replay from the journal."""
     scripts_dir, out = Path(scripts_dir), Path(work) / f"profiles-{cfg.lang}"
-    files = sorted(p for p in scripts_dir.glob("*.txt"))
-    if not files:
-        raise ScriptError(f"{scripts_dir}: no *.txt scripts found")
+    files = check_scripts_dir(scripts_dir)
     scripts = [parse_script(p) for p in files]
     roles: dict[str, tuple[Script, list[dict]]] = {}
     for s in scripts:

@@ -158,7 +158,7 @@ def run_rolegpt(
         refs = []
         for r in samples[:-1]:
             if reason := result_reason(r, cfg.lang):
-                report.drop(STAGE, reason)
+                report.drop(STAGE, reason, role=role)
             else:
                 refs.append(r.text.strip())
         base = samples[-1]
@@ -167,9 +167,9 @@ def run_rolegpt(
         else:
             report.keep(STAGE + "_baseline")
         if not refs:
-            report.drop(STAGE, "no_clean_reference")
+            report.drop(STAGE, "no_clean_reference", role=role)
             continue
-        report.keep(STAGE)
+        report.keep(STAGE, role=role)
         rows.append(
             {
                 "role": role,

@@ -142,14 +142,32 @@ def check_new_version(out: str | Path, version: str) -> Path:
     return final
 
 
-def write_shard_set(work: str | Path, out: str | Path, version: str, cfg: GenConfig, stages: dict) -> Path:
+def check_role_specific_train(files: dict[str, list[dict]], stages: dict) -> None:
+    """Refuse a shard set whose role_specific train split is empty, saying which stage dropped what."""
+    empty = [rel for rel, rows in files.items() if rel.endswith("role_specific/train.jsonl") and not rows]
+    if not empty:
+        return
+    cleaning = stages.get("context_instruct", {}).get("cleaning", {}).get("context_instruct", {})
+    dropped = ", ".join(f"{r} {n}" for r, n in sorted(cleaning.get("dropped", {}).items(), key=lambda x: -x[1]) if n)
+    raise ShardError(
+        f"{empty[0]}: the role_specific train split would be empty: the context_instruct stage kept "
+        f"{cleaning.get('kept', 0)} questions (dropped: {dropped or 'none'}); pass --allow-empty to write it anyway"
+    )
+
+
+def write_shard_set(
+    work: str | Path, out: str | Path, version: str, cfg: GenConfig, stages: dict, allow_empty: bool = False
+) -> Path:
     """Write ``OUT/v{version}`` atomically; ``stages`` are the stage records (usage, cleaning,
-    templates, inputs) that go into the manifest. Returns the version folder."""
+    templates, inputs) that go into the manifest. Returns the version folder. An empty role_specific
+    train split is refused unless ``allow_empty``."""
     work, out = Path(work), Path(out)
     final = check_new_version(out, version)
+    files = split_files(work, cfg)
+    if not allow_empty:
+        check_role_specific_train(files, stages)
     tmp = out / f".v{version}.partial"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
-    files = split_files(work, cfg)
     for rel, rows in files.items():
         write_jsonl(tmp / rel, rows)
     prof_src = work / f"profiles-{cfg.lang}"

@@ -19,7 +19,7 @@ from typing import Any
 from datasets import Features, List, Value
 
 from data_gen.errors import UserError
-from data_gen.files import DataFileError, iter_jsonl, sha256_bytes, sha256_file, sha256_text
+from data_gen.files import DataFileError, iter_jsonl, json_error, sha256_bytes, sha256_file, sha256_text
 from data_gen.rolebench import DIALOG_FOLDERS, PROFILE_LANGS
 from data_gen.rolebench import RELEASE_SPLITS as SPLITS
 
@@ -210,7 +210,7 @@ def _read_json_object(path: Path, label: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ReleaseError(f"{label}:{err.lineno}: not valid JSON ({err.msg})") from None
+        raise ReleaseError(json_error(label, err)) from None
     if not isinstance(data, dict):
         raise ReleaseError(f"{label}: must be a JSON object mapping role -> text")
     return data
@@ -286,7 +286,7 @@ def resolve_root(path: Path, version: str) -> tuple[Path, dict[str, Any] | None,
     try:
         manifest = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ReleaseError(f"{root / 'manifest.json'}:{err.lineno}: not valid JSON ({err.msg})") from None
+        raise ReleaseError(json_error(root / "manifest.json", err)) from None
     if not isinstance(manifest, dict):
         raise ReleaseError(f"{root / 'manifest.json'}: must be a JSON object")
     return root, manifest, raw

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 
-from data_gen.files import sha256_file
+from data_gen.files import json_error, sha256_file
 from data_gen.release import checks
 from data_gen.release.layout import SEMVER, features_for
 
@@ -56,7 +56,7 @@ def verify_release(out: Path) -> VerifyReport:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        report.problems.append(f"{manifest_path}:{err.lineno}: not valid JSON ({err.msg})")
+        report.problems.append(json_error(manifest_path, err))
         return report
     if not SEMVER.match(str(manifest.get("version", ""))):
         report.problems.append(f"{manifest_path}: version {manifest.get('version')!r} is not semver X.Y.Z")
@@ -153,19 +153,32 @@ def verify_release(out: Path) -> VerifyReport:
 
 
 def _check_loads(out: Path, declared: dict[tuple[str, str], list[str]], report: VerifyReport) -> None:
-    """The first row of every config split through `datasets.load_dataset` (streaming: nothing is
-    cached), as a user would load it."""
-    import datasets
+    """Every config through `datasets.load_dataset`, as a user loads it (into a throw-away cache;
+    not streaming: an abandoned streaming reader can abort the interpreter at exit)."""
+    import tempfile
 
-    for config in dict.fromkeys(c for c, _ in declared):
-        try:
-            ds = datasets.load_dataset(str(out), config, streaming=True)
-            for split in ds:
-                next(iter(ds[split]), None)
-        except Exception as err:  # noqa: BLE001 - whatever load_dataset raises is the problem to report
-            report.problems.append(
-                f"{out}: load_dataset(..., {config!r}) fails ({type(err).__name__}: {err})".splitlines()[0]
-            )
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    bars_were_on = not datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    verbosity = ds_logging.get_verbosity()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)  # its errors are reported here, in one line
+    try:
+        with tempfile.TemporaryDirectory(prefix="rolebench-verify-") as cache:
+            for config in dict.fromkeys(c for c, _ in declared):
+                try:
+                    datasets.load_dataset(
+                        str(out), config, cache_dir=cache, verification_mode="no_checks"
+                    )  # sizes: above
+                except Exception as err:  # noqa: BLE001 - whatever load_dataset raises is the problem to report
+                    report.problems.append(
+                        f"{out}: load_dataset(..., {config!r}) fails ({type(err).__name__}: {err})".splitlines()[0]
+                    )
+    finally:
+        ds_logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.utils.enable_progress_bars()
 
 
 def _schema_matches(schema: pa.Schema, expected: Features) -> bool:

@@ -108,7 +108,37 @@ QA_VARIANTS = {
     "2) Question: Where do you live? Confidence: low Answer: Baker Street.",
     "wrapped": "(1) Question: Who\nare you?\nConfidence: HIGH.\nAnswer: A\ndetective.\n- Question: Where do you live?\n"
     "Confidence: 0.3\nAnswer: Baker Street.",
+    # the paper's own grade names, as real models word them (0 of 180 questions kept before)
+    "factualness": "1. Question: Who are you?\n   Factualness: High\n   Answer: A detective.\n"
+    "2. Question: Where do you live?\n   Factualness: Low\n   Answer: Baker Street.",
+    "completeness_bold": "**1. Question:** Who are you?\n**Completeness:** high\n**Answer:** A detective.\n\n"
+    "**2. Question:** Where do you live?\n**Completeness:** low\n**Answer:** Baker Street.",
+    "factualness_bold_colon_inside": "1. **Question:** Who are you?\n**Factualness:** High\n**Answer:** A detective.\n"
+    "2. **Question:** Where do you live?\n**Factualness:** Low\n**Answer:** Baker Street.",
+    "grade_one_line": "1) Question: Who are you? Grade: high Answer: A detective.\n"
+    "2) Question: Where do you live? Grade: low Answer: Baker Street.",
+    "score": "Q1: Who are you?\nScore: 9/10\nA1: A detective.\nQ2: Where do you live?\nScore: 2/10\nA2: Baker Street.",
+    "rating": "1. Question: Who are you?\nRating: High\nAnswer: A detective.\n"
+    "2. Question: Where do you live?\nRating: low\nAnswer: Baker Street.",
 }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. 问题：你是谁？\n   事实性：高\n   答案：俺老孙。\n"  # (kept apart)
+        "2. 问题：花果山在哪？\n   事实性：低\n   答案：东胜神洲。",
+        "1. 问题：你是谁？\n   完整性：高\n   答案：俺老孙。\n"  # (kept apart)
+        "2. 问题：花果山在哪？\n   完整性：低\n   答案：东胜神洲。",
+        "**问题1：**你是谁？\n**置信度：**高\n**答案：**俺老孙。\n\n"
+        "**问题2：**花果山在哪？\n**置信度：**低\n**答案：**东胜神洲。",
+        "1、问题：你是谁？ 评分：高 答案：俺老孙。\n2、问题：花果山在哪？ 评分：低 答案：东胜神洲。",
+    ],
+)
+def test_parse_qa_chinese_grade_names(text):
+    items = parse_qa(text)
+    assert [(i.question, i.answer) for i in items] == [("你是谁？", "俺老孙。"), ("花果山在哪？", "东胜神洲。")]
+    assert [is_high_confidence(i.confidence) for i in items] == [True, False]
 
 
 @pytest.mark.parametrize("name", sorted(QA_VARIANTS))

@@ -30,16 +30,16 @@ def _specific(role: str, questions: list[str], train: bool) -> list[dict]:
     return [dict(r, type="script_based" if train else ["script_based"]) for r in rows]
 
 
-def write_baseline_covers_train_source(root: Path) -> dict[str, dict[str, int]]:
+def write_baseline_covers_train_source(root: Path, leak: bool = True) -> dict[str, dict[str, int]]:
     """Original layout, Chinese: zh-general's baseline answers train and test questions (as the
-    published one does); zh-role_specific has one (role, question) pair asked twice in train and,
-    space-padded, in test. Returns rows per config and split."""
+    published one does); with ``leak``, zh-role_specific has one (role, question) pair asked twice
+    in train and, space-padded, in test. Returns rows per config and split."""
     train_q = [f"第{i}个训练问题是什么？" for i in range(4)]
     test_q = [f"第{i}个测试问题是什么？" for i in range(2)]
     write_jsonl(root / "rolebench-zh/general/train.jsonl", _general(ZH, train_q))
     write_jsonl(root / "rolebench-zh/general/test.jsonl", _general(ZH, test_q))
     write_jsonl(root / "rolebench-zh/general/rolegpt_baseline.jsonl", _general(ZH, train_q + test_q))
-    spec_train = [f"你的第{i}把剑叫什么？" for i in range(3)] + ["你师父是谁？", "你师父是谁？"]
+    spec_train = [f"你的第{i}把剑叫什么？" for i in range(3)] + ["你师父是谁？", "你师父是谁？"] * leak
     spec_test = ["你的第9把剑叫什么？", " 你师父是谁？"]
     write_jsonl(root / "rolebench-zh/role_specific/train.jsonl", _specific(ZH, spec_train, True))
     write_jsonl(root / "rolebench-zh/role_specific/test.jsonl", _specific(ZH, spec_test, False))
@@ -48,7 +48,7 @@ def write_baseline_covers_train_source(root: Path) -> dict[str, dict[str, int]]:
     (root / "profiles-zh/desc.json").write_text(json.dumps({ZH: "一位沉默寡言的剑客。"}, ensure_ascii=False))
     return {
         "zh-general": {"train": 4, "test": 2, "rolegpt_baseline": 6},
-        "zh-role_specific": {"train": 5, "test": 2, "rolegpt_baseline": 2},
+        "zh-role_specific": {"train": 5 if leak else 3, "test": 2, "rolegpt_baseline": 2},
         "profiles-zh": {"train": 1},
     }
 
@@ -64,6 +64,15 @@ def _loaded_rows(out: Path, cache: Path) -> dict[str, dict[str, int]]:
 
 def _build(source: Path, out: Path, *flags: str) -> None:
     assert release.main(["build", "--from", str(source), "--version", "1.0.0", "--out", str(out), *flags]) == 0
+
+
+@pytest.mark.parametrize("flags", [[], ["--drop-train-leaks"]])
+def test_a_baseline_covering_train_drops_nothing_and_verifies(tmp_path, flags):
+    source = tmp_path / "src"
+    expected = write_baseline_covers_train_source(source, leak=False)
+    _build(source, tmp_path / "rel", *flags)
+    assert _loaded_rows(tmp_path / "rel", tmp_path / "cache") == expected  # the source's rows, none dropped
+    assert verify_release(tmp_path / "rel").ok
 
 
 def test_baseline_covering_train_is_not_a_leak_and_the_real_leak_is_reported(tmp_path, caplog):
@@ -142,7 +151,7 @@ def test_verify_fails_on_a_0_row_shard(built):
     (built / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
     problems = verify_release(built).problems
     assert f"{shard}: 0 rows (load_dataset cannot read an empty parquet shard)" in problems
-    assert any(p.startswith(f"{built}: load_dataset(..., 'zh-general') fails (ArrowInvalid") for p in problems)
+    assert any(p.startswith(f"{built}: load_dataset(..., 'zh-general') fails (") for p in problems)
 
 
 @pytest.mark.parametrize(("config", "split"), [("zh-general", "test"), ("zh-role_specific", "rolegpt_baseline")])

@@ -68,23 +68,31 @@ def _role_lines(segment: str, limit: int) -> list[str]:
     return [ln for ln in lines if len(ln) > 12][:limit] or ["the case"]
 
 
-def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str, str]:
-    """Numbered Q/confidence/A items in a style picked from the body's hash (plain, bold, Q1:,
-    one-line, Chinese labels), with a low-confidence item, a missing answer, a near-duplicate and
-    extra prose; one body in 7 is cut off (finish_reason "length")."""
+def _qa_answer(body: dict, role: str, topics: list[str], zh: bool, grade: str) -> tuple[str, str]:
+    """Numbered Q/grade/A items in a layout picked from the body's hash, with a low-graded item, a
+    missing answer, a near-duplicate and extra prose; one body in 7 is cut off (finish_reason
+    "length"). The grade is labelled as our prompt asks (Confidence / 置信度) or, as real models do,
+    with the paper's words (``grade``: Factualness / Completeness, 事实性 / 完整性), in bold too; some
+    English answers come in a Chinese layout (1、 numbering, full-width colons)."""
     h = _h(body)
-    style = h % 4
+    style = h % 7
     items = []
     for i, topic in enumerate(topics):
         q = f'{role}, what did you mean by "{topic}"?' if not zh else f"{role}，你说“{topic}”是什么意思？"
         a = f"I meant it plainly: {topic.lower()}" if not zh else f"俺的意思很简单：{topic}"
         items.append((q, "low" if i == 1 else ("high" if not zh else "高"), a))
-    items.append((items[0][0] + " Tell me.", "high", items[0][2]))  # near-duplicate of the first
-    items.append(("Which of them was it?", "high", ""))  # missing answer
-    out = ["Here are the questions you asked for:", ""]
+    items.append((items[0][0] + " Tell me.", "high" if not zh else "高", items[0][2]))  # near-duplicate of the first
+    items.append(("Which of them was it?" if not zh else "是哪一个？", "high" if not zh else "高", ""))  # no answer
+    zh_grade = {"Factualness": "事实性", "Completeness": "完整性"}[grade]
+    out = ["Here are the questions you asked for:" if not zh else "以下是你要的问题：", ""]
     for n, (q, c, a) in enumerate(items, 1):
-        if zh:
+        c = "低" if zh and c == "low" else c
+        if zh and style % 3 == 0:
             out += [f"{n}. 问题：{q}", f"   置信度：{c}"] + ([f"   答案：{a}"] if a else [])
+        elif zh and style % 3 == 1:
+            out += [f"{n}. 问题：{q}", f"   {zh_grade}：{c}"] + ([f"   答案：{a}"] if a else [])
+        elif zh:
+            out += [f"**问题{n}：**{q}", f"**{zh_grade}：**{c}"] + ([f"**答案：**{a}"] if a else [])
         elif style == 0:
             out += [f"{n}. Question: {q}", f"   Confidence: {c}"] + ([f"   Answer: {a}"] if a else [])
         elif style == 1:
@@ -93,10 +101,16 @@ def _qa_answer(body: dict, role: str, topics: list[str], zh: bool) -> tuple[str,
             )
         elif style == 2:
             out += [f"Q{n}: {q}", f"Confidence: {'9/10' if c == 'high' else '3/10'}"] + ([f"A{n}: {a}"] if a else [])
-        else:
+        elif style == 3:
             out += [f"{n}) Question: {q} Confidence: {c}" + (f" Answer: {a}" if a else "")]
+        elif style == 4:
+            out += [f"{n}. Question: {q}", f"   {grade}: {c.capitalize()}"] + ([f"   Answer: {a}"] if a else [])
+        elif style == 5:
+            out += [f"{n}. **Question:** {q}", f"**{grade}:** {c}"] + ([f"**Answer:** {a}"] if a else [])
+        else:
+            out += [f"{n}、Question：{q}", f"{grade}：{c.capitalize()}"] + ([f"Answer：{a}"] if a else [])
         out.append("")
-    out.append("I hope these help!")
+    out.append("I hope these help!" if not zh else "希望对你有帮助！")
     text = "\n".join(out)
     if h % 7 == 0:
         return text[: int(len(text) * 0.8)], "length"
@@ -150,14 +164,14 @@ def rolebench_responder(body: dict) -> tuple[str, str]:
     if "based on the script segment below" in user or "根据下面的剧本片段" in user:
         role = user.split("ask ", 1)[1].split(",", 1)[0] if not zh else user.split("会问", 1)[1].split("的问题", 1)[0]
         segment = user.split("\n\n")[-2]
-        return _qa_answer(body, role, _role_lines(segment, 3), zh)
+        return _qa_answer(body, role, _role_lines(segment, 3), zh, "Completeness")
     if "not tied to any particular scene" in user or "不局限于某一场景" in user:
         role = user.split("ask ", 1)[1].split(",", 1)[0] if not zh else user.split("会问", 1)[1].split("的问题", 1)[0]
         seed = body.get("seed", 0)
         topics = [f"your view of duty number {seed}", f"the world in year {seed}", f"your oldest friend {seed}"]
         if zh:
             topics = [f"第{seed}次取经", f"第{seed}座山", f"第{seed}个妖怪"]
-        return _qa_answer(body, role, topics, zh)
+        return _qa_answer(body, role, topics, zh, "Factualness")
     if "your description is" in system or "你的特征描述是" in system:
         role = (
             system.split("You are ", 1)[1].split(",", 1)[0] if not zh else system.split("你是", 1)[1].split("，", 1)[0]
