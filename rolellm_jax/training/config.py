@@ -83,3 +83,4 @@ class LoggingConfig:
     progress: bool = True
     tensorboard: bool = True
     peak_flops: float | None = None  # per device, for MFU; None = look up the device (see flops.py)
+    verbose: bool = False  # also the datasets library's progress bars (--verbose is short for it)

@@ -291,6 +291,8 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, bool]:
         arg = argv[i]
         if arg in ("-h", "--help"):
             want_help = True
+        elif arg == "--verbose":
+            overrides["logging.verbose"] = True
         elif arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
             key = key.replace("-", "_")  # --resume.allow-changes is --resume.allow_changes

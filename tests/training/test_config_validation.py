@@ -88,3 +88,23 @@ def test_a_user_config_with_only_train_keys_is_the_demo_model(tmp_path):
     row = next(r for r in result.stdout.splitlines() if r.strip().startswith("--model.hidden_size "))
     assert row.split()[1] == str(demo.model.hidden_size), row
     assert "layers on it" in result.stdout
+
+
+def test_aot_without_topology_names_the_flag():
+    """`aot` without --topology printed its docstring (exit 2) instead of saying what is missing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rolellm_jax.aot", "--config", "launch/configs/demo.yaml"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --topology is required")
+
+
+def test_missing_model_init_says_no_such_folder(tmp_path):
+    result = _train_cli(f"--model.init={tmp_path / 'llama-7b'}", f"--train.output_dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert _error_lines(result.stderr) == [f"error: model.init={tmp_path / 'llama-7b'}: no such folder"]
+    assert not (tmp_path / "run").exists()
