@@ -121,6 +121,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--mesh", type=_old_mesh_flag, dest="mesh_old", help=argparse.SUPPRESS)  # deprecated spelling
     _add_rouge_flags(p)
     p.add_argument("--verbose", action="store_true", help="show the datasets library's progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (rows, tokens/s, ETA per setting): for logs"
+    )
     p.set_defaults(func=eval_run.cmd_run)
 
 

@@ -23,9 +23,12 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from data_gen.files import atomic_write_text, iter_jsonl, write_json
 from data_gen.rolebench import RoleBenchError, RoleRow, is_original_layout, original_file, parse_row
@@ -60,15 +63,38 @@ def answer_rows(
     *,
     batch_size: int,
     mesh=None,
+    progress: str | None = None,
 ) -> list[str]:
-    """The model's answer to every row, prompted exactly as in training."""
+    """The model's answer to every row, prompted exactly as in training; `progress` names a bar
+    (rows done / total, generated tokens/s, ETA) drawn on stderr, None for none."""
     from rolellm_jax.data.chat_format import render_prompts, role_system_text
     from rolellm_jax.inference.generate import generate
 
     systems = [role_system_text(lang, r.role, descriptions[r.role]) for r in rows]
     prompts = render_prompts(tokenizer, cfg.family, systems, [r.question for r in rows])
-    outputs = generate(model, prompts, sampling, batch_size=batch_size, mesh=mesh)
+    with GenerationProgress(progress, len(rows)) as bar:
+        outputs = generate(model, prompts, sampling, batch_size=batch_size, mesh=mesh, on_batch=bar.update)
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
+
+
+class GenerationProgress:
+    """A tqdm bar over the rows of one setting/kind with the generated tokens per second (as training has)."""
+
+    def __init__(self, name: str | None, total: int):
+        self.start, self.tokens = time.perf_counter(), 0
+        self.bar = tqdm(total=total, desc=name, unit="row", disable=name is None, dynamic_ncols=True)
+
+    def update(self, rows: int, new_tokens: int) -> None:
+        self.tokens += new_tokens
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.1f} tok/s", refresh=False)
+        self.bar.update(rows)
+
+    def __enter__(self) -> GenerationProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def raw_references(general: Sequence[RoleRow], raw: str | Path | Sequence[RoleRow]) -> list[Reference]:
@@ -119,6 +145,7 @@ def evaluate_setting(
     raw_ref: str | None,
     max_rows: int | None,
     mesh=None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Generate, write and score one setting; returns its metrics entry."""
     lang, rb_setting, metric_lang = SETTINGS[setting]
@@ -143,6 +170,7 @@ def evaluate_setting(
             sampling,
             batch_size=batch_size,
             mesh=mesh,
+            progress=f"{setting}/{kind}" if progress else None,
         )
         path = out / "predictions" / f"{setting}-{kind}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +348,7 @@ def cmd_run(args) -> int:
             raw_ref=raw[SETTINGS[setting][2]],
             max_rows=args.max_rows,
             mesh=mesh,
+            progress=not args.no_progress,
         )
     write_json(out / "metrics.json", metrics)
     table = markdown_table([metrics])
