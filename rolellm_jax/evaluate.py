@@ -98,7 +98,8 @@ def _add_run_parser(sub) -> None:
         nargs="+",
         action="extend",
         choices=tuple(eval_run.SETTINGS),
-        help="benchmark settings to run (repeatable; default: all)",
+        type=lambda name: name.removesuffix("_eng") + "_en" if name.endswith("_eng") else name,  # both spellings
+        help="benchmark settings to run (repeatable; default: all; _eng reads as _en)",
     )
     p.add_argument(
         "--name", help="model name in the table (default: the checkpoint folder's name; a run's for its export/)"

@@ -52,6 +52,14 @@ class LoraConfig:
     alpha: float = 16.0
     targets: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
 
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"lora.rank={self.rank}: must be at least 1")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha={self.alpha}: must be positive")
+        if not self.targets:
+            raise ValueError("lora.targets=[]: name at least one module (e.g. [q_proj, v_proj])")
+
 
 @dataclasses.dataclass
 class CheckpointConfig:

@@ -313,7 +313,22 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, bool]:
         i += 1
     cfg = load_preset(config_path or DEFAULT_PRESET)
     cfg = apply_overrides(cfg, overrides, "command line")
+    _check_lora_targets(cfg)
     return cfg, want_help
+
+
+def _check_lora_targets(cfg: RunConfig) -> None:
+    """lora.targets that match no kernel of a from-scratch model fail here, not after data loading
+    (with model.init the checkpoint's architecture decides; TrainProgram checks it there)."""
+    if not cfg.lora.enabled or cfg.model.init:
+        return
+    from rolellm_jax.checkpoints.tensor_layout import param_shapes
+    from rolellm_jax.training.lora import LoraError, target_kernels
+
+    try:
+        target_kernels(param_shapes(model_config_of(cfg.model)), cfg.lora.targets)
+    except LoraError as err:
+        raise ConfigError(f"command line: {err}") from None
 
 
 def help_text(cfg: RunConfig, prog: str) -> str:
