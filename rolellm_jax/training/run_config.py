@@ -1,9 +1,11 @@
 """The training run's configuration: typed dataclasses, YAML presets, dotted CLI overrides.
 
 A run is `RunConfig` = model + data + mesh + train (optimiser, steps, batch) + lora + checkpoint +
-logging. Values come from, in order: the dataclass defaults, a YAML preset (`--config FILE`,
-`launch/configs/demo.yaml` when none is given), then dotted overrides (`--train.lr=1e-5`, values
-parsed as YAML so `--lora.targets=[q_proj,v_proj]` and `--model.init=null` work).
+resume + logging. Values come from, in order: the demo preset (`launch/configs/demo.yaml`, itself on
+the dataclass defaults), the YAML file of `--config FILE` layered on it (keys it leaves out keep the
+demo's values: a file with only train.* trains the demo's tiny model, never the defaults' 7B one),
+then dotted overrides (`--train.lr=1e-5`, values parsed as YAML so `--lora.targets=[q_proj,v_proj]`
+and `--model.init=null` work). Enumerated values are checked here, naming the allowed ones (CHOICES).
 
 The RoleLLM paper does not publish its RoCIT hyper-parameters (learning rate, schedule, batch,
 epochs, LoRA or full tuning): every optimiser default below and in the presets is OUR choice.
