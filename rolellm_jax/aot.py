@@ -71,9 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print_error(err)
         return EXIT_USAGE
-    if any(a in ("-h", "--help") for a in rest) or not topology:
+    if any(a in ("-h", "--help") for a in rest):
         print(__doc__.strip())
-        return EXIT_OK if topology or any(a in ("-h", "--help") for a in rest) else EXIT_USAGE
+        return EXIT_OK
+    if not topology:
+        print_error(
+            ConfigError(
+                "--topology is required: the chips to compile for, e.g. --topology v5p:2x2x1 or h100 (see --help)"
+            )
+        )
+        return EXIT_USAGE
     from rolellm_jax.training.aot import compile_for_topology, report  # sets the compile-only environment
 
     try:

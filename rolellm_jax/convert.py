@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _convert(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from rolellm_jax.checkpoints.hf_convert import hf_to_jax, jax_to_hf
+    from rolellm_jax.checkpoints.model_folder import check_model_folder
 
+    if args.command == "hf-to-jax":
+        check_model_folder(args.hf, "--hf")
+    else:
+        check_model_folder(args.ckpt, "--ckpt")
     if args.command == "hf-to-jax":
         cfg = hf_to_jax(args.hf, args.out, overwrite=args.overwrite)
         print(f"wrote {args.out} ({cfg.family}, {cfg.num_hidden_layers} layers, {cfg.param_dtype})")
@@ -46,8 +51,11 @@ def _convert(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     from rolellm_jax.parallel.storage import is_url
 
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # our warnings (e.g. no tokenizer files)
     parser = build_parser()
     args = parser.parse_args(argv)
     hf_folder = ("--hf", args.hf) if args.command == "hf-to-jax" else ("--out", args.out)

@@ -98,7 +98,8 @@ def _add_run_parser(sub) -> None:
         nargs="+",
         action="extend",
         choices=tuple(eval_run.SETTINGS),
-        help="benchmark settings to run (repeatable; default: all)",
+        type=lambda name: name.removesuffix("_eng") + "_en" if name.endswith("_eng") else name,  # both spellings
+        help="benchmark settings to run (repeatable; default: all; _eng reads as _en)",
     )
     p.add_argument(
         "--name", help="model name in the table (default: the checkpoint folder's name; a run's for its export/)"
@@ -120,6 +121,10 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel mesh size")
     p.add_argument("--mesh", type=_old_mesh_flag, dest="mesh_old", help=argparse.SUPPRESS)  # deprecated spelling
     _add_rouge_flags(p)
+    p.add_argument("--verbose", action="store_true", help="show the datasets library's progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (rows, tokens/s, ETA per setting): for logs"
+    )
     p.set_defaults(func=eval_run.cmd_run)
 
 
@@ -153,6 +158,8 @@ def _add_judge_parser(sub) -> None:
     )
     p.add_argument("--max-questions", type=int)
     add_llm_flags(p)
+    if not any(a.dest == "verbose" for a in p._actions):
+        p.add_argument("--verbose", action="store_true", help="show the datasets library's progress bars")
     p.set_defaults(func=judge.cmd_judge)
 
 
@@ -169,9 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{schema.LANG_CHOICES_HELP} (default: detected from the references; one they contradict is an error)",
     )
     _add_rouge_flags(score)
-    score.add_argument(
-        "--strict", action="store_true", help="exit 1 when rows are unmatched"
-    )
+    score.add_argument("--strict", action="store_true", help="exit 1 when rows are unmatched")
     score.set_defaults(func=cmd_score)
     _add_run_parser(sub)
     _add_table_parser(sub)
@@ -180,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rolellm_jax.data.rolebench_source import show_datasets_progress
+
     args = build_parser().parse_args(argv)
+    show_datasets_progress(getattr(args, "verbose", False))
     if getattr(args, "mesh_old", None):
         args.mesh_data, args.mesh_fsdp, args.mesh_tensor = args.mesh_old
     return run_cli(lambda: args.func(args))

@@ -35,6 +35,10 @@ TOKENIZER_FILES = (
 
 
 GENERATION_CONFIG = "generation_config.json"  # travels with the tokenizer: its bos/eos/pad ids
+# How a tokenizer was loaded, which transformers saves into tokenizer_config.json among its init
+# kwargs (offline: local_files_only / is_local true) and a downstream from_pretrained then obeys;
+# a token must never travel either. Dropped from every tokenizer_config.json we write.
+LOADING_KEYS = ("local_files_only", "is_local", "token", "use_auth_token", "cache_dir", "_commit_hash")
 
 
 class TokenizerError(UserError, ValueError):
@@ -86,6 +90,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
             tmp, add_bos_token=False, add_eos_token=False, add_prefix_space=False, **SPECIAL_TOKENS
         )
         tokenizer.save_pretrained(out_dir)
+        _drop_loading_keys(out_dir / "tokenizer_config.json", out_dir / "tokenizer_config.json")
         (out_dir / "tokenizer.model").write_bytes((Path(tmp) / "tokenizer.model").read_bytes())
     return load_tokenizer(out_dir)
 
@@ -114,6 +119,27 @@ def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
     copied = []
     for name in (*TOKENIZER_FILES, GENERATION_CONFIG):
         if (src / name).is_file():
-            (src / name).copy(dst / name, overwrite=True)
+            if name == "tokenizer_config.json":
+                _drop_loading_keys(src / name, dst / name)
+            else:
+                (src / name).copy(dst / name, overwrite=True)
             copied.append(name)
     return copied
+
+
+def has_tokenizer_files(folder: str | Path) -> bool:
+    """Whether a folder holds a tokenizer (its vocabulary, not only a config)."""
+    folder = storage_path(folder)
+    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+
+
+def _drop_loading_keys(src, dst) -> None:
+    """Write src's tokenizer_config.json to dst without the LOADING_KEYS."""
+    import json
+
+    try:
+        config = json.loads(src.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TokenizerError(f"{src}:{err.lineno}: invalid JSON ({err.msg})") from None
+    cleaned = {k: v for k, v in config.items() if k not in LOADING_KEYS}
+    dst.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

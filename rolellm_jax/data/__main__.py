@@ -13,6 +13,7 @@ import numpy as np
 from data_gen import rolebench as schema
 from rolellm_jax.data import chat_format as chat
 from rolellm_jax.data.examples import DataConfig
+from rolellm_jax.data.rolebench_source import show_datasets_progress
 from rolellm_jax.errors import run_cli
 
 
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--on-bad-line", default=defaults.on_bad_line, choices=("fail", "skip"))
     p.add_argument("--tokenizer", required=True, help="a folder or Hub id with the model's tokenizer")
     p.add_argument("--family", default="llama", choices=chat.FAMILIES)
+    p.add_argument("--verbose", action="store_true", help="show the datasets library's progress bars")
     args = p.parse_args(argv)
+    show_datasets_progress(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("rolellm_jax.data").setLevel(logging.INFO)
     return run_cli(lambda: _show(args), extra=(OSError,))  # OSError: an unreadable tokenizer folder

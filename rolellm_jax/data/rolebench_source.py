@@ -174,11 +174,26 @@ def check_no_held_out_roles(rows: list[RoleRow], held_out: frozenset[str]) -> No
         )
 
 
+_SHOW_DATASETS_PROGRESS = False
+
+
+def show_datasets_progress(show: bool) -> None:
+    """Whether `datasets` may draw its "Generating <split> split" bars (the CLIs' --verbose)."""
+    global _SHOW_DATASETS_PROGRESS
+    _SHOW_DATASETS_PROGRESS = show
+
+
 def _load_release(path: str, config: str, split: str):
     import datasets  # imported lazily: heavy, and the original layout does not need it
 
+    quiet = not _SHOW_DATASETS_PROGRESS and not datasets.utils.are_progress_bars_disabled()
+    if quiet:  # one bar per split of every config read: noise around our own messages
+        datasets.utils.disable_progress_bars()
     try:
         return datasets.load_dataset(path, config, split=split)
     except (ValueError, FileNotFoundError, OSError) as e:  # unknown config/split, missing folder
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RoleBenchError(f"{path}: cannot load config {config!r} split {split!r}: {first_line}") from None
+    finally:
+        if quiet:
+            datasets.utils.enable_progress_bars()

@@ -11,8 +11,10 @@ rendering used in training) and answered with :func:`rolellm_jax.generate.genera
 
 CUS scores general questions against the role-styled references, SPE role-specific questions
 against theirs, RAW general questions against the instruction datasets' original answers, which
-RoleBench does not ship: give them as a JSONL of {"question", "generated": [answer]} rows
-(``--raw-ref-en`` / ``--raw-ref-zh``); without them RAW is left out (shown as "-").
+the published RoleBench does not ship: they are read from the data's own ``raw`` split (our releases,
+a data_gen shard set's ``general/raw.jsonl``) when it has one, else from ``--raw-ref-en`` /
+``--raw-ref-zh`` (JSONL of {"question", "generated": [answer]} rows); without either RAW is left out
+(shown as "-") and ``avg`` is the mean of the columns there are, named in ``avg_of`` and in the table.
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data_gen.files import atomic_write_text, write_json
-from data_gen.rolebench import RoleBenchError, RoleRow
-from rolellm_jax.data.rolebench_source import describe, read_descriptions, read_rows
+from tqdm import tqdm
+
+from data_gen.files import atomic_write_text, iter_jsonl, write_json
+from data_gen.rolebench import RoleBenchError, RoleRow, is_original_layout, original_file, parse_row
+from rolellm_jax.data.rolebench_source import (
+    describe,
+    read_descriptions,
+    read_release_rows,
+    read_rows,
+    resolve_source,
+)
 from rolellm_jax.evaluation.scoring import Prediction, Reference, read_predictions, score_rows
 
 logger = logging.getLogger(__name__)
@@ -52,30 +63,72 @@ def answer_rows(
     *,
     batch_size: int,
     mesh=None,
+    progress: str | None = None,
 ) -> list[str]:
-    """The model's answer to every row, prompted exactly as in training."""
+    """The model's answer to every row, prompted exactly as in training; `progress` names a bar
+    (rows done / total, generated tokens/s, ETA) drawn on stderr, None for none."""
     from rolellm_jax.data.chat_format import render_prompts, role_system_text
     from rolellm_jax.inference.generate import generate
 
     systems = [role_system_text(lang, r.role, descriptions[r.role]) for r in rows]
     prompts = render_prompts(tokenizer, cfg.family, systems, [r.question for r in rows])
-    outputs = generate(model, prompts, sampling, batch_size=batch_size, mesh=mesh)
+    with GenerationProgress(progress, len(rows)) as bar:
+        outputs = generate(model, prompts, sampling, batch_size=batch_size, mesh=mesh, on_batch=bar.update)
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
 
 
-def raw_references(general: Sequence[RoleRow], raw_file: str | Path) -> list[Reference]:
-    """General rows re-referenced with the original dataset answers (matched on the question)."""
+class GenerationProgress:
+    """A tqdm bar over the rows of one setting/kind with the generated tokens per second (as training has)."""
+
+    def __init__(self, name: str | None, total: int):
+        self.start, self.tokens = time.perf_counter(), 0
+        self.bar = tqdm(total=total, desc=name, unit="row", disable=name is None, dynamic_ncols=True)
+
+    def update(self, rows: int, new_tokens: int) -> None:
+        self.tokens += new_tokens
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.1f} tok/s", refresh=False)
+        self.bar.update(rows)
+
+    def __enter__(self) -> GenerationProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+def raw_references(general: Sequence[RoleRow], raw: str | Path | Sequence[RoleRow]) -> list[Reference]:
+    """General rows re-referenced with the original dataset answers (matched on the question); `raw`
+    is a JSONL file (--raw-ref-*) or the rows of the data's own raw split."""
     answers: dict[str, list[str]] = {}
-    for p in read_predictions(raw_file):  # same row format; the role is not needed
-        answers.setdefault(p.question, []).append(p.answer)
+    if isinstance(raw, (str, Path)):
+        for p in read_predictions(raw):  # same row format; the role is not needed
+            answers.setdefault(p.question, []).append(p.answer)
+    else:
+        for r in raw:
+            answers.setdefault(r.question, []).extend(r.answers)
+    where = str(raw) if isinstance(raw, (str, Path)) else "raw split"
     out = []
     for row in general:
         found = [a for a in answers.get(row.question, []) if a.strip()]
         if found:
-            out.append(
-                Reference(RoleRow(row.role, row.question, tuple(found), row.kind, None, f"{raw_file}"), row.question)
-            )
+            out.append(Reference(RoleRow(row.role, row.question, tuple(found), row.kind, None, where), row.question))
     return out
+
+
+def raw_split(data: str, lang: str, setting: str) -> list[RoleRow] | None:
+    """The data's own original answers of the general test questions: a release's ``raw`` split, a
+    shard set's ``general/raw.jsonl``; None when it has none."""
+    source = resolve_source(data)
+    if is_original_layout(source):
+        path = original_file(source, lang, setting, "general", "test").with_name("raw.jsonl")
+        if not path.is_file():
+            return None
+        return [r for _, r in iter_jsonl(path, "fail", lambda obj: parse_row(obj, "general", str(path)))]
+    try:
+        return read_release_rows(source, lang, setting, "general", "raw")
+    except RoleBenchError:  # no raw split in this release
+        return None
 
 
 def evaluate_setting(
@@ -92,6 +145,7 @@ def evaluate_setting(
     raw_ref: str | None,
     max_rows: int | None,
     mesh=None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Generate, write and score one setting; returns its metrics entry."""
     lang, rb_setting, metric_lang = SETTINGS[setting]
@@ -116,6 +170,7 @@ def evaluate_setting(
             sampling,
             batch_size=batch_size,
             mesh=mesh,
+            progress=f"{setting}/{kind}" if progress else None,
         )
         path = out / "predictions" / f"{setting}-{kind}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,13 +187,15 @@ def evaluate_setting(
         refs = [Reference(r, r.question) for r in rows]
         column = "CUS" if kind == "general" else "SPE"
         reports[column] = score_rows(preds, refs, lang=metric_lang, where=f"{setting}/{kind}", **score_kwargs)
-        if kind == "general" and raw_ref:
+        raw = (raw_ref or raw_split(data, lang, rb_setting)) if kind == "general" else None
+        if raw:
             reports["RAW"] = score_rows(
-                preds, raw_references(rows, raw_ref), lang=metric_lang, where=f"{setting}/raw", **score_kwargs
+                preds, raw_references(rows, raw), lang=metric_lang, where=f"{setting}/raw", **score_kwargs
             )
     entry.update({c: reports[c] for c in COLUMNS if c in reports})
     present = [reports[c]["score"] for c in COLUMNS if c in reports]
     entry["avg"] = sum(present) / len(present) if present else None
+    entry["avg_of"] = [c for c in COLUMNS if c in reports]  # avg over 2 or 3 columns: said, not guessed
     return entry
 
 
@@ -154,6 +211,8 @@ def markdown_table(metrics: Sequence[dict[str, Any]]) -> str:
                 continue
             cells = [f"{entry[c]['score']:.4f}" if c in entry else "-" for c in COLUMNS]
             avg = f"{entry['avg']:.4f}" if entry.get("avg") is not None else "-"
+            if entry.get("avg") is not None and entry.get("avg_of", list(COLUMNS)) != list(COLUMNS):
+                avg += f" ({'+'.join(entry['avg_of'])})"  # e.g. no RAW: the mean of CUS and SPE only
             lines.append(f"| {m['model']} | " + " | ".join(cells) + f" | {avg} |")
         lines.append("")
     mode = metrics[0].get("mode", "paper") if metrics else "paper"
@@ -166,6 +225,10 @@ def markdown_table(metrics: Sequence[dict[str, Any]]) -> str:
 def cmd_table(args) -> int:
     metrics = []
     for path in args.metrics:
+        if Path(path).is_dir():  # an `evaluate run` --out folder
+            if not (Path(path) / "metrics.json").is_file():
+                raise RoleBenchError(f"{path}: no metrics.json in this folder (give an `evaluate run` --out folder)")
+            path = str(Path(path) / "metrics.json")
         try:
             metrics.append(_checked_metrics(json.loads(Path(path).read_text(encoding="utf-8")), path))
         except (OSError, json.JSONDecodeError) as e:
@@ -227,7 +290,7 @@ def _settings_to_run(chosen: list[str] | None, data: str) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from rolellm_jax.checkpoints.model_folder import load_model
+    from rolellm_jax.checkpoints.model_folder import check_model_folder, load_model
     from rolellm_jax.checkpoints.tokenizer import load_tokenizer
     from rolellm_jax.inference.generate import SamplingConfig
     from rolellm_jax.parallel import sharding
@@ -240,6 +303,7 @@ def cmd_run(args) -> int:
         raise RoleBenchError(
             f"--out {args.out}: already holds an evaluation (metrics.json); pass --overwrite to replace it"
         )
+    check_model_folder(args.ckpt, "--ckpt")
     settings = _settings_to_run(args.split, args.data)  # before the model loads: data it lacks fails fast
     mesh = sharding.make_mesh(sharding.MeshConfig(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
     model, cfg = load_model(args.ckpt, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
@@ -284,6 +348,7 @@ def cmd_run(args) -> int:
             raw_ref=raw[SETTINGS[setting][2]],
             max_rows=args.max_rows,
             mesh=mesh,
+            progress=not args.no_progress,
         )
     write_json(out / "metrics.json", metrics)
     table = markdown_table([metrics])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -118,11 +118,14 @@ def generate(
     batch_size: int = 8,
     length_multiple: int = 16,
     mesh: jax.sharding.Mesh | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """New token ids per prompt (EOS and padding removed), in the order of ``prompts``.
 
     Prompts are grouped by length (less padding); each group runs as one jitted call of at most
     ``batch_size`` rows (a short last group is padded with copies to keep shapes static).
+    ``on_batch(rows, new_tokens)`` is called after each group (progress bars): its prompts and
+    the tokens generated for them.
     """
     cfg = model.cfg
     sampling.check(cfg.vocab_size)
@@ -166,6 +169,8 @@ def generate(
             out = np.asarray(out)
             for r, index in enumerate(group):
                 results[index] = _until_eos(out[r].tolist(), sampling.eos_token_ids)
+            if on_batch is not None:
+                on_batch(len(group), sum(len(results[i]) for i in group))
     return results
 
 

@@ -24,6 +24,7 @@ from rolellm_jax.errors import ConfigError  # noqa: E402
 from rolellm_jax.parallel.sharding import make_mesh  # noqa: E402
 from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
 from rolellm_jax.training.gpu_targets import GPUS, gpu_devices, is_gpu_topology, parse_gpu_topology, usable_memory  # noqa: E402
+from rolellm_jax.training.memory_estimate import human_count  # noqa: E402
 from rolellm_jax.training.run_config import model_config_of, parse_args  # noqa: E402
 from rolellm_jax.training.train_step import TrainProgram  # noqa: E402
 
@@ -142,7 +143,7 @@ def _flops_text(flops: float) -> str:
 def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
     lines = [
         f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
-        f"  model {r['params'] / 1e9:.2f}B params; batch {r['global_batch']} x {r['seq_len']} tokens "
+        f"  model {human_count(r['params'])} params; batch {r['global_batch']} x {r['seq_len']} tokens "
         f"({r['grad_accum']} microbatches); remat {r['remat']}; attention {r['attention']}; lora {r['lora']}",
         "  per chip (memory_analysis):",
         f"    arguments (params + optimiser + batch) {r['arguments'] / GIB:8.2f} GiB",

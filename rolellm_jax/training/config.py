@@ -52,6 +52,14 @@ class LoraConfig:
     alpha: float = 16.0
     targets: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
 
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"lora.rank={self.rank}: must be at least 1")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha={self.alpha}: must be positive")
+        if not self.targets:
+            raise ValueError("lora.targets=[]: name at least one module (e.g. [q_proj, v_proj])")
+
 
 @dataclasses.dataclass
 class CheckpointConfig:
@@ -83,3 +91,4 @@ class LoggingConfig:
     progress: bool = True
     tensorboard: bool = True
     peak_flops: float | None = None  # per device, for MFU; None = look up the device (see flops.py)
+    verbose: bool = False  # also the datasets library's progress bars (--verbose is short for it)

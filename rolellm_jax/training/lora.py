@@ -24,7 +24,7 @@ class LoraError(UserError, ValueError):
     """A LoRA config that does not fit the model (the message names the key)."""
 
 
-def _target_kernels(params: dict, targets: list[str]) -> list[tuple[str, ...]]:
+def target_kernels(params: dict, targets: list[str]) -> list[tuple[str, ...]]:
     """Paths (tuple of keys) of `kernel` leaves whose module name is a target."""
     found, modules = [], set()
 
@@ -61,7 +61,7 @@ def init_adapters(params: dict, lora: LoraConfig, key: jax.Array) -> dict:
     if lora.rank <= 0:
         raise LoraError(f"lora.rank must be positive, got {lora.rank}")
     adapters: dict = {}
-    for i, path in enumerate(_target_kernels(params, lora.targets)):
+    for i, path in enumerate(target_kernels(params, lora.targets)):
         kernel = _get(params, path)
         *lead, fan_in, fan_out = kernel.shape
         a = jax.random.normal(jax.random.fold_in(key, i), (*lead, fan_in, lora.rank), jnp.float32)

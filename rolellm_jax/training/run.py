@@ -28,6 +28,7 @@ from rolellm_jax.checkpoints.tokenizer import TokenizerError, load_tokenizer, tr
 from rolellm_jax.data.chat_format import export_chat_template
 from rolellm_jax.data.examples import load_examples
 from rolellm_jax.data.packing import PackedBatches, to_global_arrays
+from rolellm_jax.data.rolebench_source import show_datasets_progress
 from rolellm_jax.errors import OOM_HINT, is_oom
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import make_mesh
@@ -172,6 +173,7 @@ def _check_settings(cfg: RunConfig, folder: Any, meta: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the run
 def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     output_dir = Path(cfg.train.output_dir)
+    show_datasets_progress(cfg.logging.verbose)
     mesh = make_mesh(cfg.mesh, devices)
     _check_memory(cfg, _init_model_config(cfg) or model_config_of(cfg.model), mesh)  # before any write
     output_dir.mkdir(parents=True, exist_ok=True)

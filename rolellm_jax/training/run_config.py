@@ -1,9 +1,11 @@
 """The training run's configuration: typed dataclasses, YAML presets, dotted CLI overrides.
 
 A run is `RunConfig` = model + data + mesh + train (optimiser, steps, batch) + lora + checkpoint +
-logging. Values come from, in order: the dataclass defaults, a YAML preset (`--config FILE`,
-`launch/configs/demo.yaml` when none is given), then dotted overrides (`--train.lr=1e-5`, values
-parsed as YAML so `--lora.targets=[q_proj,v_proj]` and `--model.init=null` work).
+resume + logging. Values come from, in order: the demo preset (`launch/configs/demo.yaml`, itself on
+the dataclass defaults), the YAML file of `--config FILE` layered on it (keys it leaves out keep the
+demo's values: a file with only train.* trains the demo's tiny model, never the defaults' 7B one),
+then dotted overrides (`--train.lr=1e-5`, values parsed as YAML so `--lora.targets=[q_proj,v_proj]`
+and `--model.init=null` work). Enumerated values are checked here, naming the allowed ones (CHOICES).
 
 The RoleLLM paper does not publish its RoCIT hyper-parameters (learning rate, schedule, batch,
 epochs, LoRA or full tuning): every optimiser default below and in the presets is OUR choice.
@@ -291,6 +293,8 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, bool]:
         arg = argv[i]
         if arg in ("-h", "--help"):
             want_help = True
+        elif arg == "--verbose":
+            overrides["logging.verbose"] = True
         elif arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
             key = key.replace("-", "_")  # --resume.allow-changes is --resume.allow_changes
@@ -311,7 +315,22 @@ def parse_args(argv: list[str]) -> tuple[RunConfig, bool]:
         i += 1
     cfg = load_preset(config_path or DEFAULT_PRESET)
     cfg = apply_overrides(cfg, overrides, "command line")
+    _check_lora_targets(cfg)
     return cfg, want_help
+
+
+def _check_lora_targets(cfg: RunConfig) -> None:
+    """lora.targets that match no kernel of a from-scratch model fail here, not after data loading
+    (with model.init the checkpoint's architecture decides; TrainProgram checks it there)."""
+    if not cfg.lora.enabled or cfg.model.init:
+        return
+    from rolellm_jax.checkpoints.tensor_layout import param_shapes
+    from rolellm_jax.training.lora import LoraError, target_kernels
+
+    try:
+        target_kernels(param_shapes(model_config_of(cfg.model)), cfg.lora.targets)
+    except LoraError as err:
+        raise ConfigError(f"command line: {err}") from None
 
 
 def help_text(cfg: RunConfig, prog: str) -> str:

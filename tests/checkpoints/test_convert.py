@@ -346,7 +346,7 @@ def test_pickle_only_folder_is_refused(llama_dir, tmp_path, capsys):
 def test_existing_checkpoint_is_not_overwritten_silently(llama_dir, tmp_path, capsys):
     assert cli("hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt") == 0
     err = fails_with(capsys, "hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt")
-    assert "already exists" in err
+    assert err.strip() == f"error: {tmp_path / 'ckpt'}: already holds a checkpoint; pass --overwrite to replace it"
     assert cli("hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt", "--overwrite") == 0
     # nor is a Hugging Face folder (say, the base model's own) by jax-to-hf
     before = (llama_dir / "model.safetensors").read_bytes()

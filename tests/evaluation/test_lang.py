@@ -73,3 +73,10 @@ def test_data_cli_takes_en(tmp_path):
     assert "invalid choice" not in result.stderr and "no-tokenizer" in result.stderr.strip().splitlines()[-1]
     bad = _cli("rolellm_jax.data", "--lang", "fr", "--tokenizer", str(tmp_path))
     assert bad.returncode == 2 and "--lang='fr': expected one of eng (or en), zh" in bad.stderr
+
+
+def test_run_split_takes_eng_as_well():
+    args = build_parser().parse_args(
+        ["run", "--ckpt", "c", "--data", "d", "--out", "o", "--split", "instruction_generalization_eng"]
+    )
+    assert args.split == ["instruction_generalization_en"]

@@ -96,8 +96,9 @@ def write_original_layout(root: Path) -> Path:
     return root
 
 
-def write_release_layout(root: Path) -> Path:
-    """The same rows as a release folder (the release config names of data_gen/rolebench.py), read via load_dataset."""
+def write_release_layout(root: Path, raw: list[dict] | None = None) -> Path:
+    """The same rows as a release folder (the release config names of data_gen/rolebench.py), read via load_dataset;
+    `raw` rows become the ``raw`` split of eng-instruction_generalization-general."""
     configs = []
 
     def add(config: str, split: str, rows: list[dict]) -> None:
@@ -115,6 +116,8 @@ def write_release_layout(root: Path) -> Path:
             add(f"zh-{kind}", split, zh_rows(kind, split))
         add(f"eng-role_generalization-{kind}", "train", eng_rows(kind, "train"))
     add("eng-role_generalization-general", "test", eng_rows("general", "test", roles=("Old Tam",)))
+    if raw is not None:
+        add("eng-instruction_generalization-general", "raw", raw)
     for lang, desc in (("eng", DESC_ENG), ("zh", DESC_ZH)):
         add(f"profiles-{lang}", "train", [{"role": r, "description": d, "script": ""} for r, d in desc.items()])
     lines = ["---", "configs:"]

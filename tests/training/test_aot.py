@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -40,8 +41,9 @@ def test_tiny_llama_compiles_for_v5p_and_fits():
     text = report(result, (0.5,))
     step = result["step_flops"] / (4 * 459e12 * 0.5)
     assert f"{step:7.2f} s/step" in text and "if the 4 chips ran at (assumed, not measured)" in text
-    # a tiny step reads in its own unit, not as 0.00 PFLOP
+    # a tiny step reads in its own unit, not as 0.00 PFLOP; a tiny model too, not as 0.00B params (issue 16)
     assert f"model FLOPs per step {result['step_flops'] / 1e6:.2f} MFLOP" in text
+    assert "0.00B" not in text and re.search(r"model \d+\.\d+[KM] params", text), text
 
 
 def test_bad_mfu_is_refused(capsys):

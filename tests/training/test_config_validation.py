@@ -48,6 +48,7 @@ def test_bf16_dtype_is_refused_at_parse_time_naming_the_dtypes_and_writing_nothi
         ("--data.setting=role_gen", "instruction_generalization"),
         ("--data.references_per_row=two", "'all', 'first' or N >= 1"),
         ("--data.lang=fr", "eng (or en), zh"),
+        ("--lora.rank=0", "must be at least 1"),
     ],
 )
 def test_enumerated_options_fail_in_one_line_before_any_work(arg, allowed, tmp_path, capsys):
@@ -88,3 +89,31 @@ def test_a_user_config_with_only_train_keys_is_the_demo_model(tmp_path):
     row = next(r for r in result.stdout.splitlines() if r.strip().startswith("--model.hidden_size "))
     assert row.split()[1] == str(demo.model.hidden_size), row
     assert "layers on it" in result.stdout
+
+
+def test_aot_without_topology_names_the_flag():
+    """`aot` without --topology printed its docstring (exit 2) instead of saying what is missing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rolellm_jax.aot", "--config", "launch/configs/demo.yaml"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --topology is required")
+
+
+def test_missing_model_init_says_no_such_folder(tmp_path):
+    result = _train_cli(f"--model.init={tmp_path / 'llama-7b'}", f"--train.output_dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert _error_lines(result.stderr) == [f"error: model.init={tmp_path / 'llama-7b'}: no such folder"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_lora_targets_of_a_scratch_model_fail_at_parse_time(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--lora.enabled=true", "--lora.targets=[qproj]", f"--train.output_dir={out}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lora.targets: ['qproj'] match no kernel" in err[0] and "q_proj" in err[0]
+    assert not out.exists()

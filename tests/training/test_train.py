@@ -361,8 +361,14 @@ def test_batch_that_does_not_divide_the_mesh_says_what_would(tokenizer_dir, tmp_
 
 
 def test_lora_target_that_matches_nothing_is_named(tokenizer_dir, tmp_path):
+    # a from-scratch model's targets are checked when the command line is parsed (issue 16 item 9) ...
+    with pytest.raises(ConfigError, match=r"command line: lora.targets: \['qproj'\] match no kernel.*q_proj"):
+        parse_args(tiny_args(tokenizer_dir, tmp_path, "--lora.enabled=true", "--lora.targets=[qproj]"))
+    # ... and the program checks them again on the real tree (model.init's architecture)
+    cfg, program, _, mesh = _program(tokenizer_dir, tmp_path)
+    lora = dataclasses.replace(cfg.lora, enabled=True, targets=["qproj"])
     with pytest.raises(LoraError, match=r"\['qproj'\] match no kernel.*q_proj"):
-        _program(tokenizer_dir, tmp_path, "--lora.enabled=true", "--lora.targets=[qproj]")[1].abstract_state()
+        TrainProgram.create(program.model_cfg, mesh, cfg.train, lora, cfg.data.seq_len).abstract_state()
 
 
 def test_unknown_override_stops_before_any_work():
