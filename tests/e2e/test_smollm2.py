@@ -116,19 +116,20 @@ def test_logits_equal_transformers(hf_model, ours, prompts, tokenizer):
 
 
 def test_greedy_generations_equal_transformers_generate(hf_model, ours, prompts, tokenizer):
-    eos = tokenizer.eos_token_id
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     got = generate(ours, prompts, SamplingConfig(max_new_tokens=NEW_TOKENS, eos_token_ids=(eos,)), batch_size=4)
-    for prompt, row in zip(prompts, got):
-        with torch.no_grad():
-            out = hf_model.generate(
-                input_ids=torch.tensor([prompt]),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=NEW_TOKENS,
-                do_sample=False,
-                eos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id,
-            )[0, len(prompt) :].tolist()
-        want = out[: out.index(eos)] if eos in out else out
+    ids, mask, _ = left_padded(prompts, pad)
+    with torch.no_grad():
+        out = hf_model.generate(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )[:, ids.shape[1] :].tolist()
+    for row, want in zip(got, out):
+        want = want[: want.index(eos)] if eos in want else want
         assert row == want, f"ours {tokenizer.decode(row)!r} != transformers {tokenizer.decode(want)!r}"
     assert sum(len(r) for r in got) > 40  # the model said something
 
