@@ -10,7 +10,7 @@ from flax import nnx
 
 from rolellm_jax.inference.generate import GenerationError, SamplingConfig, generate
 from rolellm_jax.parallel import sharding
-from tests.test_models import hf_glm, hf_llama, ported
+from tests.models.test_models import hf_glm, hf_llama, ported
 
 NEW = 12
 
