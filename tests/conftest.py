@@ -27,3 +27,11 @@ def rolebench_sample() -> Path:
     if not SHARED_SAMPLE.is_dir():
         pytest.skip(f"real RoleBench sample not found at {SHARED_SAMPLE} (only present in this team's checkouts)")
     return SHARED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct as a float32 Hugging Face folder, built once per run (tests/helpers/smollm2.py)."""
+    from tests.helpers.smollm2 import build_smollm2_folder
+
+    return build_smollm2_folder(tmp_path_factory.mktemp("smollm2-135m-instruct"))

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from rolellm_jax.models import FAMILY_MODELS
 from rolellm_jax.models.config import ModelConfig
 
 Path = tuple[str, ...]
@@ -34,7 +35,8 @@ class TensorSpec:
 
 
 def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
-    """Every tensor of a LlamaForCausalLM / GlmForCausalLM checkpoint for `cfg`, in file order."""
+    """Every tensor of a checkpoint of `cfg`'s family (config.FAMILY_ARCHITECTURES), in file order."""
+    family = FAMILY_MODELS[cfg.family]  # its layer's traits: fused gate/up, q/k norms
     d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.num_attention_heads * cfg.head_size, cfg.num_key_value_heads * cfg.head_size
     layer = "model.layers.{i}."
@@ -49,8 +51,11 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
         if cfg.attention_bias:
             add(f"self_attn.{proj}.bias", ("self_attn", proj, "bias"), (width,), False)
     add("self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), (q, d), True)
+    if family.qk_norm:
+        add("self_attn.q_norm.weight", ("self_attn", "q_norm", "scale"), (cfg.head_size,), False)
+        add("self_attn.k_norm.weight", ("self_attn", "k_norm", "scale"), (cfg.head_size,), False)
     add("post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), (d,), False)
-    if cfg.family == "glm":
+    if family.fused_gate_up:
         add("mlp.gate_up_proj.weight", ("mlp", "gate_up_proj", "kernel"), (d, 2 * f), True)
     else:
         add("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), (d, f), True)

@@ -14,7 +14,8 @@ the model is trained on exactly the ids it is later prompted with.
 
 Prompt and answer are tokenised separately and concatenated: the answer's first token never
 merges with the prompt's last one, so training sees the same prompt ids as generation.
-The loss mask is 1 on the answer ids, EOS included (the model must learn to stop), 0 elsewhere.
+The loss mask is 1 on the answer ids, EOS included (the model must learn to stop), 0 elsewhere; with a
+template that ends the turn with EOS, text after that EOS (ChatML's newline) is left out.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def render_examples(
 ) -> list[tuple[list[int], list[int]]]:
     """``(ids, loss_mask)`` for a batch of examples; tokenised in two batched calls."""
     texts = [render_texts(tokenizer, family, s, q, a) for s, q, a in zip(systems, questions, answers, strict=True)]
+    if _has_template(tokenizer):
+        texts = [(p, _through_end_of_turn(a, tokenizer.eos_token)) for p, a in texts]
     # A RoleBench row gives one example per reference answer: encode each distinct prompt once.
     unique_prompts = list(dict.fromkeys(p for p, _ in texts))
     encoded = dict(zip(unique_prompts, _encode(tokenizer, unique_prompts)))
@@ -182,6 +185,14 @@ def _template_texts(tokenizer, system: str, question: str, answer: str | None) -
             "so the answer span cannot be found (a template that rewrites earlier turns?)"
         )
     return prompt, full[len(prompt) :]
+
+
+def _through_end_of_turn(answer_text: str, eos_token: str | None) -> str:
+    """The answer span up to and including the template's EOS: what follows it (ChatML's newline
+    between turns) separates turns and is not the assistant's to learn."""
+    if eos_token and eos_token in answer_text:
+        return answer_text[: answer_text.rindex(eos_token) + len(eos_token)]
+    return answer_text
 
 
 def _has_template(tokenizer) -> bool:

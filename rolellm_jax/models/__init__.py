@@ -1,4 +1,4 @@
-"""Flax NNX decoders for the LLaMA and GLM families: ``build_model(cfg, rngs=...)``.
+"""Flax NNX decoders for the LLaMA, GLM, Qwen2, Qwen3 and Mistral families: ``build_model(cfg, rngs=...)``.
 
 Build::
 
@@ -57,8 +57,17 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.glm import GlmForCausalLM
 from rolellm_jax.models.layers import CausalLM, ModelInputError
 from rolellm_jax.models.llama import LlamaForCausalLM
+from rolellm_jax.models.mistral import MistralForCausalLM
+from rolellm_jax.models.qwen2 import Qwen2ForCausalLM
+from rolellm_jax.models.qwen3 import Qwen3ForCausalLM
 
-FAMILY_MODELS: dict[str, type[CausalLM]] = {"llama": LlamaForCausalLM, "glm": GlmForCausalLM}
+FAMILY_MODELS: dict[str, type[CausalLM]] = {
+    "llama": LlamaForCausalLM,
+    "glm": GlmForCausalLM,
+    "qwen2": Qwen2ForCausalLM,
+    "qwen3": Qwen3ForCausalLM,
+    "mistral": MistralForCausalLM,
+}
 
 
 def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> CausalLM:
@@ -72,6 +81,9 @@ __all__ = [
     "ModelInputError",
     "LlamaForCausalLM",
     "GlmForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "MistralForCausalLM",
     "FAMILY_MODELS",
     "ModelConfig",
 ]

@@ -1,4 +1,4 @@
-"""ModelConfig: the architecture of a LLaMA or GLM decoder, plus how to run it.
+"""ModelConfig: the architecture of a decoder of one of FAMILIES, plus how to run it.
 
 Field names follow the Hugging Face configs so that conversion is a copy, not a translation.
 Architecture fields describe the weights; runtime fields (dtypes, scan, remat, attention
@@ -16,14 +16,23 @@ from etils import epath
 
 from rolellm_jax.errors import ConfigError
 
-FAMILIES = ("llama", "glm")
+# family -> its transformers class; model_type (config.json) is the family name itself
+FAMILY_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "glm": "GlmForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "mistral": "MistralForCausalLM",
+}
+FAMILIES = tuple(FAMILY_ARCHITECTURES)
+HF_ARCHITECTURES = {arch: family for family, arch in FAMILY_ARCHITECTURES.items()}
+QKV_BIAS_FAMILIES = ("glm", "qwen2")  # q/k/v biases by architecture (o_proj never has one)
 # The runtime fields' allowed values, checked when a config is made (a preset, a flag, load_model's
 # keywords) so that a typo fails at once, naming them, instead of deep inside flax or after data loading.
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICY_NAMES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")  # layers.REMAT_POLICIES
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")  # models/attention.py
 WEIGHT_GRADS = ("auto", "xla", "cpu")
-HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "GlmForCausalLM": "glm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +51,10 @@ class ModelConfig:
     # "high_freq_factor", "original_max_position_embeddings"}; None for plain rotary.
     rope_scaling: dict[str, Any] | None = None
     partial_rotary_factor: float = 1.0  # GLM rotates only this fraction of each head
-    attention_bias: bool = False  # q/k/v bias (GLM); the output projection never has one
+    attention_bias: bool = False  # q/k/v bias (GLM, Qwen2); the output projection never has one
+    # Mistral: each token attends to at most this many latest tokens. Not implemented as a mask: the
+    # model refuses longer sequences (models/layers.py), where it would differ from full attention.
+    sliding_window: int | None = None
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 4096
     bos_token_id: int | None = 1
@@ -75,6 +87,8 @@ class ModelConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
             raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={self.dtype!r}")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ConfigError(f"sliding_window={self.sliding_window}: expected a positive number of tokens or None")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -113,13 +127,13 @@ class ModelConfig:
     def load(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(epath.Path(path).read_text(encoding="utf-8")), source=str(path))
 
-    # ---- Hugging Face config.json (LlamaForCausalLM / GlmForCausalLM) ----
+    # ---- Hugging Face config.json (the classes of FAMILY_ARCHITECTURES) ----
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any], source: str = "config.json", **runtime) -> ModelConfig:
         archs = hf.get("architectures") or []
         family = next((HF_ARCHITECTURES[a] for a in archs if a in HF_ARCHITECTURES), None)
-        if family is None:
-            family = {"llama": "llama", "glm": "glm"}.get(hf.get("model_type", ""))
+        if family is None and not archs:
+            family = hf.get("model_type") if hf.get("model_type") in FAMILIES else None
         if family is None:
             raise ConfigError(
                 f"{source}: unsupported architecture {archs or hf.get('model_type')!r}; "
@@ -128,6 +142,7 @@ class ModelConfig:
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             if key not in hf:
                 raise ConfigError(f"{source}: missing key {key!r}")
+        _refuse_what_we_would_mishandle(hf, family, source)
         # transformers 5 keeps rope settings in rope_parameters; older files use rope_theta/rope_scaling.
         rope = dict(hf.get("rope_parameters") or {})
         rope_theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
@@ -137,8 +152,6 @@ class ModelConfig:
             raise ConfigError(f"{source}: unsupported rope scaling {scaling!r} (supported: llama3)")
         if scaling and scaling.get("rope_type", scaling.get("type")) == "default":
             scaling = None
-        if hf.get("mlp_bias"):
-            raise ConfigError(f"{source}: mlp_bias=true is not supported")
         heads = hf["num_attention_heads"]
         return cls(
             family=family,
@@ -153,7 +166,8 @@ class ModelConfig:
             rope_theta=float(rope_theta),
             rope_scaling=dict(scaling) if scaling else None,
             partial_rotary_factor=float(partial),
-            attention_bias=bool(hf.get("attention_bias", family == "glm")),
+            attention_bias=family == "qwen2" or bool(hf.get("attention_bias", family == "glm")),
+            sliding_window=hf.get("sliding_window") if family == "mistral" else None,
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             max_position_embeddings=hf.get("max_position_embeddings", 4096),
             bos_token_id=hf.get("bos_token_id"),
@@ -169,7 +183,7 @@ class ModelConfig:
         if self.family == "glm":
             rope["partial_rotary_factor"] = self.partial_rotary_factor
         hf = {
-            "architectures": ["LlamaForCausalLM" if self.family == "llama" else "GlmForCausalLM"],
+            "architectures": [FAMILY_ARCHITECTURES[self.family]],
             "model_type": self.family,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -191,4 +205,30 @@ class ModelConfig:
         }
         if self.family == "llama":
             hf["mlp_bias"] = False
+        if self.family == "mistral":
+            hf["sliding_window"] = self.sliding_window
+        if self.family in ("qwen2", "qwen3"):
+            hf["use_sliding_window"] = False
         return hf
+
+
+def _refuse_what_we_would_mishandle(hf: dict[str, Any], family: str, source: str) -> None:
+    """One-line errors naming a config.json field whose setting these models do not implement
+    (loading anyway would compute something else than transformers does)."""
+    if hf.get("quantization_config"):
+        method = hf["quantization_config"].get("quant_method", "?")
+        raise ConfigError(
+            f"{source}: quantization_config (quant_method={method!r}): a quantized checkpoint; dequantise it "
+            "first (transformers: from_pretrained(..., dtype=torch.float32), then save_pretrained without it)"
+        )
+    if hf.get("mlp_bias"):
+        raise ConfigError(f"{source}: mlp_bias=true is not supported")
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+        raise ConfigError(f"{source}: hidden_act={hf['hidden_act']!r} is not supported (SwiGLU with silu only)")
+    if hf.get("attention_bias") and family not in QKV_BIAS_FAMILIES:
+        # LlamaForCausalLM / Qwen3ForCausalLM then also bias o_proj, which our attention never has
+        raise ConfigError(f"{source}: attention_bias=true is not supported for {FAMILY_ARCHITECTURES[family]}")
+    if hf.get("use_sliding_window"):  # Qwen2/Qwen3: sliding window on the layers from max_window_layers on
+        raise ConfigError(
+            f"{source}: use_sliding_window=true is not supported (sliding_window={hf.get('sliding_window')})"
+        )

@@ -1,6 +1,6 @@
 """The decoder building blocks shared by every family: written once, composed by llama.py / glm.py.
 
-Contents, top to bottom: parameter metadata helpers, RMSNorm, the attention module (rotary.py,
+Contents, top to bottom (dense layers and RMSNorm are in modules.py): the attention module (rotary.py,
 attention.py) and SwiGLU modules, one decoder layer, and ``CausalLM``: embeddings + a stacked layer stack (scanned or
 unrolled, optionally rematerialised) + final norm + LM head, with a functional KV cache.
 
@@ -26,6 +26,7 @@ from rolellm_jax.models.kernels import cpu_matmul
 from rolellm_jax.models.kernels.blocked_attention import (
     ATTENTION_SAVED,
 )
+from rolellm_jax.models.modules import RMSNorm, axes, dense
 from rolellm_jax.models.rotary import RotaryLayout, apply_rotary, rotary_inv_freq
 from rolellm_jax.parallel.sharding import constrain
 
@@ -52,57 +53,20 @@ class ModelInputError(UserError, ValueError):
     """Inputs the model cannot take (the message names the argument and its shape)."""
 
 
-def axes(*names: str) -> dict[str, Any]:
-    """Param metadata: logical axis names, mapped to the mesh later by sharding.LOGICAL_RULES.
-
-    eager_sharding=False so that a model builds with no mesh at all; shard_params places it.
-    """
-    return {"out_sharding": names, "eager_sharding": False}
-
-
-def dense(
-    rngs: nnx.Rngs, cfg: ModelConfig, d_in: int, d_out: int, in_axis: str, out_axis: str, bias: bool = False
-) -> nnx.Linear:
-    """A linear layer with HF's N(0, 0.02) init, kernel [in, out] (the HF weight transposed)."""
-    return nnx.Linear(
-        d_in,
-        d_out,
-        use_bias=bias,
-        dtype=cfg.dtype,
-        param_dtype=cfg.param_dtype,
-        kernel_init=nnx.initializers.normal(0.02),
-        bias_init=nnx.initializers.zeros_init(),
-        kernel_metadata=axes(in_axis, out_axis),
-        bias_metadata=axes(out_axis),
-        rngs=rngs,
-        dot_general=cpu_matmul.dot_general if cfg.weight_grad == "cpu" else jax.lax.dot_general,
-    )
-
-
-class RMSNorm(nnx.Module):
-    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as HF does)."""
-
-    def __init__(self, dim: int, eps: float, cfg: ModelConfig):
-        self.scale = nnx.Param(jnp.ones((dim,), cfg.param_dtype), **axes("norm"))
-        self.eps = eps
-        self.dtype = cfg.dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
-
-
 class Attention(nnx.Module):
-    """q/k/v projections (optional bias), rotary, attention(), bias-free output projection."""
+    """q/k/v projections (optional bias), optional per-head RMSNorm on q and k (Qwen3, before rotary),
+    rotary, attention(), bias-free output projection."""
 
-    def __init__(self, cfg: ModelConfig, rotary_layout: RotaryLayout, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rotary_layout: RotaryLayout, qk_norm: bool, *, rngs: nnx.Rngs):
         d, hd = cfg.hidden_size, cfg.head_size
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
         self.q_proj = dense(rngs, cfg, d, self.num_heads * hd, "embed", "heads", cfg.attention_bias)
         self.k_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
         self.v_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
         self.o_proj = dense(rngs, cfg, self.num_heads * hd, d, "heads", "embed")
+        self.qk_norm = qk_norm
+        if qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg), RMSNorm(hd, cfg.rms_norm_eps, cfg)
         self.rotary_layout = rotary_layout
         self.inv_freq = tuple(float(f) for f in rotary_inv_freq(cfg))  # static constants, not params
         self.impl = cfg.attention_impl
@@ -120,6 +84,8 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = constrain(q, (BATCH, LENGTH, "activation_heads", "activation_head_dim"))
         q = apply_rotary(q, positions, self.inv_freq, self.rotary_layout)
         k = apply_rotary(k, positions, self.inv_freq, self.rotary_layout)
@@ -160,11 +126,11 @@ class SwiGLU(nnx.Module):
 class DecoderLayer(nnx.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, cfg: ModelConfig, rotary_layout: RotaryLayout, fused_gate_up: bool, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, family: type[CausalLM], *, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-        self.self_attn = Attention(cfg, rotary_layout, rngs=rngs)
+        self.self_attn = Attention(cfg, family.rotary_layout, family.qk_norm, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-        self.mlp = SwiGLU(cfg, fused_gate_up, rngs=rngs)
+        self.mlp = SwiGLU(cfg, family.fused_gate_up, rngs=rngs)
 
     def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0):
         attn_out, kv_cache = self.self_attn(
@@ -196,12 +162,14 @@ class StaticConfig:
 class CausalLM(nnx.Module):
     """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
 
-    A family subclass sets ``rotary_layout`` and ``fused_gate_up``; nothing else differs.
+    A family subclass sets ``rotary_layout``, ``fused_gate_up`` and ``qk_norm``; nothing else differs
+    (q/k/v biases and the sliding window come from the config).
     See rolellm_jax/models/__init__.py for the call and KV-cache contract.
     """
 
     rotary_layout: RotaryLayout = "half"
     fused_gate_up: bool = False
+    qk_norm: bool = False
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         check_attention_impl(cfg.attention_impl, cfg.dtype)
@@ -221,7 +189,7 @@ class CausalLM(nnx.Module):
         @nnx.split_rngs(splits=cfg.num_hidden_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def make_layers(layer_rngs: nnx.Rngs) -> DecoderLayer:
-            return DecoderLayer(cfg, self.rotary_layout, self.fused_gate_up, rngs=layer_rngs)
+            return DecoderLayer(cfg, type(self), rngs=layer_rngs)
 
         self.layers = make_layers(rngs)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
@@ -257,6 +225,13 @@ class CausalLM(nnx.Module):
         b, t = input_ids.shape
         if cache is not None and t > cache["k"].shape[2]:
             raise ModelInputError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
+        span = t if cache is None else cache["k"].shape[2]  # the most tokens one query may see
+        if cfg.sliding_window is not None and span > cfg.sliding_window:
+            raise ModelInputError(
+                f"a sequence of {span} tokens is longer than sliding_window={cfg.sliding_window}, where sliding-window "
+                f"attention would differ from the full attention computed here: keep sequences (data.seq_len, prompt "
+                f"+ new tokens) within {cfg.sliding_window}"
+            )
         for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
             if arr is not None and tuple(arr.shape) != (b, t):
                 raise ModelInputError(f"{name} has shape {tuple(arr.shape)}, expected input_ids' shape {(b, t)}")

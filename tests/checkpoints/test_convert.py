@@ -313,10 +313,10 @@ def fails_with(capsys, *args) -> str:
 
 def test_unknown_architecture(llama_dir, tmp_path, capsys):
     config = json.loads((llama_dir / "config.json").read_text())
-    config.update(architectures=["MistralForCausalLM"], model_type="mistral")
+    config.update(architectures=["PhiForCausalLM"], model_type="phi")
     (llama_dir / "config.json").write_text(json.dumps(config))
     err = fails_with(capsys, "hf-to-jax", "--hf", llama_dir, "--out", tmp_path / "ckpt")
-    assert "config.json" in err and "MistralForCausalLM" in err
+    assert "config.json" in err and "PhiForCausalLM" in err and "supported: " in err and "Qwen3ForCausalLM" in err
 
 
 def test_missing_tensor_is_named(llama_dir, tmp_path, capsys):
