@@ -99,7 +99,12 @@ def build_app(served: ServedModel, *, api_key: str | None = None, max_body_bytes
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
-        entry = lambda model_id: {"id": model_id, "object": "model", "created": created, "owned_by": "rolellm-jax"}
+
+        def entry(model_id: str) -> dict[str, Any]:
+            role = served.roles.get(model_id)
+            extra = {"greeting": role.greeting} if role is not None and role.greeting else {}  # clients ignore it
+            return {"id": model_id, "object": "model", "created": created, "owned_by": "rolellm-jax"} | extra
+
         return {"object": "list", "data": [entry(m) for m in served.known_ids()]}
 
     @app.post("/v1/chat/completions")
