@@ -36,6 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-len", type=int, help="prompt + answer tokens per request (default: min(model, 2048))")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 429")
     p.add_argument("--dtype", help="compute dtype override (e.g. float32 on CPU)")
+    p.add_argument("--mesh.data", dest="mesh_data", type=int, default=1, help="data-parallel mesh size")
+    p.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=int, default=-1, help="FSDP mesh size (-1 = the rest)")
+    p.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel mesh size")
     p.add_argument("--no-warmup", action="store_true", help="compile shapes on first use instead of at start")
     return p.parse_args(argv)
 
@@ -49,6 +52,7 @@ def serve(args: argparse.Namespace) -> int:
     from rolellm_jax.inference.engine import Engine
     from rolellm_jax.inference.roles import merge_roles, roles_from_cards, roles_from_profiles
     from rolellm_jax.inference.server import ServedModel, ServeError, build_app, check_bind
+    from rolellm_jax.parallel import sharding
 
     check_bind(args.host, args.api_key, args.insecure_no_auth)
     if args.slots < 1:
@@ -57,7 +61,8 @@ def serve(args: argparse.Namespace) -> int:
         roles_from_profiles(args.profiles) if args.profiles else {},
         roles_from_cards(args.cards) if args.cards else {},
     )
-    model, cfg = load_model(args.ckpt, **({"dtype": args.dtype} if args.dtype else {}))
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
+    model, cfg = load_model(args.ckpt, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
     tokenizer = load_tokenizer(args.ckpt)
     max_len = args.max_len or min(cfg.max_position_embeddings, 2048)
     if not 2 <= max_len <= cfg.max_position_embeddings:
@@ -69,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         slots=args.slots,
         max_len=max_len,
         max_queue=args.max_queue,
+        mesh=mesh,
     )
     if not args.no_warmup:
         logging.getLogger(__name__).warning("compiling %d prefill shapes and the decode step...", len(engine.buckets))
