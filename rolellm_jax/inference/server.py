@@ -166,10 +166,10 @@ def to_engine_request(served: ServedModel, req: wire.ChatCompletionRequest) -> E
     asked = req.max_completion_tokens or req.max_tokens
     max_tokens = asked or max_len - len(prompt)
     if len(prompt) + max_tokens > max_len or max_tokens < 1:
+        what = f"and max_tokens is {max_tokens}: together" if asked else "(no room for an answer):"
         raise wire.WireError(
             400,
-            f"the prompt has {len(prompt)} tokens and max_tokens is {max_tokens}: together over this model's "
-            f"maximum context length of {max_len} tokens",
+            f"the prompt has {len(prompt)} tokens {what} over this model's maximum context length of {max_len} tokens",
             param="max_tokens" if asked else "messages",
             code="context_length_exceeded",
         )
