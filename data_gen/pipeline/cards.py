@@ -147,3 +147,19 @@ def _png_card(path: Path) -> object:
         return json.loads(base64.b64decode(chunks[key], validate=True).decode("utf-8"))
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CardError(f"{path}: tEXt chunk {key!r} is not base64 JSON ({err})") from None
+
+
+def card_profile_rows(card: Card) -> list[dict]:
+    """RoleBench profile rows of a card: each example dialogue an act (act_id), its turns diag_id;
+    a card without examples gets its greeting as its one line."""
+    blocks = card.dialogues or (((card.name, card.greeting),) if card.greeting.strip() else ())
+    rows = [
+        {"act_id": act, "diag_id": turn, "role": speaker, "content": text}
+        for act, block in enumerate(blocks)
+        for turn, (speaker, text) in enumerate(block)
+    ]
+    if not any(r["role"] == card.name for r in rows):
+        raise CardError(
+            f"{card.source}: {card.name!r} says nothing in mes_example or first_mes (a profile needs lines)"
+        )
+    return rows

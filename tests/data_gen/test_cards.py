@@ -59,3 +59,45 @@ def test_bad_cards_name_the_file_and_field(tmp_path) -> None:
     (tmp_path / "two.json").write_text(json.dumps(V2), encoding="utf-8")
     with pytest.raises(CardError, match="two.json: character 'Mira' is also in"):
         read_cards(tmp_path)
+
+
+def test_build_from_cards_runs_context_instruct_and_rolegpt_on_them(tmp_path, monkeypatch) -> None:
+    from data_gen.__main__ import main
+    from data_gen.files import read_json, read_jsonl
+    from tests.helpers.card_fixtures import write_card_folder
+    from tests.helpers.fake_openai_server import FakeOpenAIServer, rolebench_responder
+
+    write_card_folder(tmp_path / "cards")
+    instructions = tmp_path / "instructions.jsonl"
+    instructions.write_text("".join(json.dumps({"instruction": f"Describe rain number {i}."}) + "\n" for i in range(4)))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    with FakeOpenAIServer(rolebench_responder) as srv:
+        args = ["build", "--cards", str(tmp_path / "cards"), "--instructions", str(instructions), "--model", "m"]
+        args += ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--version", "0.1.0"]
+        assert main([*args, "--base-url", srv.base_url, "--no-progress", "--test-role-count", "0"]) == 0
+    out = tmp_path / "out" / "v0.1.0"
+    desc = read_json(out / "profiles-eng" / "desc.json")
+    assert set(desc) == {"Mira", "Old Tam Card"} and desc["Mira"].startswith("Mira is a lighthouse keeper")
+    rows = read_jsonl(out / "profiles-eng" / "profiles-eng-Mira.jsonl")
+    assert rows[1] == {"act_id": 0, "diag_id": 1, "role": "Mira", "content": "Three. One of them twice.\nIt was lost."}
+    manifest = read_json(out / "manifest.json")
+    assert manifest["usage"]["profiles"]["requests"] == 0  # a card has its description: no LLM call
+    assert manifest["usage"]["context_instruct"]["requests"] > 0 and manifest["usage"]["rolegpt"]["requests"] > 0
+    general = read_jsonl(out / "rolebench-eng/instruction-generalization/general/train.jsonl")
+    assert {r["role"] for r in general} == {"Mira", "Old Tam Card"}
+
+
+def test_profiles_from_cards_needs_no_key_and_bad_folders_are_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from data_gen.__main__ import main
+    from data_gen.pipeline.profiles import load_profiles
+    from tests.helpers.card_fixtures import write_card_folder
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    write_card_folder(tmp_path / "cards")
+    assert main(["profiles", "--cards", str(tmp_path / "cards"), "--work", str(tmp_path / "work")]) == 0
+    profiles = load_profiles(tmp_path / "work", "eng")  # what Context-Instruct and RoleGPT read
+    assert profiles.titles == {"Mira": "Mira (character card)", "Old Tam Card": "Old Tam Card (character card)"}
+    assert [s["role"] for s in profiles.segments] == ["Mira", "Old Tam Card"]
+    assert main(["profiles", "--cards", str(tmp_path / "none"), "--work", str(tmp_path / "w2")]) == 1
+    err = capsys.readouterr().err
+    assert "none: no such folder of character cards" in err and "Traceback" not in err
