@@ -32,6 +32,12 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=t, default=default, help=f"(default: {default})")
 
 
+def _add_sources(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--scripts", type=Path, help="folder of *.txt scripts")
+    g.add_argument("--cards", type=Path, help="folder of character cards (.json / .png, V1/V2/V3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m data_gen", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -44,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
             add_llm_flags(p)
         return p
 
-    p = stage("profiles", "stage 1: scripts -> RoleBench profiles (dialogues, desc.json, segments)")
-    p.add_argument("--scripts", type=Path, required=True, help="folder of *.txt scripts")
+    p = stage("profiles", "stage 1: scripts or character cards -> RoleBench profiles (dialogues, desc.json, segments)")
+    _add_sources(p)
     stage("context-instruct", "stage 2: role-specific Q/A from segments and descriptions")
     p = stage("rolegpt", "stage 3: in-character answers to general instructions (6 samples)")
     p.add_argument("--instructions", type=Path, required=True, help="JSONL of {instruction, input?, output?}")
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True, help="X.Y.Z; an existing version is never overwritten")
     p.add_argument("--allow-empty", action="store_true", help=allow_empty)
     p = stage("build", "all stages: profiles, context-instruct, rolegpt, shards")
-    p.add_argument("--scripts", type=Path, required=True)
+    _add_sources(p)
     p.add_argument("--instructions", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True)
@@ -100,6 +106,9 @@ def _run_stage(args: argparse.Namespace, cfg: GenConfig) -> int:
     if args.command == "shards":
         print(pipeline.stage_shards(args.work, args.out, args.version, cfg, args.allow_empty))
         return 0
+    if args.command == "profiles" and args.cards:  # no LLM call: no client, no key needed
+        pipeline.stage_card_profiles(args.work, args.cards, cfg)
+        return 0
     client = client_from_args(args, cfg.model, args.work / "journal.sqlite")
     try:
         if args.command == "profiles":
@@ -109,11 +118,18 @@ def _run_stage(args: argparse.Namespace, cfg: GenConfig) -> int:
         elif args.command == "rolegpt":
             pipeline.stage_rolegpt(args.work, args.instructions, cfg, client)
         elif args.command == "build":
-            print(
-                pipeline.build(
-                    args.work, args.scripts, args.instructions, args.out, args.version, cfg, client, args.allow_empty
-                )
+            built = pipeline.build(
+                args.work,
+                args.scripts,
+                args.instructions,
+                args.out,
+                args.version,
+                cfg,
+                client,
+                args.allow_empty,
+                cards=args.cards,
             )
+            print(built)
     finally:
         client.close()
     logging.getLogger("data_gen").info(
@@ -139,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from data_gen.files import DataFileError
     from data_gen.llm.types import LLMError
+    from data_gen.pipeline.cards import CardError
     from data_gen.pipeline.profiles import ScriptError
     from data_gen.pipeline.shards import ShardError
     from data_gen.pipeline.work_lock import WorkFolderBusyError
 
     try:
         return run(args)
-    except (ConfigError, DataFileError, LLMError, ScriptError, ShardError, WorkFolderBusyError) as e:
+    except (CardError, ConfigError, DataFileError, LLMError, ScriptError, ShardError, WorkFolderBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -1,11 +1,12 @@
 """python -m rolellm_jax.serve: an OpenAI-compatible server for a checkpoint and its roles.
 
-    python -m rolellm_jax.serve --ckpt DIR [--profiles SOURCE] [--host 127.0.0.1] [--port 8000]
+    python -m rolellm_jax.serve --ckpt DIR [--profiles SOURCE] [--cards DIR] [--host 127.0.0.1] [--port 8000]
         [--api-key KEY | env ROLELLM_API_KEY] [--slots 16] [--max-len N] [--insecure-no-auth]
 
 ``GET /v1/models`` lists the checkpoint (its folder name, or --model-id) and, with --profiles (a
 RoleBench source: original folder, release folder or Hub id), one model id per role: a request to
-a role's id gets the role system instruction exactly as training built it. Any OpenAI client
+a role's id gets the role system instruction exactly as training built it; --cards adds one id per
+character card (Character Card V1/V2/V3 JSON or PNG, data_gen/pipeline/cards.py). Any OpenAI client
 works: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY)``. See inference/server.py
 (HTTP) and inference/engine.py (continuous batching over --slots KV-cache rows).
 """
@@ -25,6 +26,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rolellm_jax.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="our checkpoint folder (or a Hugging Face model folder)")
     p.add_argument("--profiles", help="RoleBench source whose role descriptions become model ids")
+    p.add_argument("--cards", help="folder of character cards (.json / .png) that become model ids")
     p.add_argument("--model-id", help="the checkpoint's model id (default: its folder name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -34,6 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-len", type=int, help="prompt + answer tokens per request (default: min(model, 2048))")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 429")
     p.add_argument("--dtype", help="compute dtype override (e.g. float32 on CPU)")
+    p.add_argument("--mesh.data", dest="mesh_data", type=int, default=1, help="data-parallel mesh size")
+    p.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=int, default=-1, help="FSDP mesh size (-1 = the rest)")
+    p.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel mesh size")
     p.add_argument("--no-warmup", action="store_true", help="compile shapes on first use instead of at start")
     return p.parse_args(argv)
 
@@ -45,14 +50,19 @@ def serve(args: argparse.Namespace) -> int:
     from rolellm_jax.checkpoints.tokenizer import load_tokenizer
     from rolellm_jax.evaluation.benchmark_run import stop_token_ids
     from rolellm_jax.inference.engine import Engine
-    from rolellm_jax.inference.roles import roles_from_profiles
+    from rolellm_jax.inference.roles import merge_roles, roles_from_cards, roles_from_profiles
     from rolellm_jax.inference.server import ServedModel, ServeError, build_app, check_bind
+    from rolellm_jax.parallel import sharding
 
     check_bind(args.host, args.api_key, args.insecure_no_auth)
     if args.slots < 1:
         raise ServeError(f"--slots {args.slots}: must be >= 1")
-    roles = roles_from_profiles(args.profiles) if args.profiles else {}
-    model, cfg = load_model(args.ckpt, **({"dtype": args.dtype} if args.dtype else {}))
+    roles = merge_roles(
+        roles_from_profiles(args.profiles) if args.profiles else {},
+        roles_from_cards(args.cards) if args.cards else {},
+    )
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=args.mesh_data, fsdp=args.mesh_fsdp, tensor=args.mesh_tensor))
+    model, cfg = load_model(args.ckpt, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
     tokenizer = load_tokenizer(args.ckpt)
     max_len = args.max_len or min(cfg.max_position_embeddings, 2048)
     if not 2 <= max_len <= cfg.max_position_embeddings:
@@ -64,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         slots=args.slots,
         max_len=max_len,
         max_queue=args.max_queue,
+        mesh=mesh,
     )
     if not args.no_warmup:
         logging.getLogger(__name__).warning("compiling %d prefill shapes and the decode step...", len(engine.buckets))

@@ -12,6 +12,7 @@ from pathlib import Path
 from data_gen.files import read_json, sha256_file, write_json
 from data_gen.llm.client import LLMClient
 from data_gen.llm.types import usage_of
+from data_gen.pipeline.card_profiles import build_card_profiles
 from data_gen.pipeline.clean import CleanReport
 from data_gen.pipeline.config import GenConfig
 from data_gen.pipeline.context_instruct import run_context_instruct
@@ -64,6 +65,13 @@ def stage_profiles(work: Path, scripts: Path, cfg: GenConfig, client: LLMClient)
     results = build_profiles(scripts, work, cfg, client, templates)
     inputs = {f"scripts/{p.name}": sha256_file(p) for p in sorted(Path(scripts).glob("*.txt"))}
     return _save(work, cfg, "profiles", results, None, templates, inputs)
+
+
+def stage_card_profiles(work: Path, cards: Path, cfg: GenConfig) -> dict:
+    """Stage 1 from character cards: no LLM request (a card has its description)."""
+    files = build_card_profiles(cards, work, cfg)
+    inputs = {f"cards/{p.name}": sha256_file(p) for p in files}
+    return _save(work, cfg, "profiles", [], None, TemplateRegistry(), inputs)
 
 
 def stage_context_instruct(work: Path, cfg: GenConfig, client: LLMClient) -> dict:
@@ -125,16 +133,21 @@ def check_inputs(
 
 def build(
     work: Path,
-    scripts: Path,
+    scripts: Path | None,
     instructions: Path,
     out: Path,
     version: str,
     cfg: GenConfig,
     client: LLMClient,
     allow_empty: bool = False,
+    cards: Path | None = None,
 ) -> Path:
-    check_inputs(scripts, instructions, out, version)  # before any request is paid for
-    stage_profiles(work, scripts, cfg, client)
+    """All stages; stage 1 from ``scripts`` or, given ``cards``, from character cards."""
+    check_inputs(scripts if cards is None else None, instructions, out, version)  # before any request is paid for
+    if cards is not None:
+        stage_card_profiles(work, cards, cfg)
+    else:
+        stage_profiles(work, scripts, cfg, client)
     stage_context_instruct(work, cfg, client)
     stage_rolegpt(work, instructions, cfg, client)
     return stage_shards(work, out, version, cfg, allow_empty)

@@ -99,7 +99,12 @@ def build_app(served: ServedModel, *, api_key: str | None = None, max_body_bytes
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
-        entry = lambda model_id: {"id": model_id, "object": "model", "created": created, "owned_by": "rolellm-jax"}
+
+        def entry(model_id: str) -> dict[str, Any]:
+            role = served.roles.get(model_id)
+            extra = {"greeting": role.greeting} if role is not None and role.greeting else {}  # clients ignore it
+            return {"id": model_id, "object": "model", "created": created, "owned_by": "rolellm-jax"} | extra
+
         return {"object": "list", "data": [entry(m) for m in served.known_ids()]}
 
     @app.post("/v1/chat/completions")
@@ -161,10 +166,10 @@ def to_engine_request(served: ServedModel, req: wire.ChatCompletionRequest) -> E
     asked = req.max_completion_tokens or req.max_tokens
     max_tokens = asked or max_len - len(prompt)
     if len(prompt) + max_tokens > max_len or max_tokens < 1:
+        what = f"and max_tokens is {max_tokens}: together" if asked else "(no room for an answer):"
         raise wire.WireError(
             400,
-            f"the prompt has {len(prompt)} tokens and max_tokens is {max_tokens}: together over this model's "
-            f"maximum context length of {max_len} tokens",
+            f"the prompt has {len(prompt)} tokens {what} over this model's maximum context length of {max_len} tokens",
             param="max_tokens" if asked else "messages",
             code="context_length_exceeded",
         )

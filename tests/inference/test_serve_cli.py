@@ -1,5 +1,5 @@
 """python -m rolellm_jax.serve: refuses an open host without a key before loading anything; serves
-a saved checkpoint and its roles to the openai client."""
+a saved checkpoint, its roles and character cards to the openai client."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from flax import nnx
 from rolellm_jax import serve
 from rolellm_jax.checkpoints.model_folder import save_model_checkpoint
 from rolellm_jax.errors import EXIT_USER_ERROR
+from tests.helpers.card_fixtures import write_card_folder
 from tests.helpers.rolebench_fixtures import DESC_ENG, write_original_layout
 from tests.helpers.serving_fixtures import tiny_serving_model
 
@@ -35,7 +36,20 @@ def test_serves_a_saved_checkpoint_and_its_roles(tmp_path) -> None:
     port = sock.getsockname()[1]
     sock.close()
     args = ["--ckpt", str(tmp_path / "ckpt"), "--profiles", str(write_original_layout(tmp_path / "rb"))]
-    args += ["--port", str(port), "--max-len", "640", "--slots", "2", "--no-warmup", "--api-key", "k1"]
+    write_card_folder(tmp_path / "cards")
+    args += [
+        "--cards",
+        str(tmp_path / "cards"),
+        "--port",
+        str(port),
+        "--max-len",
+        "640",
+        "--slots",
+        "2",
+        "--no-warmup",
+        "--api-key",
+        "k1",
+    ]
     env = dict(os.environ, ROLELLM_API_KEY="")
     proc = subprocess.Popen([sys.executable, "-m", "rolellm_jax.serve", *args], env=env, stderr=subprocess.PIPE)
     try:
@@ -48,7 +62,7 @@ def test_serves_a_saved_checkpoint_and_its_roles(tmp_path) -> None:
             except openai.APIConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
                 time.sleep(0.5)
-        assert ids == ["ckpt", *DESC_ENG, "剑客"]
+        assert ids == ["ckpt", *DESC_ENG, "剑客", "Mira", "Old Tam Card"]
         reply = c.chat.completions.create(
             model="Doctor Moss", messages=[{"role": "user", "content": "Hello?"}], max_tokens=4, temperature=0
         )

@@ -13,8 +13,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from rolellm_jax.data.chat_format import render_prompt, role_system_text
 from rolellm_jax.inference.engine import Engine, Finished
 from rolellm_jax.inference.generate import SamplingConfig, generate
-from rolellm_jax.inference.roles import roles_from_profiles
+from rolellm_jax.inference.roles import merge_roles, roles_from_cards, roles_from_profiles
 from rolellm_jax.inference.server import ServedModel, build_app
+from tests.helpers.card_fixtures import write_card_folder
 from tests.helpers.live_server import live_server
 from tests.helpers.rolebench_fixtures import DESC_ENG, write_original_layout
 from tests.helpers.serving_fixtures import tiny_serving_model
@@ -25,7 +26,11 @@ MAX_LEN = 640  # the role system text alone is ~470 tiny-tokenizer tokens
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     model, tokenizer = tiny_serving_model()
-    roles = roles_from_profiles(write_original_layout(tmp_path_factory.mktemp("rolebench")))
+    cards = tmp_path_factory.mktemp("cards")
+    write_card_folder(cards)
+    roles = merge_roles(
+        roles_from_profiles(write_original_layout(tmp_path_factory.mktemp("rolebench"))), roles_from_cards(cards)
+    )
     eos = (tokenizer.eos_token_id,)
     engine = Engine(model, tokenizer, eos_token_ids=eos, slots=16, max_len=MAX_LEN).start()
     served = ServedModel(engine, tokenizer, "llama", "tiny", roles)
@@ -53,8 +58,29 @@ def greedy_text(setup, system: str | None, question: str, max_tokens: int) -> tu
 
 
 def test_models_lists_the_checkpoint_and_every_role(setup) -> None:
-    ids = [m.id for m in client(setup).models.list()]
-    assert ids[0] == "tiny" and set(DESC_ENG) <= set(ids) and "剑客" in ids
+    models = client(setup).models.list().data
+    ids = [m.id for m in models]
+    assert ids == ["tiny", *DESC_ENG, "剑客", "Mira", "Old Tam Card"]
+    assert models[-1].model_extra["greeting"] == "Mind the rocks, User."
+
+
+def test_card_model_id_gets_the_system_text_of_its_description(setup) -> None:
+    question = "How many ships today?"
+    for name, description in (
+        (
+            "Mira",
+            "Mira is a lighthouse keeper who counts ships.\n\nDry humour; never hurries.\n\n"
+            "User arrives at Mira's lighthouse in a storm.",
+        ),
+        ("Old Tam Card", None),
+    ):
+        reply = client(setup).chat.completions.create(
+            model=name, messages=[{"role": "user", "content": question}], max_tokens=6, temperature=0
+        )
+        role = setup["served"].roles[name]
+        assert description is None or role.description == description
+        want, prompt = greedy_text(setup, role_system_text("eng", name, role.description), question, 6)
+        assert reply.usage.prompt_tokens == len(prompt) and reply.choices[0].message.content == want
 
 
 def test_sync_reply_parses_and_equals_generate(setup) -> None:

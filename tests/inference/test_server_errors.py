@@ -95,6 +95,10 @@ def test_prompt_plus_max_tokens_over_the_context_is_400_with_both_numbers(server
         client(server).chat.completions.create(model="tiny", messages=USER, max_completion_tokens=60)
     assert f"prompt has {prompt_len} tokens and max_tokens is 60" in err.value.message
     assert f"context length of {MAX_LEN} tokens" in err.value.message and err.value.code == "context_length_exceeded"
+    long = [{"role": "user", "content": "rain " * MAX_LEN}]
+    with pytest.raises(openai.BadRequestError, match="tokens \\(no room for an answer\\): over .* 64 tokens") as err:
+        client(server).chat.completions.create(model="tiny", messages=long)
+    assert err.value.param == "messages"
     reply = client(server).chat.completions.create(model="tiny", messages=USER, max_tokens=MAX_LEN - prompt_len)
     assert reply.usage.prompt_tokens == prompt_len  # the limit is exact
 

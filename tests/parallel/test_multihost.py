@@ -14,10 +14,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from tests.training.test_train import assert_trees_equal, exported, losses, tiny_args, tokenizer_dir  # noqa: F401 (fixture)
 
 from rolellm_jax.training.run import run
 from rolellm_jax.training.run_config import parse_args
+from tests.training.test_train import assert_trees_equal, exported, losses, tiny_args, tokenizer_dir  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 5
