@@ -269,35 +269,46 @@ class LLMClient:
 
     async def chat_many(self, requests: Sequence[ChatRequest], stage: str | None = None) -> list[ChatResult]:
         """Run requests concurrently; results in request order. Journal hits cost nothing. An
-        AuthError or OfflineMissError is raised as soon as it happens; BudgetExceededError is
-        raised after the requests already in flight have finished (and been journaled)."""
+        AuthError, OfflineMissError or EndpointUnreachableError is raised as soon as it happens;
+        BudgetExceededError is raised after the requests already in flight have finished (and
+        been journaled).
+
+        ``concurrency`` workers take the requests in order (not one task per request): a run of
+        850k requests starts sending at once, and no backlog of other work ever stands between an
+        answer's arrival and its commit to the journal."""
         limits = self._loop_state()
         bar = _bar(len(requests), stage, self.progress) if stage else None
         failed = 0
-
-        async def one(i: int, req: ChatRequest) -> tuple[int, ChatResult]:
-            nonlocal failed
-            r = await self._call(limits.api, req, limits)
-            failed += 0 if r.ok else 1
-            if bar is not None:
-                bar.set_postfix_str(f"failed={failed} {usd(self.spent)}", refresh=False)
-                bar.update(1)
-            return i, r
-
         results: list[ChatResult | None] = [None] * len(requests)
-        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+        todo = iter(enumerate(requests))  # shared: each request is taken by exactly one worker
         budget: BudgetExceededError | None = None
-        try:
-            for fut in asyncio.as_completed(tasks):
+
+        async def worker() -> None:
+            nonlocal failed, budget
+            for i, req in todo:
                 try:
-                    i, r = await fut
-                    results[i] = r
+                    r = await self._call(limits.api, req, limits)
                 except BudgetExceededError as e:
                     budget = budget or e
+                    continue
+                if r.cached:
+                    await asyncio.sleep(0)  # a journal hit never yields: let arrived answers be committed
+                results[i] = r
+                failed += 0 if r.ok else 1
+                if bar is not None:
+                    bar.set_postfix_str(f"failed={failed} {usd(self.spent)}", refresh=False)
+                    bar.update(1)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(requests)))]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION) if workers else ((), ())
+            for w in done:
+                if w.exception() is not None:
+                    raise w.exception()
         except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
             if bar is not None:

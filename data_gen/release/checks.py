@@ -50,14 +50,17 @@ def overlap_notes(config: str, splits: Mapping[str, Columns]) -> list[str]:
     return notes
 
 
-def undescribed_roles(configs: Mapping[str, Mapping[str, Columns]]) -> list[str]:
+def undescribed_roles(configs: Mapping[str, Mapping[str, Columns]], unreadable: set[str] = frozenset()) -> list[str]:
     """One line per config whose rows have roles without a non-empty description in profiles-<lang>
-    (training builds each row's system instruction from it and refuses such a role)."""
+    (training builds each row's system instruction from it and refuses such a role). Configs named
+    in ``unreadable`` are reported elsewhere: a config that needs one of them is not judged."""
     problems = []
     for config, splits in configs.items():
         if config.startswith(("profiles-", "dialogues-")):
             continue
         profile_config = "profiles-" + ("zh" if config_language(config) == "zh" else "eng")
+        if profile_config in unreadable:
+            continue
         profiles = configs.get(profile_config, {}).get("train") or {}
         described = {r for r, d in zip(profiles.get("role", []), profiles.get("description", [])) if d and d.strip()}
         missing = sorted({r for columns in splits.values() for r in columns.get("role", [])} - described)

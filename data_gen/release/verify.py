@@ -148,7 +148,8 @@ def verify_release(out: Path) -> VerifyReport:
             _check_loads(out, declared, report)
 
     _check_splits(tables, report)
-    report.problems.extend(checks.undescribed_roles(tables))
+    unreadable = {config for config in manifest.get("configs", {}) if config not in tables}
+    report.problems.extend(checks.undescribed_roles(tables, unreadable))
     return report
 
 

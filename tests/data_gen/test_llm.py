@@ -208,3 +208,25 @@ def test_rate_limiter_waits_when_bucket_empty():
         return asyncio.get_running_loop().time() - t
 
     assert asyncio.run(go()) >= 0.03
+
+
+def test_a_large_batch_starts_sending_at_once(tmp_path):
+    # One task per request made the event loop look up all of them in the journal (and estimate
+    # their tokens) before the first request left, and queued every answer behind that backlog.
+    with FakeOpenAIServer() as srv:
+        c = client(srv, tmp_path, concurrency=8)
+        lookups = 0
+        lookups_at_answer: list[int] = []
+        get = c.journal.get
+
+        def counting_get(key):
+            nonlocal lookups
+            lookups += 1
+            return get(key)
+
+        c.journal.get = counting_get
+        srv.on_served = lambda count: lookups_at_answer.append(lookups)
+        out = c.run_many(reqs(2000))
+        c.close()
+    assert all(r.ok for r in out) and lookups == 2000
+    assert lookups_at_answer[0] <= 2 * 8, lookups_at_answer[:3]  # about one per worker, not 2000

@@ -154,7 +154,9 @@ def test_verify_fails_on_a_0_row_shard(built):
     assert any(p.startswith(f"{built}: load_dataset(..., 'zh-general') fails (") for p in problems)
 
 
-@pytest.mark.parametrize(("config", "split"), [("zh-general", "test"), ("zh-role_specific", "rolegpt_baseline")])
+@pytest.mark.parametrize(
+    ("config", "split"), [("zh-general", "test"), ("zh-role_specific", "rolegpt_baseline"), ("profiles-zh", "train")]
+)
 def test_one_byte_appended_to_a_test_or_baseline_shard_names_the_file(built, config, split, capsys):
     shard = next((built / "data" / config).glob(f"{split}-*.parquet"))
     shard.write_bytes(shard.read_bytes() + b"\0")
@@ -162,6 +164,7 @@ def test_one_byte_appended_to_a_test_or_baseline_shard_names_the_file(built, con
     err = capsys.readouterr().err.splitlines()
     assert f"{shard}: sha256 differs from manifest.json" in err
     assert any(line.startswith(f"{shard}: unreadable parquet") for line in err)
+    assert not any("no description" in line for line in err)  # an unreadable profiles shard is not "no profiles"
 
 
 def test_roles_without_a_description_warn_at_build_and_fail_verify(tmp_path, caplog):
