@@ -66,7 +66,13 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
             arch = chatglm_model_config(hf, source) if is_chatglm_config(hf) else ModelConfig.from_hf_config(hf, source)
             model_cfg = arch.replace(**runtime)
         tokenizer_dir = storage_path(cfg.model.tokenizer or init)
-        return load_tokenizer(tokenizer_dir), model_cfg, tokenizer_dir
+        tokenizer = load_tokenizer(tokenizer_dir)
+        if len(tokenizer) > model_cfg.vocab_size:  # ids past the embedding table would be clamped, silently
+            raise TrainError(
+                f"tokenizer {tokenizer_dir} has {len(tokenizer)} tokens but model.init={init} has vocab_size="
+                f"{model_cfg.vocab_size}: use the model's own tokenizer"
+            )
+        return tokenizer, model_cfg, tokenizer_dir
     if cfg.model.tokenizer:
         tokenizer_dir = storage_path(cfg.model.tokenizer)
         tokenizer = load_tokenizer(tokenizer_dir)

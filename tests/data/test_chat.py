@@ -142,7 +142,10 @@ def test_template_that_writes_bos_gets_exactly_one():
     assert t.decode([i for i, m in zip(ids, mask) if m]) == ANSWER + "<|eot_id|></s>"
 
 
-@pytest.mark.parametrize("family,start_tokens", [("llama", None), ("glm", None), ("glm", ["[gMASK]", "sop"])])
+@pytest.mark.parametrize(
+    "family,start_tokens",
+    [("llama", None), ("glm", None), ("glm", ["[gMASK]", "sop"]), ("qwen3", None), ("mistral", None)],
+)
 def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, family, start_tokens):
     t = tiny_tokenizer(all_texts())
     if start_tokens:
@@ -167,3 +170,31 @@ def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, fam
 
 def test_export_template_keeps_a_tokenizers_own():
     assert chat.export_chat_template(template_tok(CHATML), "llama") is None
+
+
+@pytest.mark.parametrize(
+    "family,prompt",
+    [
+        (
+            "qwen2",
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        (
+            "qwen3",
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        ("mistral", f"[INST] {SYSTEM}\n\n{QUESTION} [/INST]"),
+    ],
+)
+def test_new_family_default_formats_mask_only_the_answer_and_eos(tok, family, prompt):
+    ids, mask = chat.render_example(tok, family, SYSTEM, QUESTION, ANSWER)
+    answer_ids = encode(tok, ANSWER)
+    assert ids == [tok.bos_token_id] + encode(tok, prompt) + answer_ids + [tok.eos_token_id]
+    assert mask == [0] * (len(ids) - len(answer_ids) - 1) + [1] * (len(answer_ids) + 1)
+    assert chat.render_prompt(tok, family, SYSTEM, QUESTION) == ids[: mask.index(1)]
+
+
+def test_every_model_family_has_a_default_chat_format():
+    from rolellm_jax.models.config import FAMILIES
+
+    assert chat.FAMILIES == FAMILIES

@@ -33,7 +33,9 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel import sharding
 from rolellm_jax.training.config import LoraConfig, TrainConfig
 from rolellm_jax.training.flops import flops_per_token, matmul_params
-from rolellm_jax.training.train_step import TrainProgram
+from rolellm_jax.training.run import run
+from rolellm_jax.training.run_config import parse_args
+from rolellm_jax.training.train_step import TrainError, TrainProgram
 from tests.inference.test_generate import NEW, hf_greedy, prompts
 from tests.models.test_models import (
     TOL,
@@ -46,6 +48,7 @@ from tests.models.test_models import (
     ported,
     randomised,
 )
+from tests.training.test_train import tiny_args, tokenizer_dir  # noqa: F401 (a fixture)
 
 SHAPE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8)
 
@@ -236,3 +239,38 @@ def test_qwen2_config_writes_back_as_qwen2():
     hf = cfg.to_hf_config()
     assert hf["architectures"] == ["Qwen2ForCausalLM"] and hf["model_type"] == "qwen2"
     assert ModelConfig.from_hf_config(hf, dtype="float32") == cfg.replace(head_dim=cfg.head_size)
+
+
+# ---------------------------------------------------------------- --model.init: train from an HF folder
+def test_train_from_hf_folder_with_lora_exports_the_same_architecture(tokenizer_dir, tmp_path, make=hf_qwen3):
+    """--model.init=<HF folder of a new family>: trains (default chat format of the family, the tokenizer has
+    no template), exports, and jax-to-hf gives a folder transformers loads as the same class with the
+    trained model's logits."""
+    original = make()
+    original.resize_token_embeddings(512)  # the session tokenizer's size
+    original.save_pretrained(tmp_path / "hf")
+    args = [a for a in tiny_args(tokenizer_dir, tmp_path / "run") if not a.startswith("--model.")]
+    args += [f"--model.init={tmp_path / 'hf'}", f"--model.tokenizer={tokenizer_dir}", "--model.dtype=float32"]
+    args += ["--train.steps=2", "--lora.enabled=true", "--lora.targets=[q_proj,o_proj,up_proj]", "--data.seq_len=512"]
+    cfg, _ = parse_args(args)
+    result = run(cfg)
+    assert np.isfinite(result.last_loss)
+    assert convert(["jax-to-hf", "--ckpt", str(result.export_dir), "--out", str(tmp_path / "back")]) == 0
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "back")
+    assert type(back) is type(original)
+    model, _ = load_model(result.export_dir, dtype="float32")
+    ids, mask, pos, seg = left_padded_batch(2, (0, 3))
+    diff = max_diff_on_real_tokens(forward(model, ids, pos, seg), hf_logits(back, ids, mask, pos), mask)
+    assert diff <= TOL
+    trained = nnx.to_pure_dict(nnx.state(model, nnx.Param))["layers"]["self_attn"]["q_proj"]["kernel"]
+    before = original.model.layers[0].self_attn.q_proj.weight.detach().numpy().T
+    assert np.abs(np.asarray(trained[0]) - before).max() > 0  # the LoRA update was merged into the export
+
+
+def test_init_folder_with_a_smaller_vocabulary_than_the_tokenizer_is_refused(tokenizer_dir, tmp_path):
+    """Token ids past the embedding table would be clamped by the gather without a word."""
+    hf_qwen2().save_pretrained(tmp_path / "hf")  # 128 tokens; the tokenizer has 512
+    args = [a for a in tiny_args(tokenizer_dir, tmp_path / "run") if not a.startswith("--model.")]
+    cfg, _ = parse_args([*args, f"--model.init={tmp_path / 'hf'}", f"--model.tokenizer={tokenizer_dir}"])
+    with pytest.raises(TrainError, match="has 512 tokens but model.init=.* has vocab_size=128"):
+        run(cfg)
