@@ -10,7 +10,7 @@ the model is trained on exactly the ids it is later prompted with.
   a system message gets the system text at the top of the user message instead.
 * Without one: the family's default format in ``rolellm_jax/data/prompts/chat_<format>.json``
   (llama: Llama-2-chat ``[INST] <<SYS>>``; glm: ChatGLM2 ``[Round 1]\\n\\n问：...\\n\\n答：``;
-  qwen2 / qwen3: ChatML; mistral: ``[INST] system\\n\\nquestion [/INST]``),
+  glm4: ``[gMASK]<sop><|system|>...``; qwen2 / qwen3: ChatML; mistral: ``[INST] system\\n\\nquestion [/INST]``),
   with BOS (or the format's start tokens) in front and EOS after the answer.
 
 Prompt and answer are tokenised separately and concatenated: the answer's first token never
@@ -31,7 +31,14 @@ from data_gen.rolebench import RoleBenchError, short_lang
 from rolellm_jax.errors import UserError
 
 # family -> its default format, data/prompts/chat_<format>.json (used without a chat_template)
-DEFAULT_FORMATS = {"llama": "llama", "glm": "glm", "qwen2": "chatml", "qwen3": "chatml", "mistral": "mistral"}
+DEFAULT_FORMATS = {
+    "llama": "llama",
+    "glm": "glm",
+    "glm4": "glm4",
+    "qwen2": "chatml",
+    "qwen3": "chatml",
+    "mistral": "mistral",
+}
 FAMILIES = tuple(DEFAULT_FORMATS)
 
 

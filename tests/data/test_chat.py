@@ -144,7 +144,14 @@ def test_template_that_writes_bos_gets_exactly_one():
 
 @pytest.mark.parametrize(
     "family,start_tokens",
-    [("llama", None), ("glm", None), ("glm", ["[gMASK]", "sop"]), ("qwen3", None), ("mistral", None)],
+    [
+        ("llama", None),
+        ("glm", None),
+        ("glm", ["[gMASK]", "sop"]),
+        ("glm4", ["[gMASK]", "<sop>"]),
+        ("qwen3", None),
+        ("mistral", None),
+    ],
 )
 def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, family, start_tokens):
     t = tiny_tokenizer(all_texts())
