@@ -36,7 +36,7 @@ class TensorSpec:
 
 def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
     """Every tensor of a checkpoint of `cfg`'s family (config.FAMILY_ARCHITECTURES), in file order."""
-    family = FAMILY_MODELS[cfg.family]  # its layer's traits: fused gate/up, q/k norms
+    family = FAMILY_MODELS[cfg.family]  # its layer's traits: fused gate/up, q/k norms, post norms
     d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.num_attention_heads * cfg.head_size, cfg.num_key_value_heads * cfg.head_size
     layer = "model.layers.{i}."
@@ -54,6 +54,8 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
     if family.qk_norm:
         add("self_attn.q_norm.weight", ("self_attn", "q_norm", "scale"), (cfg.head_size,), False)
         add("self_attn.k_norm.weight", ("self_attn", "k_norm", "scale"), (cfg.head_size,), False)
+    if family.post_norms:
+        add("post_self_attn_layernorm.weight", ("post_self_attn_layernorm", "scale"), (d,), False)
     add("post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), (d,), False)
     if family.fused_gate_up:
         add("mlp.gate_up_proj.weight", ("mlp", "gate_up_proj", "kernel"), (d, 2 * f), True)
@@ -61,6 +63,8 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
         add("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), (d, f), True)
         add("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), (d, f), True)
     add("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), (f, d), True)
+    if family.post_norms:
+        add("post_mlp_layernorm.weight", ("post_mlp_layernorm", "scale"), (d,), False)
     specs.append(TensorSpec("model.norm.weight", ("norm", "scale"), (d,), False, False))
     if not cfg.tie_word_embeddings:
         specs.append(TensorSpec("lm_head.weight", ("lm_head", "kernel"), (d, v), True, False))

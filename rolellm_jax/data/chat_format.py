@@ -8,8 +8,9 @@ the model is trained on exactly the ids it is later prompted with.
   ``[system, user, assistant]`` (the full text). The full text must start with the prompt; the
   rest is the answer span (the answer plus the template's end-of-turn). A template that rejects
   a system message gets the system text at the top of the user message instead.
-* Without one: the family's default format in ``rolellm_jax/prompts/chat_<family>.json``
-  (llama: Llama-2-chat ``[INST] <<SYS>>``; glm: ChatGLM2 ``[Round 1]\\n\\n问：...\\n\\n答：``),
+* Without one: the family's default format in ``rolellm_jax/data/prompts/chat_<format>.json``
+  (llama: Llama-2-chat ``[INST] <<SYS>>``; glm: ChatGLM2 ``[Round 1]\\n\\n问：...\\n\\n答：``;
+  glm4: ``[gMASK]<sop><|system|>...``; qwen2 / qwen3: ChatML; mistral: ``[INST] system\\n\\nquestion [/INST]``),
   with BOS (or the format's start tokens) in front and EOS after the answer.
 
 Prompt and answer are tokenised separately and concatenated: the answer's first token never
@@ -29,7 +30,16 @@ from typing import Any
 from data_gen.rolebench import RoleBenchError, short_lang
 from rolellm_jax.errors import UserError
 
-FAMILIES = ("llama", "glm")
+# family -> its default format, data/prompts/chat_<format>.json (used without a chat_template)
+DEFAULT_FORMATS = {
+    "llama": "llama",
+    "glm": "glm",
+    "glm4": "glm4",
+    "qwen2": "chatml",
+    "qwen3": "chatml",
+    "mistral": "mistral",
+}
+FAMILIES = tuple(DEFAULT_FORMATS)
 
 
 class ChatFormatError(UserError, ValueError):
@@ -58,7 +68,7 @@ def chat_format(family: str) -> dict[str, Any]:
         raise ChatFormatError(f"family={family!r}: expected one of {FAMILIES}")
     text = (
         importlib.resources.files("rolellm_jax.data.prompts")
-        .joinpath(f"chat_{family}.json")
+        .joinpath(f"chat_{DEFAULT_FORMATS[family]}.json")
         .read_text(encoding="utf-8")
     )
     return json.loads(text)

@@ -1,4 +1,4 @@
-"""Flax NNX decoders for the LLaMA, GLM, Qwen2, Qwen3 and Mistral families: ``build_model(cfg, rngs=...)``.
+"""Flax NNX decoders for the LLaMA, GLM, GLM-4-0414, Qwen2, Qwen3 and Mistral families: ``build_model(cfg, rngs=...)``.
 
 Build::
 
@@ -55,6 +55,7 @@ from flax import nnx
 
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.glm import GlmForCausalLM
+from rolellm_jax.models.glm4 import Glm4ForCausalLM
 from rolellm_jax.models.layers import CausalLM, ModelInputError
 from rolellm_jax.models.llama import LlamaForCausalLM
 from rolellm_jax.models.mistral import MistralForCausalLM
@@ -64,6 +65,7 @@ from rolellm_jax.models.qwen3 import Qwen3ForCausalLM
 FAMILY_MODELS: dict[str, type[CausalLM]] = {
     "llama": LlamaForCausalLM,
     "glm": GlmForCausalLM,
+    "glm4": Glm4ForCausalLM,
     "qwen2": Qwen2ForCausalLM,
     "qwen3": Qwen3ForCausalLM,
     "mistral": MistralForCausalLM,
@@ -81,6 +83,7 @@ __all__ = [
     "ModelInputError",
     "LlamaForCausalLM",
     "GlmForCausalLM",
+    "Glm4ForCausalLM",
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
     "MistralForCausalLM",

@@ -20,13 +20,14 @@ from rolellm_jax.errors import ConfigError
 FAMILY_ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "glm": "GlmForCausalLM",
+    "glm4": "Glm4ForCausalLM",  # GLM-4-0414
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "mistral": "MistralForCausalLM",
 }
 FAMILIES = tuple(FAMILY_ARCHITECTURES)
 HF_ARCHITECTURES = {arch: family for family, arch in FAMILY_ARCHITECTURES.items()}
-QKV_BIAS_FAMILIES = ("glm", "qwen2")  # q/k/v biases by architecture (o_proj never has one)
+QKV_BIAS_FAMILIES = ("glm", "glm4", "qwen2")  # q/k/v biases by architecture (o_proj never has one)
 # The runtime fields' allowed values, checked when a config is made (a preset, a flag, load_model's
 # keywords) so that a typo fails at once, naming them, instead of deep inside flax or after data loading.
 DTYPES = ("float32", "bfloat16", "float16")
@@ -166,7 +167,7 @@ class ModelConfig:
             rope_theta=float(rope_theta),
             rope_scaling=dict(scaling) if scaling else None,
             partial_rotary_factor=float(partial),
-            attention_bias=family == "qwen2" or bool(hf.get("attention_bias", family == "glm")),
+            attention_bias=family == "qwen2" or bool(hf.get("attention_bias", family in ("glm", "glm4"))),
             sliding_window=hf.get("sliding_window") if family == "mistral" else None,
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             max_position_embeddings=hf.get("max_position_embeddings", 4096),
@@ -180,7 +181,7 @@ class ModelConfig:
         rope: dict[str, Any] = {"rope_theta": self.rope_theta, "rope_type": "default"}
         if self.rope_scaling:
             rope.update(self.rope_scaling)
-        if self.family == "glm":
+        if self.family in ("glm", "glm4"):
             rope["partial_rotary_factor"] = self.partial_rotary_factor
         hf = {
             "architectures": [FAMILY_ARCHITECTURES[self.family]],

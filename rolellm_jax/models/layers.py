@@ -124,20 +124,29 @@ class SwiGLU(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); with ``post_norms`` (GLM-4-0414)
+    each branch's output is normalised too before it joins the residual: x + norm(attn(norm(x)))."""
 
     def __init__(self, cfg: ModelConfig, family: type[CausalLM], *, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         self.self_attn = Attention(cfg, family.rotary_layout, family.qk_norm, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         self.mlp = SwiGLU(cfg, family.fused_gate_up, rngs=rngs)
+        self.post_norms = family.post_norms
+        if family.post_norms:
+            self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+            self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
 
     def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0):
         attn_out, kv_cache = self.self_attn(
             self.input_layernorm(x), positions, q_segment_ids, kv_segment_ids, kv_cache, cache_index
         )
+        mlp = self.mlp
+        if self.post_norms:
+            attn_out = self.post_self_attn_layernorm(attn_out)
+            mlp = lambda h: self.post_mlp_layernorm(self.mlp(h))  # noqa: E731
         x = constrain(x + attn_out, (BATCH, LENGTH, EMBED))
-        x = constrain(x + self.mlp(self.post_attention_layernorm(x)), (BATCH, LENGTH, EMBED))
+        x = constrain(x + mlp(self.post_attention_layernorm(x)), (BATCH, LENGTH, EMBED))
         return x, kv_cache
 
 
@@ -162,7 +171,7 @@ class StaticConfig:
 class CausalLM(nnx.Module):
     """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
 
-    A family subclass sets ``rotary_layout``, ``fused_gate_up`` and ``qk_norm``; nothing else differs
+    A family subclass sets ``rotary_layout``, ``fused_gate_up``, ``qk_norm`` and ``post_norms``; nothing else differs
     (q/k/v biases and the sliding window come from the config).
     See rolellm_jax/models/__init__.py for the call and KV-cache contract.
     """
@@ -170,6 +179,7 @@ class CausalLM(nnx.Module):
     rotary_layout: RotaryLayout = "half"
     fused_gate_up: bool = False
     qk_norm: bool = False
+    post_norms: bool = False
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         check_attention_impl(cfg.attention_impl, cfg.dtype)

@@ -96,7 +96,13 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
     if cfg.model.init:  # the checkpoint's architecture wins over the preset's
         model_cfg = _init_model_config(cfg)
         tokenizer_dir = storage_path(cfg.model.tokenizer or cfg.model.init)
-        return load_tokenizer(tokenizer_dir), model_cfg, tokenizer_dir
+        tokenizer = load_tokenizer(tokenizer_dir)
+        if len(tokenizer) > model_cfg.vocab_size:  # ids past the embedding table would be clamped, silently
+            raise TrainError(
+                f"tokenizer {tokenizer_dir} has {len(tokenizer)} tokens but model.init={cfg.model.init} has "
+                f"vocab_size={model_cfg.vocab_size}: use the model's own tokenizer"
+            )
+        return tokenizer, model_cfg, tokenizer_dir
     if cfg.model.tokenizer:
         tokenizer_dir = storage_path(cfg.model.tokenizer)
         tokenizer = load_tokenizer(tokenizer_dir)

@@ -142,7 +142,17 @@ def test_template_that_writes_bos_gets_exactly_one():
     assert t.decode([i for i, m in zip(ids, mask) if m]) == ANSWER + "<|eot_id|></s>"
 
 
-@pytest.mark.parametrize("family,start_tokens", [("llama", None), ("glm", None), ("glm", ["[gMASK]", "sop"])])
+@pytest.mark.parametrize(
+    "family,start_tokens",
+    [
+        ("llama", None),
+        ("glm", None),
+        ("glm", ["[gMASK]", "sop"]),
+        ("glm4", ["[gMASK]", "<sop>"]),
+        ("qwen3", None),
+        ("mistral", None),
+    ],
+)
 def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, family, start_tokens):
     t = tiny_tokenizer(all_texts())
     if start_tokens:
@@ -217,3 +227,40 @@ def test_chat_prompt_through_the_template_is_transformers(template):
 def test_bad_conversations_name_the_message(tok, messages, match):
     with pytest.raises(chat.ChatFormatError, match=match):
         chat.render_chat_prompt(tok, "llama", messages)
+
+
+@pytest.mark.parametrize(
+    "family,prompt",
+    [
+        (
+            "qwen2",
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        (
+            "qwen3",
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        ("mistral", f"[INST] {SYSTEM}\n\n{QUESTION} [/INST]"),
+    ],
+)
+def test_new_family_default_formats_mask_only_the_answer_and_eos(tok, family, prompt):
+    ids, mask = chat.render_example(tok, family, SYSTEM, QUESTION, ANSWER)
+    answer_ids = encode(tok, ANSWER)
+    assert ids == [tok.bos_token_id] + encode(tok, prompt) + answer_ids + [tok.eos_token_id]
+    assert mask == [0] * (len(ids) - len(answer_ids) - 1) + [1] * (len(answer_ids) + 1)
+    assert chat.render_prompt(tok, family, SYSTEM, QUESTION) == ids[: mask.index(1)]
+
+
+def test_every_model_family_has_a_default_chat_format():
+    from rolellm_jax.models.config import FAMILIES
+
+    assert chat.FAMILIES == FAMILIES
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral", "glm4"])
+def test_new_family_default_formats_render_later_turns_after_the_training_row(tok, family):
+    ids = chat.render_chat_prompt(tok, family, CONVERSATION)
+    first, _ = chat.render_example(tok, family, SYSTEM, QUESTION, ANSWER)  # the training row, EOS included
+    assert ids[: len(first)] == first
+    later = tok.decode(ids[len(first) :])
+    assert "And snow?" in later and SYSTEM not in later  # the next turn, without the system text again

@@ -1,10 +1,10 @@
-"""Qwen2, Qwen3 and Mistral against transformers on tiny random configs built from its config classes.
+"""Qwen2, Qwen3, Mistral and GLM-4-0414 against transformers on tiny random configs built from its config classes.
 
 Per family (fp32, left-padded rows, <= 1e-4 on real tokens): logits on one device and on the
 8-device CPU mesh, HF -> ours -> HF bit-exact through the converter (and transformers loads the
 result as the same class), load_model from the HF folder, greedy generation equal to transformers'
 ``generate``, and a LoRA train step on the mesh. A deliberately wrong detail (q/k norms skipped,
-q/k/v biases dropped) must fail parity, and config fields we would mishandle are refused by name.
+q/k/v biases dropped, post norms skipped) must fail parity, and config fields we would mishandle are refused by name.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 from flax import nnx
 from transformers import (
     AutoModelForCausalLM,
+    Glm4Config,
+    Glm4ForCausalLM,
     MistralConfig,
     MistralForCausalLM,
     Qwen2Config,
@@ -33,7 +35,9 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel import sharding
 from rolellm_jax.training.config import LoraConfig, TrainConfig
 from rolellm_jax.training.flops import flops_per_token, matmul_params
-from rolellm_jax.training.train_step import TrainProgram
+from rolellm_jax.training.run import run
+from rolellm_jax.training.run_config import parse_args
+from rolellm_jax.training.train_step import TrainError, TrainProgram
 from tests.inference.test_generate import NEW, hf_greedy, prompts
 from tests.models.test_models import (
     TOL,
@@ -46,6 +50,7 @@ from tests.models.test_models import (
     ported,
     randomised,
 )
+from tests.training.test_train import tiny_args, tokenizer_dir  # noqa: F401 (a fixture)
 
 SHAPE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8)
 
@@ -66,6 +71,12 @@ def hf_mistral(sliding_window: int | None = None, seed: int = 0):
     return randomised(MistralForCausalLM(cfg), seed)
 
 
+def hf_glm4(seed: int = 0):
+    rope = {"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5}
+    cfg = Glm4Config(**SHAPE, num_key_value_heads=2, head_dim=8, rope_parameters=rope, pad_token_id=0, eos_token_id=1)
+    return randomised(Glm4ForCausalLM(cfg), seed)
+
+
 def _rope(theta: float = 500.0) -> dict:
     return {"rope_type": "default", "rope_theta": theta}
 
@@ -76,6 +87,7 @@ FAMILIES = {
     "qwen3": hf_qwen3,
     "qwen3_tied": lambda: hf_qwen3(tie=True),
     "mistral": hf_mistral,
+    "glm4": hf_glm4,
     "mistral_window": lambda: hf_mistral(sliding_window=32),  # longer than every test sequence and KV cache
 }
 
@@ -89,7 +101,7 @@ def pair(request):
 def test_logits_match_transformers(pair):
     name, hf, model = pair
     assert model.cfg.family == name.split("_")[0]
-    assert model.cfg.attention_bias == name.startswith("qwen2")
+    assert model.cfg.attention_bias == name.startswith(("qwen2", "glm4"))
     assert_parity(hf, model, batch=3, pads=(0, 3, 5))
 
 
@@ -108,7 +120,7 @@ def test_greedy_generation_equals_transformers(pair):
     assert generate(model, batch, SamplingConfig(max_new_tokens=NEW), batch_size=4) == hf_greedy(hf, batch)
 
 
-@pytest.mark.parametrize("name", ["qwen2_tied", "qwen3", "mistral_window"])
+@pytest.mark.parametrize("name", ["qwen2_tied", "qwen3", "mistral_window", "glm4"])
 def test_round_trip_is_bit_exact_and_load_model_matches(tmp_path, name):
     original = FAMILIES[name]()
     original.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
@@ -154,6 +166,13 @@ def test_dropped_qkv_bias_fails_parity():
     assert _parity_diff(hf, model) > 1000 * TOL
 
 
+def test_skipped_post_norms_fail_parity():
+    hf = hf_glm4()
+    model = ported(hf)
+    model.layers.post_norms = False
+    assert _parity_diff(hf, model) > 1000 * TOL
+
+
 # ---------------------------------------------------------------- sliding window, training
 def test_sequence_longer_than_sliding_window_is_refused():
     model = ported(hf_mistral(sliding_window=4))
@@ -166,11 +185,12 @@ def test_sequence_longer_than_sliding_window_is_refused():
     assert np.isfinite(np.asarray(forward(model, ids[:, 4:], pos[:, 4:], seg[:, 4:]))).all()  # within: runs
 
 
-@pytest.mark.parametrize("name", ["qwen2_tied", "qwen3", "mistral"])
+@pytest.mark.parametrize("name", ["qwen2_tied", "qwen3", "mistral", "glm4"])
 def test_lora_train_step_on_8_device_mesh(name):
     cfg = ported(FAMILIES[name]()).cfg
     mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    mlp = ["gate_up_proj"] if name == "glm4" else ["gate_proj", "up_proj"]
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", *mlp, "down_proj"]
     lora = LoraConfig(enabled=True, rank=4, alpha=8.0, targets=targets)
     program = TrainProgram.create(cfg, mesh, TrainConfig(global_batch_size=4, warmup_steps=0, lr=1e-2), lora, 16)
     state, frozen = program.init_state(program.init_params(0), 0)
@@ -236,3 +256,38 @@ def test_qwen2_config_writes_back_as_qwen2():
     hf = cfg.to_hf_config()
     assert hf["architectures"] == ["Qwen2ForCausalLM"] and hf["model_type"] == "qwen2"
     assert ModelConfig.from_hf_config(hf, dtype="float32") == cfg.replace(head_dim=cfg.head_size)
+
+
+# ---------------------------------------------------------------- --model.init: train from an HF folder
+def test_train_from_hf_folder_with_lora_exports_the_same_architecture(tokenizer_dir, tmp_path, make=hf_qwen3):
+    """--model.init=<HF folder of a new family>: trains (default chat format of the family, the tokenizer has
+    no template), exports, and jax-to-hf gives a folder transformers loads as the same class with the
+    trained model's logits."""
+    original = make()
+    original.resize_token_embeddings(512)  # the session tokenizer's size
+    original.save_pretrained(tmp_path / "hf")
+    args = [a for a in tiny_args(tokenizer_dir, tmp_path / "run") if not a.startswith("--model.")]
+    args += [f"--model.init={tmp_path / 'hf'}", f"--model.tokenizer={tokenizer_dir}", "--model.dtype=float32"]
+    args += ["--train.steps=2", "--lora.enabled=true", "--lora.targets=[q_proj,o_proj,up_proj]", "--data.seq_len=512"]
+    cfg, _ = parse_args(args)
+    result = run(cfg)
+    assert np.isfinite(result.last_loss)
+    assert convert(["jax-to-hf", "--ckpt", str(result.export_dir), "--out", str(tmp_path / "back")]) == 0
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "back")
+    assert type(back) is type(original)
+    model, _ = load_model(result.export_dir, dtype="float32")
+    ids, mask, pos, seg = left_padded_batch(2, (0, 3))
+    diff = max_diff_on_real_tokens(forward(model, ids, pos, seg), hf_logits(back, ids, mask, pos), mask)
+    assert diff <= TOL
+    trained = nnx.to_pure_dict(nnx.state(model, nnx.Param))["layers"]["self_attn"]["q_proj"]["kernel"]
+    before = original.model.layers[0].self_attn.q_proj.weight.detach().numpy().T
+    assert np.abs(np.asarray(trained[0]) - before).max() > 0  # the LoRA update was merged into the export
+
+
+def test_init_folder_with_a_smaller_vocabulary_than_the_tokenizer_is_refused(tokenizer_dir, tmp_path):
+    """Token ids past the embedding table would be clamped by the gather without a word."""
+    hf_qwen2().save_pretrained(tmp_path / "hf")  # 128 tokens; the tokenizer has 512
+    args = [a for a in tiny_args(tokenizer_dir, tmp_path / "run") if not a.startswith("--model.")]
+    cfg, _ = parse_args([*args, f"--model.init={tmp_path / 'hf'}", f"--model.tokenizer={tokenizer_dir}"])
+    with pytest.raises(TrainError, match="has 512 tokens but model.init=.* has vocab_size=128"):
+        run(cfg)
