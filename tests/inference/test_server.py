@@ -177,3 +177,23 @@ def test_client_that_leaves_mid_stream_frees_its_slot(one_slot) -> None:
             asyncio.run(asyncio.sleep(0.05))
     assert reply.usage.completion_tokens == 3
     assert finished[0].reason == "cancelled" and finished[0].completion_tokens < 140
+
+
+def test_client_that_leaves_a_whole_reply_frees_its_slot(one_slot, setup) -> None:
+    import http.client
+    import json
+    import time
+    from urllib.parse import urlparse
+
+    c, finished = one_slot
+    url = urlparse(str(c.base_url))
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 600}
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    time.sleep(0.3)
+    conn.sock.close()  # gone before the answer
+    for _ in range(200):
+        if finished:
+            break
+        time.sleep(0.05)
+    assert finished and finished[0].reason == "cancelled" and finished[0].completion_tokens < 600

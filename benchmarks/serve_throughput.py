@@ -1,0 +1,147 @@
+"""Serving throughput: aggregate decode tokens/s and time to first token (p50 / p95) of streaming
+clients of our OpenAI-compatible server (continuous batching over --slots rows), at 1, 4 and 16
+concurrent clients, against offline batched ``generate()`` of the same prompts.
+
+The model has SmolLM2-135M's shape (30 layers, hidden 576, 9 heads / 3 KV heads, vocabulary 49152,
+tied embeddings) with random weights: throughput does not depend on the weights' values. Prompts
+are rendered with a small test tokenizer; the embedding rows past its vocabulary are zeroed so the
+model only emits ids the tokenizer can decode. No EOS: every request produces --new tokens.
+
+    python benchmarks/serve_throughput.py [--new 32] [--prompt 48] [--slots 16] [--clients 1 4 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import openai  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from rolellm_jax.checkpoints.tokenizer import train_tokenizer  # noqa: E402
+from rolellm_jax.data.chat_format import render_chat_prompt  # noqa: E402
+from rolellm_jax.inference.engine import Engine  # noqa: E402
+from rolellm_jax.inference.generate import SamplingConfig, generate  # noqa: E402
+from rolellm_jax.inference.server import ServedModel, build_app  # noqa: E402
+from rolellm_jax.models import build_model  # noqa: E402
+from rolellm_jax.models.config import ModelConfig  # noqa: E402
+from tests.helpers.live_server import live_server  # noqa: E402
+
+SMOLLM2_135M = dict(
+    family="llama",
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+    max_position_embeddings=2048,
+    dtype="float32",
+)
+WORDS = "the rain over the old harbour keeps the captain awake while the lamps burn low and ships wait".split()
+
+
+def questions(n: int, words: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(WORDS, size=words)) + f" ({i})?" for i in range(n)]
+
+
+async def run_clients(url: str, qs: list[str], clients: int, new: int) -> tuple[float, list[float], int]:
+    """(wall seconds, time to first token per request, completion tokens) with ``clients`` at a time."""
+    gate = asyncio.Semaphore(clients)
+    ttft: list[float] = []
+    tokens = 0
+
+    async def one(c: openai.AsyncOpenAI, q: str) -> None:
+        nonlocal tokens
+        async with gate:
+            start = time.perf_counter()
+            stream = await c.chat.completions.create(
+                model="bench",
+                messages=[{"role": "user", "content": q}],
+                max_tokens=new,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            first = None
+            async for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter() - start
+                if chunk.usage:
+                    tokens += chunk.usage.completion_tokens
+            ttft.append(first if first is not None else float("nan"))
+
+    async with openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600) as c:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(c, q) for q in qs))
+        return time.perf_counter() - start, ttft, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new", type=int, default=32, help="tokens per request")
+    parser.add_argument("--prompt", type=int, default=12, help="words per question")
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = train_tokenizer([" ".join(WORDS)] * 50 + ["[INST] <<SYS>> <</SYS>> [/INST]"], 400, tmp)
+    cfg = ModelConfig(**SMOLLM2_135M)
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    emb = model.embed_tokens.embedding
+    emb[...] = emb[...].at[len(tokenizer) :].set(0.0)  # logits 0 there: the argmax stays in the tokenizer's ids
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+    qs = questions(args.slots, args.prompt)
+    prompts = [render_chat_prompt(tokenizer, "llama", [{"role": "user", "content": q}]) for q in qs]
+    sampling = SamplingConfig(max_new_tokens=args.new)
+    generate(model, prompts, sampling, batch_size=args.slots)  # compile
+    start = time.perf_counter()
+    out = generate(model, prompts, sampling, batch_size=args.slots)
+    offline_s = time.perf_counter() - start
+    offline = sum(map(len, out)) / offline_s
+
+    engine = Engine(model, tokenizer, eos_token_ids=(), slots=args.slots, max_len=args.max_len)
+    start = time.perf_counter()
+    engine.warmup()
+    warmup_s = time.perf_counter() - start
+    rows = []
+    with live_server(build_app(ServedModel(engine.start(), tokenizer, "llama", "bench"))) as url:
+        for clients in args.clients:
+            requests = qs[: max(clients, 4)]
+            wall, ttft, tokens = asyncio.run(run_clients(url + "/v1", requests, clients, args.new))
+            rows.append((clients, len(requests), tokens / wall, np.percentile(ttft, 50), np.percentile(ttft, 95)))
+    engine.stop()
+
+    print(f"date: {datetime.date.today()}  host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; model {params / 1e6:.1f}M params (SmolLM2-135M shape)"
+    )
+    print(f"prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {args.new} new tokens each, no EOS")
+    print(f"offline generate() batch {args.slots}: {offline:.1f} tokens/s ({offline_s:.2f} s)")
+    print(f"engine warm-up (all prefill buckets, decode step): {warmup_s:.1f} s")
+    print("| clients | requests | tokens/s | vs offline | TTFT p50 (s) | TTFT p95 (s) |")
+    print("|---|---|---|---|---|---|")
+    for clients, n, tps, p50, p95 in rows:
+        print(f"| {clients} | {n} | {tps:.1f} | {tps / offline:.0%} | {p50:.2f} | {p95:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
