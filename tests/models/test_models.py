@@ -20,7 +20,7 @@ from transformers import GlmConfig, LlamaConfig
 from transformers import GlmForCausalLM as HFGlm
 from transformers import LlamaForCausalLM as HFLlama
 
-from rolellm_jax.models import CausalLM, build_model, layers
+from rolellm_jax.models import CausalLM, build_model
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.kernels.blocked_attention import causal_query_blocks
 from rolellm_jax.models.rotary import rotary_inv_freq
@@ -292,7 +292,7 @@ def test_causal_query_blocks_grads_equal_one_block(llama_pair, monkeypatch, rema
         return nnx.to_pure_dict(jax.grad(lambda st: jnp.mean(nnx.merge(graphdef, st)(ids, pos, seg) ** 2))(state))
 
     blocked = grads()
-    monkeypatch.setattr(layers, "causal_query_blocks", lambda t, min_block=64: 1)
+    monkeypatch.setattr("rolellm_jax.models.attention.causal_query_blocks", lambda t, min_block=64: 1)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), blocked, grads())
 
 
