@@ -182,8 +182,8 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     show_datasets_progress(cfg.logging.verbose)
     mesh = make_mesh(cfg.mesh, devices)
     _check_memory(cfg, _init_model_config(cfg) or model_config_of(cfg.model), mesh)  # before any write
+    examples, source_rows = load_examples(cfg.data)  # a bad data source leaves no run folder behind either
     output_dir.mkdir(parents=True, exist_ok=True)
-    examples, source_rows = load_examples(cfg.data)
     tokenizer, model_cfg, tokenizer_dir = _tokenizer_and_model_config(cfg, examples)
     batches = PackedBatches(
         cfg.data,

@@ -117,3 +117,10 @@ def test_lora_targets_of_a_scratch_model_fail_at_parse_time(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lora.targets: ['qproj'] match no kernel" in err[0] and "q_proj" in err[0]
     assert not out.exists()
+
+
+def test_missing_data_source_writes_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = _train_cli(f"--data.source={tmp_path / 'no-rolebench'}", f"--train.output_dir={out}")
+    assert result.returncode == 1 and len(_error_lines(result.stderr)) == 1, result.stderr[-2000:]
+    assert not out.exists()
