@@ -49,18 +49,41 @@ def verify_release(out: Path) -> VerifyReport:
     """Check everything checkable offline; never raises on a bad release, it reports."""
     out = Path(out)
     report = VerifyReport()
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        report.problems.append(f"{manifest_path}: missing")
+    manifest = _read_manifest(out / "manifest.json", report)
+    if manifest is None:
         return report
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        report.problems.append(json_error(manifest_path, err))
-        return report
-    if not SEMVER.match(str(manifest.get("version", ""))):
-        report.problems.append(f"{manifest_path}: version {manifest.get('version')!r} is not semver X.Y.Z")
+    _check_docs(out, manifest, report)
+    listed: set[str] = set()
+    tables: dict[str, dict[str, Any]] = {}
+    for config, info in manifest.get("configs", {}).items():
+        for split, split_info in info["splits"].items():
+            columns = _read_split(out, config, split, split_info, listed, report)
+            if columns is not None:  # every shard read with the config's schema: only then are its rows checked
+                tables.setdefault(config, {})[split] = columns
+                _check_type_alignment(config, split, columns, report)
+    _check_unlisted_shards(out, listed, report)
+    _check_card(out, manifest, report)
+    _check_splits(tables, report)
+    unreadable = {config for config in manifest.get("configs", {}) if config not in tables}
+    report.problems.extend(checks.undescribed_roles(tables, unreadable))
+    return report
 
+
+def _read_manifest(path: Path, report: VerifyReport) -> dict[str, Any] | None:
+    if not path.is_file():
+        report.problems.append(f"{path}: missing")
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        report.problems.append(json_error(path, err))
+        return None
+    if not SEMVER.match(str(manifest.get("version", ""))):
+        report.problems.append(f"{path}: version {manifest.get('version')!r} is not semver X.Y.Z")
+    return manifest
+
+
+def _check_docs(out: Path, manifest: dict[str, Any], report: VerifyReport) -> None:
     for name, digest in manifest.get("docs", {}).items():
         path = out / name
         if not path.is_file():
@@ -68,89 +91,93 @@ def verify_release(out: Path) -> VerifyReport:
         elif sha256_file(path) != digest:
             report.problems.append(f"{path}: sha256 differs from manifest.json (edited after the build)")
 
-    listed = set()
-    tables: dict[str, dict[str, Any]] = {}
-    for config, info in manifest.get("configs", {}).items():
-        expected = features_for(config)
-        for split, split_info in info["splits"].items():
-            columns: dict[str, list] = {}
-            total = 0
-            complete = True  # every shard read with the config's schema: only then are its rows checked
-            for shard in split_info["shards"]:
-                path = out / shard["path"]
-                listed.add(shard["path"])
-                if not path.is_file():
-                    report.problems.append(f"{path}: shard missing")
-                    complete = False
-                    continue
-                if sha256_file(path) != shard["sha256"]:
-                    report.problems.append(f"{path}: sha256 differs from manifest.json")
-                try:  # decoding every value too: a flipped byte can leave the footer intact
-                    table = pq.read_table(path)
-                    values = {name: table.column(name).to_pylist() for name in table.column_names}
-                except Exception as err:  # a corrupt shard: report and go on
-                    report.problems.append(f"{path}: unreadable parquet ({type(err).__name__}: {err})".splitlines()[0])
-                    complete = False
-                    continue
-                if table.num_rows != shard["rows"]:
-                    report.problems.append(f"{path}: {table.num_rows} rows, manifest.json says {shard['rows']}")
-                if not table.num_rows:
-                    report.problems.append(f"{path}: 0 rows (load_dataset cannot read an empty parquet shard)")
-                if not _schema_matches(table.schema, expected):
-                    report.problems.append(f"{path}: schema is not the {config} schema ({table.schema.names})")
-                    complete = False
-                    continue
-                total += table.num_rows
-                for name, column in values.items():
-                    columns.setdefault(name, []).extend(column)
-            if total != split_info["rows"]:
-                report.problems.append(
-                    f"{config}/{split}: {total} rows readable, manifest.json says {split_info['rows']}"
-                )
-            if not complete:
-                continue
-            tables.setdefault(config, {})[split] = columns
-            if "type" in columns:
-                for i, (gen, types) in enumerate(zip(columns["generated"], columns["type"])):
-                    if len(gen) != len(types):
-                        report.problems.append(
-                            f"{config}/{split} row {i}: type has {len(types)} items, generated {len(gen)}"
-                        )
-                        break
 
+def _read_split(
+    out: Path, config: str, split: str, split_info: dict[str, Any], listed: set[str], report: VerifyReport
+) -> dict[str, list] | None:
+    """The columns of one config split, its shards checked alike; None when one cannot be read."""
+    expected = features_for(config)
+    columns: dict[str, list] = {}
+    total, complete = 0, True
+    for shard in split_info["shards"]:
+        listed.add(shard["path"])
+        table_columns = _read_shard(out / shard["path"], config, shard, expected, report)
+        if table_columns is None:
+            complete = False
+            continue
+        for name, column in table_columns.items():
+            columns.setdefault(name, []).extend(column)
+        total += len(next(iter(table_columns.values()), []))
+    if total != split_info["rows"]:
+        report.problems.append(f"{config}/{split}: {total} rows readable, manifest.json says {split_info['rows']}")
+    return columns if complete else None
+
+
+def _read_shard(
+    path: Path, config: str, shard: dict[str, Any], expected: Features, report: VerifyReport
+) -> dict[str, list] | None:
+    if not path.is_file():
+        report.problems.append(f"{path}: shard missing")
+        return None
+    if sha256_file(path) != shard["sha256"]:
+        report.problems.append(f"{path}: sha256 differs from manifest.json")
+    try:  # decoding every value too: a flipped byte can leave the footer intact
+        table = pq.read_table(path)
+        values = {name: table.column(name).to_pylist() for name in table.column_names}
+    except Exception as err:  # a corrupt shard: report and go on
+        report.problems.append(f"{path}: unreadable parquet ({type(err).__name__}: {err})".splitlines()[0])
+        return None
+    if table.num_rows != shard["rows"]:
+        report.problems.append(f"{path}: {table.num_rows} rows, manifest.json says {shard['rows']}")
+    if not table.num_rows:
+        report.problems.append(f"{path}: 0 rows (load_dataset cannot read an empty parquet shard)")
+    if not _schema_matches(table.schema, expected):
+        report.problems.append(f"{path}: schema is not the {config} schema ({table.schema.names})")
+        return None
+    return values
+
+
+def _check_type_alignment(config: str, split: str, columns: dict[str, list], report: VerifyReport) -> None:
+    if "type" not in columns:
+        return
+    for i, (gen, types) in enumerate(zip(columns["generated"], columns["type"])):
+        if len(gen) != len(types):
+            report.problems.append(f"{config}/{split} row {i}: type has {len(types)} items, generated {len(gen)}")
+            return
+
+
+def _check_unlisted_shards(out: Path, listed: set[str], report: VerifyReport) -> None:
     data_dir = out / "data"
     if data_dir.is_dir():
         for path in sorted(data_dir.rglob("*.parquet")):
-            rel = path.relative_to(out).as_posix()
-            if rel not in listed:
+            if path.relative_to(out).as_posix() not in listed:
                 report.problems.append(f"{path}: shard not listed in manifest.json")
 
-    readme = out / "README.md"
-    if readme.is_file():
-        try:
-            meta = _read_front_matter(readme) or {}
-        except yaml.YAMLError as err:
-            report.problems.append(f"{readme}: front matter is not valid YAML ({type(err).__name__})")
-            meta = {}
-        declared = {
-            (c["config_name"], f["split"]): sorted(f["path"] if isinstance(f["path"], list) else [f["path"]])
-            for c in meta.get("configs", [])
-            for f in c.get("data_files", [])
-        }
-        built = {
-            (config, split): sorted(s["path"] for s in info["shards"])
-            for config, cinfo in manifest.get("configs", {}).items()
-            for split, info in cinfo["splits"].items()
-        }
-        if declared != built:
-            report.problems.append(f"{readme}: configs in the front matter do not match manifest.json")
-        else:  # load_dataset reads what the card declares
-            _check_loads(out, declared, report)
 
-    _check_splits(tables, report)
-    unreadable = {config for config in manifest.get("configs", {}) if config not in tables}
-    report.problems.extend(checks.undescribed_roles(tables, unreadable))
-    return report
+def _check_card(out: Path, manifest: dict[str, Any], report: VerifyReport) -> None:
+    """The card's front matter declares the manifest's shards, and load_dataset reads what it declares."""
+    readme = out / "README.md"
+    if not readme.is_file():
+        return
+    try:
+        meta = _read_front_matter(readme) or {}
+    except yaml.YAMLError as err:
+        report.problems.append(f"{readme}: front matter is not valid YAML ({type(err).__name__})")
+        meta = {}
+    declared = {
+        (c["config_name"], f["split"]): sorted(f["path"] if isinstance(f["path"], list) else [f["path"]])
+        for c in meta.get("configs", [])
+        for f in c.get("data_files", [])
+    }
+    built = {
+        (config, split): sorted(s["path"] for s in info["shards"])
+        for config, cinfo in manifest.get("configs", {}).items()
+        for split, info in cinfo["splits"].items()
+    }
+    if declared != built:
+        report.problems.append(f"{readme}: configs in the front matter do not match manifest.json")
+    else:
+        _check_loads(out, declared, report)
 
 
 def _check_loads(out: Path, declared: dict[tuple[str, str], list[str]], report: VerifyReport) -> None:
