@@ -158,8 +158,7 @@ def _add_judge_parser(sub) -> None:
     )
     p.add_argument("--max-questions", type=int)
     add_llm_flags(p)
-    if not any(a.dest == "verbose" for a in p._actions):
-        p.add_argument("--verbose", action="store_true", help="show the datasets library's progress bars")
+    p.add_argument("--verbose", action="store_true", help="show the datasets library's progress bars")
     p.set_defaults(func=judge.cmd_judge)
 
 
