@@ -189,16 +189,13 @@ def _failure(event: Finished) -> wire.WireError:
 
 
 async def whole_reply(request: Request, handle, events: asyncio.Queue, cid: str, model: str) -> dict[str, Any]:
+    watcher = asyncio.create_task(_cancel_when_gone(request, handle, events))
     pieces = []
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    handle.cancel()
-                    raise wire.WireError(499, "client closed the request") from None
-                continue
+            event = await events.get()
+            if event is None:  # the client went away (the watcher cancelled the request)
+                raise wire.WireError(499, "client closed the request")
             if isinstance(event, Piece):
                 pieces.append(event.text)
                 continue
@@ -207,7 +204,16 @@ async def whole_reply(request: Request, handle, events: asyncio.Queue, cid: str,
             use = wire.usage(event.prompt_tokens, event.completion_tokens)
             return wire.completion_body(cid, model, "".join(pieces), _finish_reason(event), use)
     finally:
+        watcher.cancel()
         handle.cancel()  # a no-op once finished; frees the slot when this task is cancelled
+
+
+async def _cancel_when_gone(request: Request, handle, events: asyncio.Queue) -> None:
+    """Whether the request waits for a slot or decodes, a client that leaves cancels it."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    handle.cancel()
+    events.put_nowait(None)
 
 
 async def stream_chunks(handle, events: asyncio.Queue, cid: str, model: str, include_usage: bool):

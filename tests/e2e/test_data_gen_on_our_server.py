@@ -22,7 +22,7 @@ DEMO = Path(__file__).resolve().parents[2] / "data_gen" / "demo"
 def test_data_gen_build_runs_to_the_end_on_our_server(tmp_path) -> None:
     model, tokenizer = tiny_serving_model()
     # the demo scripts make prompts of up to ~2300 tiny-tokenizer tokens
-    engine = Engine(model, tokenizer, eos_token_ids=(tokenizer.eos_token_id,), slots=16, max_len=3072).start()
+    engine = Engine(model, tokenizer, eos_token_ids=(tokenizer.eos_token_id,), slots=4, max_len=3072).start()
     instructions = tmp_path / "instructions.jsonl"
     instructions.write_text(
         "".join(json.dumps({"instruction": q}) + "\n" for q in ("Describe rain.", "Name a colour."))

@@ -179,21 +179,61 @@ def test_client_that_leaves_mid_stream_frees_its_slot(one_slot) -> None:
     assert finished[0].reason == "cancelled" and finished[0].completion_tokens < 140
 
 
-def test_client_that_leaves_a_whole_reply_frees_its_slot(one_slot, setup) -> None:
+def test_client_that_leaves_a_whole_reply_is_cancelled_even_while_it_waits(setup) -> None:
     import http.client
     import json
     import time
     from urllib.parse import urlparse
 
+    # an engine not started yet: the request can only wait, so its cancellation is the client's doing
+    engine = Engine(setup["model"], setup["tokenizer"], eos_token_ids=(), slots=1, max_len=MAX_LEN)
+    with live_server(build_app(ServedModel(engine, setup["tokenizer"], "llama", "tiny"))) as url:
+        where = urlparse(url)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 600}
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        for _ in range(100):
+            if engine.load()["waiting"]:
+                break
+            time.sleep(0.05)
+        waiting = engine._waiting[0]
+        conn.sock.close()  # gone before the answer
+        for _ in range(100):
+            if waiting.cancelled.is_set():
+                break
+            time.sleep(0.05)
+        assert waiting.cancelled.is_set()
+        events = []
+        waiting.sink = events.append  # the server's sink is gone with its request
+        engine.start()
+        for _ in range(100):
+            if events:
+                break
+            time.sleep(0.05)
+    engine.stop()
+    assert events == [Finished("cancelled", len(waiting.request.prompt_ids), 0)]  # never decoded
+
+
+def test_client_that_leaves_a_whole_reply_while_it_decodes_frees_its_slot(one_slot, monkeypatch) -> None:
+    import http.client
+    import json
+    import time
+    from urllib.parse import urlparse
+
+    from rolellm_jax.inference import kv_slots
+
+    real = kv_slots.decode_rows
+    # a token every 20 ms: pieces keep arriving, yet the client's departure must be noticed
+    monkeypatch.setattr(kv_slots, "decode_rows", lambda *a: (time.sleep(0.02), real(*a))[1])
     c, finished = one_slot
-    url = urlparse(str(c.base_url))
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    where = urlparse(str(c.base_url))
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 600}
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-    time.sleep(0.3)
-    conn.sock.close()  # gone before the answer
-    for _ in range(200):
+    time.sleep(0.5)
+    conn.sock.close()
+    for _ in range(300):
         if finished:
             break
         time.sleep(0.05)
-    assert finished and finished[0].reason == "cancelled" and finished[0].completion_tokens < 600
+    assert finished and finished[0].reason == "cancelled" and finished[0].completion_tokens < 300
