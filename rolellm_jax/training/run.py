@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +25,34 @@ from rolellm_jax.checkpoints.model_folder import (
 from rolellm_jax.checkpoints.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
 from rolellm_jax.data.chat_format import export_chat_template
 from rolellm_jax.data.examples import load_examples
-from rolellm_jax.data.packing import PackedBatches, to_global_arrays
+from rolellm_jax.data.packing import PackedBatches
 from rolellm_jax.data.rolebench_source import show_datasets_progress
-from rolellm_jax.errors import OOM_HINT, is_oom
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import make_mesh
 from rolellm_jax.parallel.storage import is_url, storage_path
 from rolellm_jax.training.checkpoint_store import CheckpointMismatchError, CheckpointStore
-from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device
+from rolellm_jax.training.flops import matmul_params
+from rolellm_jax.training.loop import train_loop
 from rolellm_jax.training.memory_estimate import available_memory, check_state_fits, estimate_state, human_count
 from rolellm_jax.training.run_config import RunConfig, changed_settings, model_config_of
-from rolellm_jax.training.run_log import MetricsLog, plot_loss_curve, read_metrics
+from rolellm_jax.training.run_log import plot_loss_curve, read_metrics
 from rolellm_jax.training.train_step import TrainError, TrainProgram
 
 log = logging.getLogger("rolellm_jax.train")
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a run is made of, once the config is checked and the data read."""
+
+    mesh: Any
+    tokenizer: Any
+    model_cfg: ModelConfig
+    tokenizer_dir: Path | None
+    batches: PackedBatches
+    program: TrainProgram
+    store: CheckpointStore
+    identity: dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -178,12 +190,44 @@ def _check_settings(cfg: RunConfig, folder: Any, meta: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- the run
 def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
-    output_dir = Path(cfg.train.output_dir)
+    setup = _setup(cfg, devices)
+    start, state, frozen = _restore_or_init(cfg, setup)
+    _log_plan(cfg, setup)
+    metrics_path = Path(cfg.train.output_dir) / "metrics.jsonl"
+    meta_base = {"config": cfg.to_dict(), **setup.identity}
+    state, first_loss, last_loss = train_loop(
+        cfg,
+        setup.program,
+        setup.batches,
+        setup.store,
+        setup.mesh,
+        start,
+        state,
+        frozen,
+        meta_base=meta_base,
+        model_cfg=setup.model_cfg,
+    )
+    curve = plot_loss_curve(
+        metrics_path,
+        cfg.checkpoint_dir.parent / "loss_curve.png",
+        f"{setup.model_cfg.family} RoCIT ({Path(cfg.data.source).name})",
+    )
+    export_dir = _export(cfg, setup, state, frozen) if cfg.train.export else None
+    history = read_metrics(metrics_path)  # the whole run, across restarts
+    if history:
+        first_loss, last_loss = history[0]["loss"], history[-1]["loss"]
+    return RunResult(
+        first_loss, last_loss, max(cfg.train.steps - start, 0), cfg.checkpoint_dir, export_dir, curve, metrics_path
+    )
+
+
+def _setup(cfg: RunConfig, devices: list | None) -> Setup:
+    """Mesh, data, tokenizer, model config and program; nothing is written before the checks pass."""
     show_datasets_progress(cfg.logging.verbose)
     mesh = make_mesh(cfg.mesh, devices)
     _check_memory(cfg, _init_model_config(cfg) or model_config_of(cfg.model), mesh)  # before any write
     examples, source_rows = load_examples(cfg.data)  # a bad data source leaves no run folder behind either
-    output_dir.mkdir(parents=True, exist_ok=True)
+    Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     tokenizer, model_cfg, tokenizer_dir = _tokenizer_and_model_config(cfg, examples)
     batches = PackedBatches(
         cfg.data,
@@ -196,11 +240,15 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
         source_rows=source_rows,
     )
     program = TrainProgram.create(model_cfg, mesh, cfg.train, cfg.lora, cfg.data.seq_len)
-
     store = CheckpointStore(
         cfg.checkpoint_dir, every=cfg.checkpoint.every, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save
     )
-    identity = _identity(model_cfg, cfg)
+    return Setup(mesh, tokenizer, model_cfg, tokenizer_dir, batches, program, store, _identity(model_cfg, cfg))
+
+
+def _restore_or_init(cfg: RunConfig, setup: Setup) -> tuple[int, Any, Any]:
+    """(start step, train state, frozen base) from the latest complete checkpoint, or freshly initialised."""
+    store, program, batches = setup.store, setup.program, setup.batches
     if not cfg.checkpoint.resume and store.steps():
         raise TrainError(
             f"{cfg.checkpoint_dir} already holds checkpoints {store.steps()} and checkpoint.resume=false: "
@@ -208,142 +256,60 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
         )
     restored = (
         store.restore_latest(
-            program.abstract_state(), identity, lambda folder, meta: _check_settings(cfg, folder, meta)
+            program.abstract_state(), setup.identity, lambda folder, meta: _check_settings(cfg, folder, meta)
         )
         if cfg.checkpoint.resume
         else None
     )
-    frozen = None
-    if restored is not None:
-        start, state, meta = restored
-        log.info(
-            "resumed from %s (step %d, data position %d)", cfg.checkpoint_dir / str(start), start, meta["data_position"]
-        )
-        if meta.get("data_shards", batches.shards) != batches.shards:
-            log.warning(
-                "the interrupted run dealt its data into %d shards, this one into %d: batches from step %d on differ "
-                "from the ones it would have seen (pass --data.shards=%d to keep them)",
-                meta["data_shards"],
-                batches.shards,
-                start,
-                meta["data_shards"],
-            )
-        if cfg.lora.enabled:  # the frozen base is not in training checkpoints: rebuild it
-            frozen = _initial_params(cfg, program)
-    else:
-        start = 0
+    if restored is None:
         params = _initial_params(cfg, program)
         state, frozen = program.init_state(params, cfg.train.seed)
-        del params
+        return 0, state, frozen
+    start, state, meta = restored
+    log.info(
+        "resumed from %s (step %d, data position %d)", cfg.checkpoint_dir / str(start), start, meta["data_position"]
+    )
+    if meta.get("data_shards", batches.shards) != batches.shards:
+        log.warning(
+            "the interrupted run dealt its data into %d shards, this one into %d: batches from step %d on differ "
+            "from the ones it would have seen (pass --data.shards=%d to keep them)",
+            meta["data_shards"],
+            batches.shards,
+            start,
+            meta["data_shards"],
+        )
+    frozen = _initial_params(cfg, program) if cfg.lora.enabled else None  # the frozen base is not checkpointed
+    return start, state, frozen
 
-    n_matmul = matmul_params(program.abstract_params)
-    flops_token = flops_per_token(model_cfg, n_matmul, cfg.data.seq_len)
-    peak = cfg.logging.peak_flops or peak_flops_per_device(mesh.devices.flat[0])
-    tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
+
+def _log_plan(cfg: RunConfig, setup: Setup) -> None:
     log.info(
         "%s parameters in matmuls; mesh %s; %d steps of %d x %d tokens; data: %d packed rows on this process",
-        human_count(n_matmul),
-        dict(mesh.shape),
+        human_count(matmul_params(setup.program.abstract_params)),
+        dict(setup.mesh.shape),
         cfg.train.steps,
         cfg.train.global_batch_size,
         cfg.data.seq_len,
-        batches.num_rows,
+        setup.batches.num_rows,
     )
-    if mesh.devices.flat[0].platform == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
+    if setup.mesh.devices.flat[0].platform == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
         log.info(
             "on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment spares XLA most of its page "
             "faults: 10-20% faster steps (README, benchmarks/RESULTS.md)"
         )
 
-    metrics_log = MetricsLog(output_dir, start_step=start, tensorboard=cfg.logging.tensorboard)
-    meta_base = {"config": cfg.to_dict(), **identity}
-    step_fn = program.jitted_step()
-    first_loss = last_loss = float("nan")
-    progress = ProgressBar(cfg, start)
-    try:
-        for step in range(start, cfg.train.steps):
-            batch = to_global_arrays(batches.batch(step), mesh, program.batch_sharding)
-            t0 = time.perf_counter()
-            try:
-                state, metrics = step_fn(state, frozen, batch)
-                metrics = jax.device_get(metrics)
-            except Exception as err:  # noqa: BLE001
-                if is_oom(err):
-                    raise TrainError(f"out of memory in the train step (compile or run): {OOM_HINT}") from None
-                raise
-            seconds = time.perf_counter() - t0
-            done = step + 1
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                store.wait()
-                good = store.latest_complete
-                raise TrainError(
-                    f"loss is {loss} at step {done}: stopped; last good checkpoint: "
-                    f"{good if good else 'none (no checkpoint was saved yet)'}"
-                )
-            first_loss = loss if step == start else first_loss
-            last_loss = loss
-            tokens_per_s = tokens_per_step / seconds
-            mfu = flops_token * tokens_per_s / (peak * mesh.size) if peak else None
-            record = {
-                "loss": loss,
-                "grad_norm": float(metrics["grad_norm"]),
-                "lr": float(metrics["lr"]),
-                "loss_tokens": int(metrics["loss_tokens"]),
-                "tokens_per_s": tokens_per_s,
-                "mfu": mfu,
-                "step_seconds": seconds,
-            }
-            if done % cfg.logging.every == 0 or done == cfg.train.steps:
-                metrics_log.write(done, record)
-            progress.update(done, record)
-            if store.due(done) or done == cfg.train.steps:
-                store.save(
-                    done, state, {**meta_base, "step": done, "data_position": done, "data_shards": batches.shards}
-                )
-    finally:
-        progress.close()
-        metrics_log.close()
-        store.close()
 
-    curve = plot_loss_curve(
-        metrics_log.path,
-        cfg.checkpoint_dir.parent / "loss_curve.png",
-        f"{model_cfg.family} RoCIT ({Path(cfg.data.source).name})",
+def _export(cfg: RunConfig, setup: Setup, state: Any, frozen: Any) -> epath.Path:
+    """The final model (LoRA merged) beside the checkpoints: a pod's shared bucket when they are there."""
+    export_dir = cfg.checkpoint_dir.parent / "export"
+    save_model_checkpoint(
+        export_dir,
+        setup.program.full_params(state, frozen),
+        setup.model_cfg,
+        tokenizer_dir=setup.tokenizer_dir,
+        overwrite=True,
     )
-    export_dir = None
-    if cfg.train.export:  # beside the checkpoints: a pod's shared bucket when they are there
-        export_dir = cfg.checkpoint_dir.parent / "export"
-        save_model_checkpoint(
-            export_dir, program.full_params(state, frozen), model_cfg, tokenizer_dir=tokenizer_dir, overwrite=True
-        )
-        template = export_chat_template(tokenizer, model_cfg.family)  # the prompt format it was trained on
-        if template and jax.process_index() == 0:  # travels on to the Hugging Face folder (jax-to-hf)
-            (export_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
-    history = read_metrics(metrics_log.path)  # the whole run, across restarts
-    if history:
-        first_loss, last_loss = history[0]["loss"], history[-1]["loss"]
-    return RunResult(
-        first_loss, last_loss, max(cfg.train.steps - start, 0), cfg.checkpoint_dir, export_dir, curve, metrics_log.path
-    )
-
-
-class ProgressBar:
-    """tqdm bar with step, loss, tokens/s, MFU, lr and grad norm (process 0 only)."""
-
-    def __init__(self, cfg: RunConfig, start: int):
-        from tqdm import tqdm
-
-        enabled = cfg.logging.progress and jax.process_index() == 0
-        self.bar = tqdm(total=cfg.train.steps, initial=start, desc="train", disable=not enabled, dynamic_ncols=True)
-
-    def update(self, done: int, m: dict[str, Any]) -> None:
-        self.bar.n = done
-        mfu = f"{100 * m['mfu']:.1f}%" if m["mfu"] is not None else "n/a"
-        self.bar.set_postfix_str(
-            f"loss {m['loss']:.4f} | {m['tokens_per_s']:,.0f} tok/s | MFU {mfu} | lr {m['lr']:.2e} | gnorm {m['grad_norm']:.3f}",
-            refresh=True,
-        )
-
-    def close(self) -> None:
-        self.bar.close()
+    template = export_chat_template(setup.tokenizer, setup.model_cfg.family)  # the prompt format it was trained on
+    if template and jax.process_index() == 0:  # travels on to the Hugging Face folder (jax-to-hf)
+        (export_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
+    return export_dir
