@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from data_gen import rolebench as schema
 from data_gen.llm.cli_flags import add_llm_flags
 from rolellm_jax.errors import run_cli
-from rolellm_jax.evaluation import benchmark_run as eval_run
+from rolellm_jax.evaluation.results import SETTINGS
 from rolellm_jax.evaluation import judge
 from rolellm_jax.evaluation.rouge import MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
 
@@ -97,7 +97,7 @@ def _add_run_parser(sub) -> None:
         "--split",
         nargs="+",
         action="extend",
-        choices=tuple(eval_run.SETTINGS),
+        choices=tuple(SETTINGS),
         type=lambda name: name.removesuffix("_eng") + "_en" if name.endswith("_eng") else name,  # both spellings
         help="benchmark settings to run (repeatable; default: all; _eng reads as _en)",
     )
@@ -125,13 +125,13 @@ def _add_run_parser(sub) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (rows, tokens/s, ETA per setting): for logs"
     )
-    p.set_defaults(func=eval_run.cmd_run)
+    p.set_defaults(func=cmd_run)
 
 
 def _add_table_parser(sub) -> None:
     p = sub.add_parser("table", help="one Markdown table (paper layout) from several runs' metrics.json")
     p.add_argument("metrics", nargs="+")
-    p.set_defaults(func=eval_run.cmd_table)
+    p.set_defaults(func=cmd_table)
 
 
 def _add_judge_parser(sub) -> None:
@@ -181,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table_parser(sub)
     _add_judge_parser(sub)
     return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rolellm_jax.evaluation.benchmark_run import run_benchmark
+    from rolellm_jax.evaluation.results import markdown_table
+
+    print(markdown_table([run_benchmark(args)]), end="")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from rolellm_jax.evaluation.results import markdown_table, read_run_metrics
+
+    print(markdown_table(read_run_metrics(args.metrics)), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

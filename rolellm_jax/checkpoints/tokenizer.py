@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from data_gen.files import read_json_object
 from rolellm_jax.errors import UserError
 from rolellm_jax.parallel.storage import is_url, local_copy, storage_path
 
@@ -143,3 +144,14 @@ def _drop_loading_keys(src, dst) -> None:
         raise TokenizerError(f"{src}:{err.lineno}: invalid JSON ({err.msg})") from None
     cleaned = {k: v for k, v in config.items() if k not in LOADING_KEYS}
     dst.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def stop_token_ids(ckpt: str | Path, tokenizer) -> tuple[int, ...]:
+    """The tokenizer's EOS plus the ``eos_token_id`` of the checkpoint's generation_config.json
+    (chat models often end a turn with a token of their own, e.g. <|im_end|> or <|eot_id|>)."""
+    ids = [tokenizer.eos_token_id]
+    path = Path(ckpt) / GENERATION_CONFIG
+    if path.is_file():
+        value = read_json_object(path, "a generation config object").get("eos_token_id")
+        ids += value if isinstance(value, list) else [value]
+    return tuple(dict.fromkeys(i for i in ids if isinstance(i, int)))
