@@ -69,8 +69,7 @@ def chat(args: argparse.Namespace) -> int:
 
 def _engine_backend(args):
     from rolellm_jax.checkpoints.model_folder import load_model
-    from rolellm_jax.checkpoints.tokenizer import load_tokenizer
-    from rolellm_jax.checkpoints.tokenizer import stop_token_ids
+    from rolellm_jax.checkpoints.tokenizer import load_tokenizer, stop_token_ids
     from rolellm_jax.inference.chat_session import EngineBackend
     from rolellm_jax.inference.engine import Engine
 

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from data_gen import rolebench as schema
 from data_gen.llm.cli_flags import add_llm_flags
 from rolellm_jax.errors import run_cli
-from rolellm_jax.evaluation.results import SETTINGS
 from rolellm_jax.evaluation import judge
+from rolellm_jax.evaluation.results import SETTINGS
 from rolellm_jax.evaluation.rouge import MODES, REFS_POLICIES, ZH_TOKENIZERS, MetricError
 
 

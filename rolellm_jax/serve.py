@@ -47,8 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rolellm_jax.checkpoints.model_folder import load_model
-    from rolellm_jax.checkpoints.tokenizer import load_tokenizer
-    from rolellm_jax.checkpoints.tokenizer import stop_token_ids
+    from rolellm_jax.checkpoints.tokenizer import load_tokenizer, stop_token_ids
     from rolellm_jax.inference.engine import Engine
     from rolellm_jax.inference.roles import merge_roles, roles_from_cards, roles_from_profiles
     from rolellm_jax.inference.server import ServedModel, ServeError, build_app, check_bind

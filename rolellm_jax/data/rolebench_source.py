@@ -48,7 +48,8 @@ def read_original_rows(
     path = original_file(root, lang, setting, kind, split)
     if not path.is_file():
         raise RoleBenchError(
-            f"{path}: not found (original RoleBench layout under {root}; to train without it, leave {kind!r} out of data.kinds)"
+            f"{path}: not found (original RoleBench layout under {root}; "
+            f"to train without it, leave {kind!r} out of data.kinds)"
         )
     return [
         dataclasses.replace(row, source=f"{path}:{n}")

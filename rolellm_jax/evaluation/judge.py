@@ -273,7 +273,8 @@ def build_items(
     answered_by_all = len(common)
     if not common:  # win rates over nothing would read as a result
         raise JudgeError(
-            f"no question is answered in every --pred file ({', '.join(f'{n}: {len(p)} rows' for n, p in per_model.items())})"
+            "no question is answered in every --pred file "
+            f"({', '.join(f'{n}: {len(p)} rows' for n, p in per_model.items())})"
         )
     if max_questions is not None and len(common) > max_questions:
         common = sorted(random.Random(seed).sample(common, max_questions), key=common.index)

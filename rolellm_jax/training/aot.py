@@ -142,7 +142,8 @@ def _flops_text(flops: float) -> str:
 
 def report(r: dict, mfus: tuple[float, ...] = DEFAULT_MFUS) -> str:
     lines = [
-        f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) in {r['compile_seconds']:.0f} s",
+        f"train step compiled for {r['topology']} ({r['chips']} x {r['device_kind']}, mesh {r['mesh']}) "
+        f"in {r['compile_seconds']:.0f} s",
         f"  model {human_count(r['params'])} params; batch {r['global_batch']} x {r['seq_len']} tokens "
         f"({r['grad_accum']} microbatches); remat {r['remat']}; attention {r['attention']}; lora {r['lora']}",
         "  per chip (memory_analysis):",

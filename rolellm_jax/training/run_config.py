@@ -337,7 +337,7 @@ def help_text(cfg: RunConfig, prog: str) -> str:
     lines = [
         f"usage: {prog} [--config FILE] [--SECTION.KEY=VALUE ...]",
         "",
-        f"Presets: {', '.join(sorted(str(p.relative_to(PRESET_DIR.parent.parent)) for p in PRESET_DIR.glob('*.yaml')))}",
+        f"Presets: {', '.join(sorted(str(p.relative_to(PRESET_DIR.parents[1])) for p in PRESET_DIR.glob('*.yaml')))}",
         f"(default {DEFAULT_PRESET.relative_to(PRESET_DIR.parent.parent)}; a --config file layers on it: keys the file",
         "leaves out keep the demo's values). Values are parsed as YAML; dashes in keys read as underscores.",
         "Hyper-parameter defaults are ours: the RoleLLM paper does not publish them.",

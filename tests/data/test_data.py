@@ -337,7 +337,8 @@ def test_batch_process_and_shard_counts_that_do_not_divide(tok):
         make(tok, batch=6, shards=4)
     with pytest.raises(
         DataError,
-        match="data.shards=32 but release/rolebench-demo gives only 23 examples: shard 23 would be empty; lower data.shards",
+        match="data.shards=32 but release/rolebench-demo gives only 23 examples: shard 23 would be empty; "
+        "lower data.shards",
     ):
         make(tok, batch=32, shards=32)
     with pytest.raises(DataError, match="data.shards=0: must be >= 1"):

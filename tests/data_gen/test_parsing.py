@@ -103,7 +103,8 @@ QA_VARIANTS = {
     "2. Question: Where do you live?\n   Confidence: low\n   Answer: Baker Street.",
     "bold": "Sure! Here you go:\n\n**1. Question:** Who are you?\n**Confidence:** High\n**Answer:** A detective.\n\n"
     "**2. Question:** Where do you live?\n**Confidence:** Low\n**Answer:** Baker Street.\n\nLet me know!",
-    "q_numbered": "Q1: Who are you?\nConfidence: 9/10\nA1: A detective.\nQ2: Where do you live?\nConfidence: 2/10\nA2: Baker Street.",
+    "q_numbered": "Q1: Who are you?\nConfidence: 9/10\nA1: A detective.\n"
+    "Q2: Where do you live?\nConfidence: 2/10\nA2: Baker Street.",
     "one_line": "1) Question: Who are you? Confidence: high Answer: A detective.\n"
     "2) Question: Where do you live? Confidence: low Answer: Baker Street.",
     "wrapped": "(1) Question: Who\nare you?\nConfidence: HIGH.\nAnswer: A\ndetective.\n- Question: Where do you live?\n"
@@ -256,7 +257,8 @@ def test_bm25_retrieves_the_role_own_replies():
 
 def test_retriever_logs_nothing_at_info():
     code = (
-        "import logging; logging.basicConfig(level=logging.INFO); from data_gen.pipeline.rolegpt import DialogueRetriever; "
+        "import logging; logging.basicConfig(level=logging.INFO); "
+        "from data_gen.pipeline.rolegpt import DialogueRetriever; "
         "DialogueRetriever('H', [{'act_id': 0, 'diag_id': 0, 'role': 'W', 'content': 'hi'}, "
         "{'act_id': 0, 'diag_id': 1, 'role': 'H', 'content': 'yo'}], 'eng').top('hi', 1)"
     )
