@@ -246,7 +246,7 @@ class Engine:
         except Exception:
             table.release(row)
             raise
-        self._take(row, int(first))
+        self._take_safely(row, int(first))
 
     def _decode(self) -> None:
         table = self.table
@@ -264,7 +264,16 @@ class Engine:
             return
         table.advance()
         for row in table.active_rows():
-            self._take(row, int(tokens[row]))
+            self._take_safely(row, int(tokens[row]))
+
+    def _take_safely(self, row: int, token: int) -> None:
+        """``_take``, where a failure (say, the tokenizer on this request's ids) ends this request only."""
+        try:
+            self._take(row, token)
+        except Exception as err:
+            logger.exception("request failed after a token")
+            if self.table.rows[row] is not None:
+                self._finish(row, "error", error=f"{type(err).__name__}: {err}")
 
     def _take(self, row: int, token: int) -> None:
         """A row's new token: stream its text, or end the request (EOS, stop string, max_tokens)."""
