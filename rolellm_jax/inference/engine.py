@@ -111,6 +111,7 @@ class Engine:
         self.slots, self.max_len, self.max_queue = slots, max_len, max_queue
         self.prefill_budget = prefill_budget
         self.buckets = kv_slots.prompt_buckets(max_len)
+        self.decode_widths = kv_slots.decode_widths(slots)
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
         with self._mesh():
@@ -170,7 +171,7 @@ class Engine:
             self._thread = None
 
     def warmup(self) -> None:
-        """Compile every shape the loop uses (each prefill bucket, the decode step, the shift)."""
+        """Compile every shape the loop uses (each prefill bucket, each decode width, the shift)."""
         if self._thread is not None:
             raise RuntimeError("warm up before start()")
         table = self.table
@@ -180,7 +181,10 @@ class Engine:
                 table.cache, _ = kv_slots.prefill_into_row(
                     self.graphdef, self.state, table.cache, ids, ids, *table.idle_prefill_args(width)
                 )
-            table.cache, _ = kv_slots.decode_rows(self.graphdef, self.state, table.cache, *table.idle_decode_args())
+            for width in self.decode_widths:
+                table.cache, _ = kv_slots.decode_rows(
+                    self.graphdef, self.state, table.cache, *table.idle_decode_args(width)
+                )
             table.cache = kv_slots.shift_cache(table.cache, np.int32(0))
             jax.block_until_ready(table.cache)
 
@@ -242,13 +246,15 @@ class Engine:
         except Exception:
             table.release(row)
             raise
-        self._take(row, int(first))
+        self._take_safely(row, int(first))
 
     def _decode(self) -> None:
         table = self.table
         try:
             table.cache = table.room_to_decode(kv_slots.shift_cache)
-            table.cache, tokens = kv_slots.decode_rows(self.graphdef, self.state, table.cache, *table.decode_args())
+            table.cache, tokens = kv_slots.decode_rows(
+                self.graphdef, self.state, table.cache, *table.decode_args(self.decode_widths)
+            )
             tokens = np.asarray(tokens)
         except Exception as err:  # the cache may be gone with it: fail the active requests, start afresh
             logger.exception("decode step failed")
@@ -258,7 +264,16 @@ class Engine:
             return
         table.advance()
         for row in table.active_rows():
-            self._take(row, int(tokens[row]))
+            self._take_safely(row, int(tokens[row]))
+
+    def _take_safely(self, row: int, token: int) -> None:
+        """``_take``, where a failure (say, the tokenizer on this request's ids) ends this request only."""
+        try:
+            self._take(row, token)
+        except Exception as err:
+            logger.exception("request failed after a token")
+            if self.table.rows[row] is not None:
+                self._finish(row, "error", error=f"{type(err).__name__}: {err}")
 
     def _take(self, row: int, token: int) -> None:
         """A row's new token: stream its text, or end the request (EOS, stop string, max_tokens)."""

@@ -12,7 +12,9 @@ When the index reaches the end of the cache, every row is shifted left by the st
 live row (``shift_cache``); before a prefill needs ``index >= P``, rows shift right. Either way the
 live part of every row is kept, so a request of ``prompt + max_tokens <= cache length`` always fits.
 
-Compiled shapes: one prefill per bucket, one decode step, one shift; nothing depends on a request.
+Compiled shapes: one prefill per bucket, one decode step per width (the leading rows it advances:
+powers of two up to ``slots``; requests take the lowest free row), one shift; nothing depends on a
+request.
 """
 
 from __future__ import annotations
@@ -71,13 +73,28 @@ def prefill_into_row(graphdef, state, cache, ids, mask, row, segment, index, see
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
 def decode_rows(graphdef, state, cache, index, last, positions, segments, seeds, steps, temperature, top_k, top_p):
-    """One token for every row: ``last`` [B] (the row's newest token, not yet in the cache) goes in at
-    ``index`` with its position and segment id; rows with segment 0 are idle (their output is junk)."""
+    """One token for each of the first ``n = len(last)`` rows: ``last`` [n] (the row's newest token,
+    not yet in the cache) goes in at ``index`` with its position and segment id; rows with segment
+    0 are idle (their output is junk). Rows from n on are left as they are: with few requests, a
+    step costs a few rows, not all (n is a power of two, so there are few shapes)."""
     model = nnx.merge(graphdef, state)
-    cache = dict(cache, index=index)
-    logits, cache = model(last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=cache)
+    n = last.shape[0]
+    rows = {"k": cache["k"][:, :n], "v": cache["v"][:, :n], "segment_ids": cache["segment_ids"][:n], "index": index}
+    logits, rows = model(last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=rows)
     tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p)
+    put = lambda full, part: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), (0,) * full.ndim)
+    cache = {
+        "k": put(cache["k"], rows["k"]) if n < cache["k"].shape[1] else rows["k"],
+        "v": put(cache["v"], rows["v"]) if n < cache["v"].shape[1] else rows["v"],
+        "segment_ids": put(cache["segment_ids"], rows["segment_ids"]),
+        "index": rows["index"],
+    }
     return cache, tokens
+
+
+def decode_widths(slots: int) -> tuple[int, ...]:
+    """How many leading rows a decode step may advance: powers of two, and ``slots``."""
+    return prompt_buckets(slots, smallest=1)
 
 
 @functools.partial(jax.jit, donate_argnames=("cache",))

@@ -92,8 +92,11 @@ class SlotTable:
     def advance(self) -> None:
         self.index += 1
 
-    def decode_args(self) -> tuple:
-        n = len(self.rows)
+    def decode_args(self, widths: tuple[int, ...]) -> tuple:
+        """Arguments of a decode step over the fewest leading rows (a width of ``widths``) that hold
+        every active row."""
+        highest = max(self.active_rows(), default=0)
+        n = next(w for w in widths if w > highest)
         last, positions, segments, steps, top_k = (np.zeros(n, np.int32) for _ in range(5))
         seeds = np.zeros(n, np.uint32)
         temperature, top_p = np.zeros(n, np.float32), np.ones(n, np.float32)
@@ -109,8 +112,7 @@ class SlotTable:
         """Scalars of a prefill that writes nothing live (segment 0): for compiling ahead."""
         return (np.int32(0), np.int32(0), np.int32(width), np.uint32(0), np.float32(0), np.int32(0), np.float32(1))
 
-    def idle_decode_args(self) -> tuple:
-        n = len(self.rows)
+    def idle_decode_args(self, n: int) -> tuple:
         zeros = np.zeros(n, np.int32)
         return (
             np.int32(0),

@@ -194,3 +194,26 @@ def test_greedy_on_8_device_mesh_equals_single_device(served) -> None:
         engine.stop()
     assert [list(f.token_ids) for _, f in got] == want
     assert len(engine.table.cache["k"].sharding.device_set) == 8
+
+
+def test_a_request_that_fails_mid_way_ends_alone(served, monkeypatch) -> None:
+    from rolellm_jax.inference import text_stream
+
+    model, tokenizer, eos = served
+    real_push = text_stream.TextStream.push
+
+    def push(self, token):
+        if len(self.ids) == 3 and "boom" in self.stop:  # only the request asking for it fails
+            raise RuntimeError("detokenizer exploded")
+        return real_push(self, token)
+
+    monkeypatch.setattr(text_stream.TextStream, "push", push)
+    engine = Engine(model, tokenizer, eos_token_ids=(), slots=2, max_len=48).start()
+    try:
+        (_, bad), (_, good) = run_all(engine, [Request((5, 6, 7), 10, stop=("boom",)), Request((8, 9), 10)])
+        (_, after), *_ = run_all(engine, [Request((5, 6, 7), 10)])
+    finally:
+        engine.stop()
+    assert bad.reason == "error" and "detokenizer exploded" in bad.error and bad.completion_tokens == 4
+    assert good.reason == "length" and good.completion_tokens == 10
+    assert after.reason == "length" and engine.table.active_count() == 0
