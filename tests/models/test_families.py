@@ -10,6 +10,8 @@ would mishandle are refused by name.
 
 from __future__ import annotations
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +37,7 @@ from rolellm_jax.inference.generate import SamplingConfig, generate
 from rolellm_jax.models import attention
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel import sharding
+from rolellm_jax.training.aot import compile_for_topology
 from rolellm_jax.training.config import LoraConfig, TrainConfig
 from rolellm_jax.training.flops import flops_per_token, matmul_params
 from rolellm_jax.training.run import run
@@ -314,3 +317,15 @@ def test_init_folder_with_a_smaller_vocabulary_than_the_tokenizer_is_refused(tok
     cfg, _ = parse_args([*args, f"--model.init={tmp_path / 'hf'}", f"--model.tokenizer={tokenizer_dir}"])
     with pytest.raises(TrainError, match="has 512 tokens but model.init=.* has vocab_size=128"):
         run(cfg)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
+@pytest.mark.parametrize("family", ["qwen3", "glm4"])
+def test_train_step_compiles_for_a_tpu_topology(family):
+    """aot (rolellm_jax/aot.py): the LoRA train step of a new family compiles for v5p on this CPU."""
+    from tests.training.test_aot import TINY as AOT_TINY
+
+    args = ["--config", "launch/configs/rolellama-7b.yaml", *AOT_TINY, f"--model.family={family}"]
+    args += ["--model.attention_bias=true"] if family == "glm4" else ["--model.head_dim=32"]
+    result = compile_for_topology([*args, "--lora.enabled=true", "--lora.targets=[q_proj,v_proj]"], "v5p:2x2x1")
+    assert result["fits"] and result["params"] > 0
