@@ -34,6 +34,7 @@ def attention(
     *,
     q_offset: jax.Array | int = 0,
     impl: str = "xla",
+    window: int | None = None,
 ) -> jax.Array:
     """Causal, segment-masked (grouped-query) attention: the ONE place attention is computed.
 
@@ -41,6 +42,9 @@ def attention(
     as transformers' repeat_kv). Query i sits at slot ``q_offset + i`` of the S key slots (0 without
     a cache). Query i may read slot s iff s <= its slot and both carry the same non-zero segment id;
     a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
+    A sliding ``window`` (Mistral's sliding_window) further limits query i to the ``window`` latest
+    slots up to its own, as transformers' sliding-window causal mask does; rows are contiguous in
+    their slots (left padding, packed examples), so slot distance is position distance.
 
     impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
     blocks with a flash-attention-style backward, models/kernels/blocked_attention.py), "cudnn" (GPU,
@@ -51,6 +55,8 @@ def attention(
     check_attention_impl(impl)
     t, s = q.shape[1], k.shape[1]
     full_sequence = isinstance(q_offset, int) and q_offset == 0 and t == s  # no KV cache offset
+    if impl == "splash" and window is not None:
+        raise ConfigError("attention_impl='splash' does not implement sliding_window: use attention_impl='xla'")
     if impl == "splash" and full_sequence:
         from rolellm_jax.models.kernels.splash import splash_attention  # Pallas import only when asked for
 
@@ -59,12 +65,12 @@ def attention(
         impl = "xla"
     blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
     if blocks == 1:
-        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence)
-    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks)
+        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence, window)
+    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks, window)
 
 
-def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence):
-    allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset)
+def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence, window):
+    allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
     # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
     # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
     causal = impl == "cudnn" and full_sequence

@@ -53,8 +53,7 @@ class ModelConfig:
     rope_scaling: dict[str, Any] | None = None
     partial_rotary_factor: float = 1.0  # GLM rotates only this fraction of each head
     attention_bias: bool = False  # q/k/v bias (GLM, Qwen2); the output projection never has one
-    # Mistral: each token attends to at most this many latest tokens. Not implemented as a mask: the
-    # model refuses longer sequences (models/layers.py), where it would differ from full attention.
+    # Mistral: each token attends to at most this many latest tokens (itself included), in every layer
     sliding_window: int | None = None
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 4096

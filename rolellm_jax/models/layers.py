@@ -70,6 +70,7 @@ class Attention(nnx.Module):
         self.rotary_layout = rotary_layout
         self.inv_freq = tuple(float(f) for f in rotary_inv_freq(cfg))  # static constants, not params
         self.impl = cfg.attention_impl
+        self.window = cfg.sliding_window
 
     def __call__(
         self,
@@ -96,7 +97,9 @@ class Attention(nnx.Module):
             k_all, v_all = constrain(k_all, cache_axes), constrain(v_all, cache_axes)  # rows stay on their devices
             kv_cache = (k_all, v_all)
             k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
-        out = attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=cache_index, impl=self.impl)
+        out = attention(
+            q, k, v, q_segment_ids, kv_segment_ids, q_offset=cache_index, impl=self.impl, window=self.window
+        )
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), kv_cache
 
 
@@ -235,13 +238,6 @@ class CausalLM(nnx.Module):
         b, t = input_ids.shape
         if cache is not None and t > cache["k"].shape[2]:
             raise ModelInputError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
-        span = t if cache is None else cache["k"].shape[2]  # the most tokens one query may see
-        if cfg.sliding_window is not None and span > cfg.sliding_window:
-            raise ModelInputError(
-                f"a sequence of {span} tokens is longer than sliding_window={cfg.sliding_window}, where sliding-window "
-                f"attention would differ from the full attention computed here: keep sequences (data.seq_len, prompt "
-                f"+ new tokens) within {cfg.sliding_window}"
-            )
         for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
             if arr is not None and tuple(arr.shape) != (b, t):
                 raise ModelInputError(f"{name} has shape {tuple(arr.shape)}, expected input_ids' shape {(b, t)}")

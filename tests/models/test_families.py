@@ -4,12 +4,16 @@ Per family (fp32, left-padded rows, <= 1e-4 on real tokens): logits on one devic
 8-device CPU mesh, HF -> ours -> HF bit-exact through the converter (and transformers loads the
 result as the same class), load_model from the HF folder, greedy generation equal to transformers'
 ``generate``, and a LoRA train step on the mesh. A deliberately wrong detail (q/k norms skipped,
-q/k/v biases dropped, post norms skipped) must fail parity, and config fields we would mishandle are refused by name.
+q/k/v biases dropped, post norms skipped, sliding window ignored) must fail parity, and config fields we
+would mishandle are refused by name.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -30,9 +34,10 @@ from rolellm_jax.checkpoints.safetensors_io import SafetensorsFolder
 from rolellm_jax.convert import main as convert
 from rolellm_jax.errors import ConfigError
 from rolellm_jax.inference.generate import SamplingConfig, generate
-from rolellm_jax.models import ModelInputError
+from rolellm_jax.models import attention
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel import sharding
+from rolellm_jax.training.aot import compile_for_topology
 from rolellm_jax.training.config import LoraConfig, TrainConfig
 from rolellm_jax.training.flops import flops_per_token, matmul_params
 from rolellm_jax.training.run import run
@@ -88,7 +93,7 @@ FAMILIES = {
     "qwen3_tied": lambda: hf_qwen3(tie=True),
     "mistral": hf_mistral,
     "glm4": hf_glm4,
-    "mistral_window": lambda: hf_mistral(sliding_window=32),  # longer than every test sequence and KV cache
+    "mistral_window": lambda: hf_mistral(sliding_window=4),  # shorter than the test sequences
 }
 
 
@@ -174,15 +179,36 @@ def test_skipped_post_norms_fail_parity():
 
 
 # ---------------------------------------------------------------- sliding window, training
-def test_sequence_longer_than_sliding_window_is_refused():
-    model = ported(hf_mistral(sliding_window=4))
-    assert model.cfg.sliding_window == 4
-    ids, _, pos, seg = left_padded_batch()  # 8 tokens
-    with pytest.raises(ModelInputError, match="longer than sliding_window=4"):
-        forward(model, ids, pos, seg)
-    with pytest.raises(ModelInputError, match="sliding_window=4"):
-        generate(model, [[3, 4, 5]], SamplingConfig(max_new_tokens=3))
-    assert np.isfinite(np.asarray(forward(model, ids[:, 4:], pos[:, 4:], seg[:, 4:]))).all()  # within: runs
+def test_sliding_window_on_causal_query_blocks_matches_transformers(monkeypatch):
+    """256 tokens run as 4 causal query blocks with a 100-token window (rows left-padded by 0 and 45):
+    logits equal transformers', and the blocks' backward equals autodiff of one masked attention."""
+    hf = hf_mistral(sliding_window=100)
+    model = ported(hf)
+    ids, mask, pos, seg = left_padded_batch(pads=(0, 45), length=256)
+    assert max_diff_on_real_tokens(forward(model, ids, pos, seg), hf_logits(hf, ids, mask, pos), mask) <= TOL
+    graphdef, state = nnx.split(model)
+
+    def grads():
+        loss = lambda st: jnp.mean(nnx.merge(graphdef, st)(ids, pos, seg)[mask.astype(bool)] ** 2)  # noqa: E731
+        return nnx.to_pure_dict(jax.grad(loss)(state))
+
+    blocked = grads()
+    monkeypatch.setattr(attention, "causal_query_blocks", lambda t, min_block=64: 1)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), blocked, grads())
+
+
+def test_ignored_sliding_window_fails_parity():
+    hf = hf_mistral(sliding_window=3)
+    model = ported(hf)
+    assert _parity_diff(hf, model) <= TOL
+    model.layers.self_attn.window = None
+    assert _parity_diff(hf, model) > 1000 * TOL
+
+
+def test_splash_attention_with_a_sliding_window_is_refused():
+    model = ported(hf_mistral(sliding_window=3), attention_impl="splash")
+    with pytest.raises(ConfigError, match="does not implement sliding_window"):
+        model(jnp.ones((1, 128), jnp.int32))
 
 
 @pytest.mark.parametrize("name", ["qwen2_tied", "qwen3", "mistral", "glm4"])
@@ -291,3 +317,15 @@ def test_init_folder_with_a_smaller_vocabulary_than_the_tokenizer_is_refused(tok
     cfg, _ = parse_args([*args, f"--model.init={tmp_path / 'hf'}", f"--model.tokenizer={tokenizer_dir}"])
     with pytest.raises(TrainError, match="has 512 tokens but model.init=.* has vocab_size=128"):
         run(cfg)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
+@pytest.mark.parametrize("family", ["qwen3", "glm4"])
+def test_train_step_compiles_for_a_tpu_topology(family):
+    """aot (rolellm_jax/aot.py): the LoRA train step of a new family compiles for v5p on this CPU."""
+    from tests.training.test_aot import TINY as AOT_TINY
+
+    args = ["--config", "launch/configs/rolellama-7b.yaml", *AOT_TINY, f"--model.family={family}"]
+    args += ["--model.attention_bias=true"] if family == "glm4" else ["--model.head_dim=32"]
+    result = compile_for_topology([*args, "--lora.enabled=true", "--lora.targets=[q_proj,v_proj]"], "v5p:2x2x1")
+    assert result["fits"] and result["params"] > 0

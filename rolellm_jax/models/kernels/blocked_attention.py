@@ -32,13 +32,17 @@ ATTENTION_SAVED = "attention_saved"
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # as jax.nn.dot_product_attention
 
 
-def allowed_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, q_offset: jax.Array | int) -> jax.Array:
-    """[B, T, S] bool: query i (slot q_offset + i) may read key slot s (see models/attention.py)."""
+def allowed_mask(
+    q_segment_ids: jax.Array, kv_segment_ids: jax.Array, q_offset: jax.Array | int, window: int | None = None
+) -> jax.Array:
+    """[B, T, S] bool: query i (slot q_offset + i) may read key slot s (see models/attention.py);
+    with a sliding ``window``, only the ``window`` latest slots up to its own."""
     t, s = q_segment_ids.shape[1], kv_segment_ids.shape[1]
     q_slots = q_offset + jnp.arange(t)[:, None]
     kv_slots = jnp.arange(s)[None, :]
     same = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (kv_segment_ids[:, None, :] != 0)
-    return (same | (q_slots == kv_slots)[None]) & (kv_slots <= q_slots)[None]
+    causal = (kv_slots <= q_slots) if window is None else (kv_slots <= q_slots) & (q_slots - kv_slots < window)
+    return (same | (q_slots == kv_slots)[None]) & causal[None]
 
 
 def causal_query_blocks(t: int, min_block: int = 64) -> int:
@@ -54,7 +58,13 @@ def causal_query_blocks(t: int, min_block: int = 64) -> int:
 
 
 def causal_blocks_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array, kv_segment_ids: jax.Array, blocks: int
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_segment_ids: jax.Array,
+    kv_segment_ids: jax.Array,
+    blocks: int,
+    window: int | None = None,
 ) -> jax.Array:
     """q [B, T, H, hd], k/v [B, T, KV, hd] -> [B, T, H, hd]; ``blocks`` must divide T."""
     b, t, h, hd = q.shape
@@ -62,14 +72,14 @@ def causal_blocks_attention(
     g = h // kv
     qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 1, 3, 4).reshape(b, kv, t * g, hd)  # row t*G + g
     kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-    out = _blocked(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g)
+    out = _blocked(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g, window)
     return out.reshape(b, kv, t, g, hd).transpose(0, 2, 1, 3, 4).reshape(b, t, h, hd)
 
 
-def _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start: int, end: int, g: int) -> jax.Array:
+def _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start: int, end: int, g: int, window) -> jax.Array:
     """Scaled, masked float32 scores [B, KV, (end-start)*G, end] of the query rows of one block."""
     scores = jnp.einsum("bkrd,bksd->bkrs", rows, kh[:, :, :end], preferred_element_type=jnp.float32)
-    allowed = allowed_mask(q_segment_ids[:, start:end], kv_segment_ids[:, :end], start)
+    allowed = allowed_mask(q_segment_ids[:, start:end], kv_segment_ids[:, :end], start, window)
     allowed = jnp.repeat(allowed, g, axis=1)[:, None]  # row r is query r // G
     scores = scores * (1.0 / math.sqrt(rows.shape[-1]))
     # min(scores, _MASKED) is _MASKED for every finite score; a plain scalar here becomes a
@@ -77,17 +87,17 @@ def _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start: int, end: int,
     return jnp.where(allowed, scores, jnp.minimum(scores, _MASKED))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _blocked(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g):
-    return _blocked_fwd(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _blocked(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g, window):
+    return _blocked_fwd(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g, window)[0]
 
 
-def _blocked_fwd(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g):
+def _blocked_fwd(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g, window):
     size = qh.shape[2] // g // blocks
     outs, lses = [], []
     for i in range(blocks):
         start, end = i * size, (i + 1) * size
-        scores = _block_scores(qh[:, :, start * g : end * g], kh, q_segment_ids, kv_segment_ids, start, end, g)
+        scores = _block_scores(qh[:, :, start * g : end * g], kh, q_segment_ids, kv_segment_ids, start, end, g, window)
         row_max = jnp.max(scores, axis=-1, keepdims=True)
         unnormalised = jnp.exp(scores - row_max)
         row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
@@ -101,7 +111,7 @@ def _blocked_fwd(qh, kh, vh, q_segment_ids, kv_segment_ids, blocks, g):
     return out, (qh, kh, vh, q_segment_ids, kv_segment_ids, out, lse)
 
 
-def _blocked_bwd(blocks, g, residuals, d_out):
+def _blocked_bwd(blocks, g, window, residuals, d_out):
     qh, kh, vh, q_segment_ids, kv_segment_ids, out, lse = residuals
     size = qh.shape[2] // g // blocks
     scale = 1.0 / math.sqrt(qh.shape[-1])
@@ -115,7 +125,7 @@ def _blocked_bwd(blocks, g, residuals, d_out):
         start, end = i * size, (i + 1) * size
         block_rows = slice(start * g, end * g)  # this block's query rows (G per query)
         rows, d_rows = qh[:, :, block_rows], d_out[:, :, block_rows]
-        scores = _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start, end, g)
+        scores = _block_scores(rows, kh, q_segment_ids, kv_segment_ids, start, end, g, window)
         probs = jnp.exp(scores - lse[:, :, block_rows])
         dv_t = dv_t.at[..., :end].add(
             jnp.einsum(
