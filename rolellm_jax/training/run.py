@@ -189,7 +189,8 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     peak = cfg.logging.peak_flops or peak_flops_per_device(mesh.devices.flat[0])
     tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
     log.info(
-        "model: %s, %.2fM params (%.2fM in matmuls); mesh %s; %d steps of %d x %d tokens; data: %d packed rows on this process",
+        "model: %s, %.2fM params (%.2fM in matmuls); mesh %s; %d steps of %d x %d tokens; "
+        "data: %d packed rows on this process",
         model_cfg.family,
         sum(math.prod(x.shape) for x in jax.tree.leaves(program.abstract_params)) / 1e6,
         n_matmul / 1e6,
@@ -291,7 +292,8 @@ class ProgressBar:
         self.bar.n = done
         mfu = f"{100 * m['mfu']:.1f}%" if m["mfu"] is not None else "n/a"
         self.bar.set_postfix_str(
-            f"loss {m['loss']:.4f} | {m['tokens_per_s']:,.0f} tok/s | MFU {mfu} | lr {m['lr']:.2e} | gnorm {m['grad_norm']:.3f}",
+            f"loss {m['loss']:.4f} | {m['tokens_per_s']:,.0f} tok/s | MFU {mfu} | lr {m['lr']:.2e} "
+            f"| gnorm {m['grad_norm']:.3f}",
             refresh=True,
         )
 

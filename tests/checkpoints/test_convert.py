@@ -352,8 +352,8 @@ def test_existing_checkpoint_is_not_overwritten_silently(llama_dir, tmp_path, ca
     before = (llama_dir / "model.safetensors").read_bytes()
     err = fails_with(capsys, "jax-to-hf", "--ckpt", tmp_path / "ckpt", "--out", llama_dir)
     assert (
-        err.strip()
-        == f"error: {llama_dir}: already holds a Hugging Face model (config.json, model.safetensors); pass --overwrite to replace it"
+        err.strip() == f"error: {llama_dir}: already holds a Hugging Face model (config.json, model.safetensors); "
+        "pass --overwrite to replace it"
     )
     assert (llama_dir / "model.safetensors").read_bytes() == before
     assert cli("jax-to-hf", "--ckpt", tmp_path / "ckpt", "--out", llama_dir, "--overwrite") == 0
@@ -375,7 +375,8 @@ def test_not_a_checkpoint(tmp_path, capsys):
 def test_package_never_imports_torch():
     code = (
         "import sys, rolellm_jax; assert 'jax' not in sys.modules, 'import rolellm_jax must stay cheap'; "
-        "import rolellm_jax.convert, rolellm_jax.checkpoints.model_folder, rolellm_jax.checkpoints.safetensors_io, rolellm_jax.checkpoints.tokenizer; "
+        "import rolellm_jax.convert, rolellm_jax.checkpoints.model_folder, rolellm_jax.checkpoints.safetensors_io, "
+        "rolellm_jax.checkpoints.tokenizer; "
         "rolellm_jax.load_model; assert 'torch' not in sys.modules, 'torch imported'"
     )
     root = Path(__file__).resolve().parents[2]

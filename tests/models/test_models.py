@@ -2,7 +2,8 @@
 
 Every HF parameter (norm scales and biases included) is randomised so that no weight can hide
 behind a default of ones or zeros; weights move into our tree by renaming + transposing only
-(the Hugging Face names and shapes of checkpoints/tensor_layout.py). Rows are left-padded where noted and compared on real tokens only.
+(the Hugging Face names and shapes of checkpoints/tensor_layout.py). Rows are left-padded where noted and
+compared on real tokens only.
 """
 
 from __future__ import annotations
