@@ -20,7 +20,7 @@ from datasets import Features, List, Value
 
 from data_gen.errors import UserError
 from data_gen.files import DataFileError, iter_jsonl, json_error, sha256_bytes, sha256_file, sha256_text
-from data_gen.rolebench import DIALOG_FOLDERS, PROFILE_LANGS
+from data_gen.rolebench import DIALOG_FOLDERS, PROFILE_LANGS, chinese_share
 from data_gen.rolebench import RELEASE_SPLITS as SPLITS
 
 GENERAL_FEATURES = Features({"role": Value("string"), "question": Value("string"), "generated": List(Value("string"))})
@@ -44,8 +44,6 @@ DIALOGUE_FEATURES = Features(
 )
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]")  # any letter, CJK included
 
 
 class ReleaseError(UserError):
@@ -85,14 +83,9 @@ def read_jsonl(path: Path, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def row_language(texts: list[str]) -> str | None:
     """'zh' when clearly Chinese, 'en' when clearly not, None when in between (no verdict)."""
-    text = "".join(texts)
-    if text.isascii():  # the common English case, decided without a regex
-        return "en" if any(c.isalpha() for c in text[:200]) else None
-    text = text[:400]  # a prefix tells the language; keeps 170k-row builds fast
-    letters = len(text) - len(_LETTER.sub("", text))
-    if not letters:
+    ratio = chinese_share("".join(texts), prefix=400)
+    if ratio is None:
         return None
-    ratio = (len(text) - len(_CJK.sub("", text))) / letters
     if ratio >= 0.5:
         return "zh"
     if ratio <= 0.1:
