@@ -302,10 +302,8 @@ def _manifest_checksums(manifest: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def load_source(path: Path, version: str) -> Source:
-    """Read every recognised file of a source into configs; errors name file and line."""
-    root, manifest, raw_manifest = resolve_root(Path(path), version)
-    files: dict[str, dict[str, Any]] = {}
+def _read_configs(root: Path) -> dict[str, dict[str, SplitData]]:
+    """config -> split -> its columns, for every RoleBench folder and profile folder under ``root``."""
     configs: dict[str, dict[str, SplitData]] = {}
     for folder, config in DIALOG_FOLDERS.items():
         splits: dict[str, SplitData] = {}
@@ -329,6 +327,15 @@ def load_source(path: Path, version: str) -> Source:
                 configs[f"dialogues-{tag}"] = {"train": dialogues}
     if not configs:
         raise ReleaseError(f"{root}: no RoleBench files found (expected rolebench-eng/, rolebench-zh/ or profiles-*/)")
+    return configs
+
+
+def _source_files(
+    root: Path, configs: dict[str, dict[str, SplitData]], manifest: dict | None
+) -> dict[str, dict[str, Any]]:
+    """rel path -> sha256 (and rows, for a file that is a whole split) of each file read; a file whose
+    sha256 differs from the one the source's manifest lists is an error."""
+    files: dict[str, dict[str, Any]] = {}
     for splits in configs.values():
         for data in splits.values():
             for rel in data.sources:
@@ -341,6 +348,14 @@ def load_source(path: Path, version: str) -> Source:
             raise ReleaseError(
                 f"{root / rel}: sha256 differs from the one in manifest.json (file changed after generation)"
             )
+    return files
+
+
+def load_source(path: Path, version: str) -> Source:
+    """Read every recognised file of a source into configs; errors name file and line."""
+    root, manifest, raw_manifest = resolve_root(Path(path), version)
+    configs = _read_configs(root)
+    files = _source_files(root, configs, manifest)
     if raw_manifest is not None:
         manifest_sha = sha256_bytes(raw_manifest)
     else:  # no manifest: hash the canonical listing of what was read, so the build still pins its input
