@@ -162,28 +162,11 @@ class PackedBatches:
         self._count_and_log()
 
     @classmethod
-    def from_source(
-        cls,
-        cfg: DataConfig,
-        tokenizer,
-        family: str,
-        global_batch_size: int,
-        process_index: int = 0,
-        process_count: int = 1,
-    ) -> PackedBatches:
-        """Read the examples of ``cfg.source`` (a bad layout fails before the read), then pack them."""
-        _check_layout(cfg, global_batch_size, process_index, process_count)
+    def from_source(cls, cfg: DataConfig, tokenizer, family: str, global_batch_size: int) -> PackedBatches:
+        """One process's batches of the examples of ``cfg.source``: read (the layout checked first), then packed."""
+        _check_layout(cfg, global_batch_size, 0, 1)
         examples, source_rows = load_examples(cfg)
-        return cls(
-            cfg,
-            tokenizer,
-            family,
-            global_batch_size,
-            process_index,
-            process_count,
-            examples=examples,
-            source_rows=source_rows,
-        )
+        return cls(cfg, tokenizer, family, global_batch_size, examples=examples, source_rows=source_rows)
 
     def _pack_shard(self, shard: int, examples: Sequence[Example], tokenizer, family: str, pad_id: int) -> PackedRows:
         cfg = self.cfg
