@@ -11,6 +11,7 @@ here); English role-specific questions and answers begin with a space (stripped)
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,29 @@ LANG_CHOICES_HELP = "eng (or en) | zh"
 def short_lang(value: str) -> str:
     """``en`` or ``zh``: the spelling of prompt files and Rouge tokenisers."""
     return "en" if canonical_lang(value) == "eng" else "zh"
+
+
+# Chinese ideographs (CJK unified, extension A, compatibility) and any letter, CJK included.
+_CHINESE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def chinese_share(text: str, prefix: int | None = None) -> float | None:
+    """The share of the letters of ``text`` that are Chinese ideographs, None when it has no letter:
+    the project's one detector of Chinese text, each caller choosing its thresholds. ``prefix``: look
+    at the first that many characters only (a prefix tells the language; keeps large builds fast)."""
+    if prefix is not None:
+        text = text[:prefix]
+    if text.isascii():  # the common English case, decided without a regex
+        return 0.0 if any(c.isalpha() for c in text) else None
+    letters = len(_LETTER.findall(text))
+    return len(_CHINESE.findall(text)) / letters if letters else None
+
+
+def looks_chinese(text: str, threshold: float = 0.5) -> bool:
+    """True when at least ``threshold`` of the letters of ``text`` are Chinese."""
+    share = chinese_share(text)
+    return share is not None and share >= threshold
 
 
 def config_name(lang: str, setting: str, kind: str) -> str:

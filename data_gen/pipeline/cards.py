@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_gen.errors import UserError
+from data_gen.rolebench import chinese_share
 
 SPECS = ("chara_card_v3", "chara_card_v2")
 PNG_KEYS = ("ccv3", "chara")  # V3 first: a V3 card often carries a V2 copy for older readers
 _START = re.compile(r"<START>", re.IGNORECASE)
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 class CardError(UserError):
@@ -94,7 +94,7 @@ def card_from_json(data: object, source: str, user: str = "User") -> Card:
     if not description:
         raise CardError(f"{source}: data.description, personality and scenario are all empty")
     dialogues = tuple(d for d in (_turns(sub(block), name, user) for block in _START.split(text("mes_example"))) if d)
-    lang = "zh" if _mostly_cjk(description) else "eng"
+    lang = "zh" if (chinese_share(description) or 0.0) > 0.5 else "eng"
     return Card(name, description, sub(text("first_mes")), dialogues, lang, source)
 
 
@@ -114,11 +114,6 @@ def _turns(block: str, char: str, user: str) -> tuple[tuple[str, str], ...]:
         elif turns and line.strip():
             turns[-1][1] = f"{turns[-1][1]}\n{line.strip()}".strip()
     return tuple((s, t) for s, t in turns if t)
-
-
-def _mostly_cjk(text: str) -> bool:
-    letters = [c for c in text if c.isalpha()]
-    return bool(letters) and sum(bool(_CJK.match(c)) for c in letters) > len(letters) / 2
 
 
 def _json_file(path: Path) -> object:

@@ -7,6 +7,7 @@ import collections
 import re
 
 from data_gen.llm.types import ChatResult
+from data_gen.rolebench import chinese_share
 
 # Phrases that reveal a model behind the role, or refuse the task (matched case-insensitively).
 _BREAKS_CHARACTER = re.compile(
@@ -21,8 +22,6 @@ _REFUSAL = re.compile(
     r"i (?:won't|will not) (?:help|answer|comply)|抱歉，?我(?:不能|无法)|对不起，?我(?:不能|无法))",
     re.I,
 )
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
 
 REASONS = ("failed_request", "empty", "truncated", "breaks_character", "refusal", "wrong_language")
 
@@ -39,10 +38,8 @@ def drop_reason(text: str, finish_reason: str | None, lang: str, error: str | No
         return "breaks_character"
     if _REFUSAL.search(text):
         return "refusal"
-    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
-    if lang == "zh" and cjk < 0.3 * (cjk + latin):
-        return "wrong_language"
-    if lang == "eng" and cjk > 0.3 * (cjk + latin):
+    chinese = chinese_share(text)
+    if chinese is not None and (chinese < 0.3 if lang == "zh" else lang == "eng" and chinese > 0.3):
         return "wrong_language"
     return None
 

@@ -89,14 +89,11 @@ def parse_script(path: str | Path) -> Script:
             last.text = f"{last.text} {stripped}".strip()
             continue
         if m := _DIRECTIVE.match(line):
-            value = m["value"].strip()
             if m["name"] == "TITLE":
-                title = value
+                title = m["value"].strip()
             else:
-                name, eq, tag = value.partition("=")
-                if not eq or not name.strip() or not tag.strip():
-                    raise ScriptError(f"{where}: expected 'ROLE: Display Name = SPEAKER', got {line!r}")
-                roles[name.strip()] = tag.strip()
+                name, tag = _role_directive(where, line, m["value"].strip())
+                roles[name] = tag
             continue
         if title is None:
             raise ScriptError(f"{where}: the script must start with 'TITLE: <title>'")
@@ -106,20 +103,36 @@ def parse_script(path: str | Path) -> Script:
             continue
         if not scenes:
             raise ScriptError(f"{where}: dialogue before the first SCENE heading")
-        if line.startswith("[") or line.startswith("("):
-            if not line.endswith("]") and not line.endswith(")"):
-                raise ScriptError(f"{where}: unclosed narration bracket")
-            last = Turn(NARRATION, stripped[1:-1].strip(), n)
-            scenes[-1].turns.append(last)
-            continue
-        if (m := _TURN.match(line)) and len(m["speaker"].split()) <= 4:
-            last = Turn(m["speaker"].strip(), m["text"].strip(), n)
-            scenes[-1].turns.append(last)
-            continue
-        raise ScriptError(
-            f"{where}: expected 'SPEAKER: text', a SCENE heading, [narration] or an indented "
-            f"continuation; got {stripped[:60]!r}"
-        )
+        last = _turn(where, n, line, stripped)
+        scenes[-1].turns.append(last)
+    _check_script(path, title, roles, scenes)
+    return Script(path, title, roles, scenes)
+
+
+def _role_directive(where: str, line: str, value: str) -> tuple[str, str]:
+    """(display name, speaker tag) of a 'ROLE: Display Name = SPEAKER' line."""
+    name, eq, tag = value.partition("=")
+    if not eq or not name.strip() or not tag.strip():
+        raise ScriptError(f"{where}: expected 'ROLE: Display Name = SPEAKER', got {line!r}")
+    return name.strip(), tag.strip()
+
+
+def _turn(where: str, n: int, line: str, stripped: str) -> Turn:
+    """The turn of a scene line: [narration] or 'SPEAKER: text'."""
+    if line.startswith("[") or line.startswith("("):
+        if not line.endswith("]") and not line.endswith(")"):
+            raise ScriptError(f"{where}: unclosed narration bracket")
+        return Turn(NARRATION, stripped[1:-1].strip(), n)
+    if (m := _TURN.match(line)) and len(m["speaker"].split()) <= 4:
+        return Turn(m["speaker"].strip(), m["text"].strip(), n)
+    raise ScriptError(
+        f"{where}: expected 'SPEAKER: text', a SCENE heading, [narration] or an indented "
+        f"continuation; got {stripped[:60]!r}"
+    )
+
+
+def _check_script(path: Path, title: str | None, roles: dict[str, str], scenes: list[Scene]) -> None:
+    """A whole script's requirements: a title, at least one role, dialogue for every role."""
     if title is None:
         raise ScriptError(f"{path}:1: the script must start with 'TITLE: <title>'")
     if not roles:
@@ -127,7 +140,6 @@ def parse_script(path: str | Path) -> Script:
     for name, tag in roles.items():
         if not any(t.speaker == tag and t.text for s in scenes for t in s.turns):
             raise ScriptError(f"{path}: role {name!r} (speaker {tag}) has no dialogue in this script")
-    return Script(path, title, roles, scenes)
 
 
 def profile_rows(script: Script, role: str) -> list[dict]:
@@ -222,62 +234,77 @@ def check_scripts_dir(scripts_dir: str | Path) -> list[Path]:
     return files
 
 
+Roles = dict[str, tuple[Script, list[dict]]]  # role -> (its script, its profile rows)
+
+
 def build_profiles(
     scripts_dir: str | Path, work: str | Path, cfg: GenConfig, client: LLMClient, templates: TemplateRegistry
 ) -> list[ChatResult]:
     """Stage 1. Idempotent: parsing is pure and the LLM steps replay from the journal."""
     scripts_dir, out = Path(scripts_dir), Path(work) / f"profiles-{cfg.lang}"
-    files = check_scripts_dir(scripts_dir)
-    scripts = [parse_script(p) for p in files]
-    roles: dict[str, tuple[Script, list[dict]]] = {}
+    roles = _roles_of([parse_script(p) for p in check_scripts_dir(scripts_dir)])
+    segments = {role: segment_rows(rows, cfg.segment_tokens) for role, (_, rows) in roles.items()}
+    params = {"temperature": cfg.desc_temperature, "max_tokens": 600}
+    third, parsed = _third_person(roles, segments, params, cfg, client, templates)
+    second, desc = _second_person(parsed, params, cfg, client, templates)
+    _write_profiles(out, cfg, roles, segments, desc)
+    return third + second
+
+
+def _roles_of(scripts: list[Script]) -> Roles:
+    """Every declared role with its script and rows; a role declared by two scripts is an error."""
+    roles: Roles = {}
     for s in scripts:
         for role in s.roles:
             if role in roles:
                 raise ScriptError(f"{s.path}: role {role!r} is also declared in {roles[role][0].path}")
             roles[role] = (s, profile_rows(s, role))
-    segments = {role: segment_rows(rows, cfg.segment_tokens) for role, (_, rows) in roles.items()}
+    return roles
 
-    lang = cfg.prompt_lang
-    params = {"temperature": cfg.desc_temperature, "max_tokens": 600}
-    first = [
-        ChatRequest(
-            [
-                {
-                    "role": "user",
-                    "content": templates.render(
-                        "desc_third_person", lang, title=s.title, role=role, script=render_dialogue(segments[role][0])
-                    ),
-                }
-            ],
+
+def _user_request(content: str, params: dict) -> ChatRequest:
+    return ChatRequest([{"role": "user", "content": content}], params)
+
+
+def _third_person(
+    roles: Roles, segments: dict, params: dict, cfg: GenConfig, client: LLMClient, templates: TemplateRegistry
+) -> tuple[list[ChatResult], dict[str, tuple[str, str]]]:
+    """The third-person description of each role from its first script segment: (results, role -> parsed)."""
+    requests = [
+        _user_request(
+            templates.render(
+                "desc_third_person",
+                cfg.prompt_lang,
+                title=s.title,
+                role=role,
+                script=render_dialogue(segments[role][0]),
+            ),
             params,
         )
         for role, (s, _) in roles.items()
     ]
-    third = client.run_many(first, stage="profiles: description (3rd person)")
+    third = client.run_many(requests, stage="profiles: description (3rd person)")
     parsed = {}
-    for (role, _), r in zip(roles.items(), third):
+    for role, r in zip(roles, third):
         if not r.ok:
             raise ScriptError(f"role {role!r}: description request failed ({r.error}); rerun with --retry-failed")
         parsed[role] = parse_third_person(r.text)
         if not parsed[role][0]:
             raise ScriptError(f"role {role!r}: the model returned an empty description; rerun with --retry-failed")
-    second = client.run_many(
-        [
-            ChatRequest(
-                [
-                    {
-                        "role": "user",
-                        "content": templates.render("desc_second_person", lang, description=parsed[role][0]),
-                    }
-                ],
-                params,
-            )
-            for role in roles
-        ],
-        stage="profiles: description (2nd person)",
-    )
+    return third, parsed
+
+
+def _second_person(
+    parsed: dict[str, tuple[str, str]], params: dict, cfg: GenConfig, client: LLMClient, templates: TemplateRegistry
+) -> tuple[list[ChatResult], dict[str, str]]:
+    """The second-person rewrite of each description, catchphrases appended: (results, role -> description)."""
+    requests = [
+        _user_request(templates.render("desc_second_person", cfg.prompt_lang, description=parsed[role][0]), params)
+        for role in parsed
+    ]
+    second = client.run_many(requests, stage="profiles: description (2nd person)")
     desc = {}
-    for role, r in zip(roles, second):
+    for role, r in zip(parsed, second):
         text = parse_second_person(r.text) if r.ok else ""
         if not text:
             raise ScriptError(f"role {role!r}: second-person rewrite failed ({r.error or 'empty answer'})")
@@ -285,7 +312,10 @@ def build_profiles(
         if catch:
             text += f" Catchphrases: {catch}" if cfg.lang == "eng" else f"口头禅：{catch}"
         desc[role] = text
+    return second, desc
 
+
+def _write_profiles(out: Path, cfg: GenConfig, roles: Roles, segments: dict, desc: dict[str, str]) -> None:
     for role, (_, rows) in roles.items():
         write_jsonl(out / role_file_name(cfg.lang, role), rows)
     write_json(out / "desc.json", desc)
@@ -299,7 +329,6 @@ def build_profiles(
             for i, seg in enumerate(segments[role])
         ],
     )
-    return third + second
 
 
 @dataclass

@@ -152,6 +152,22 @@ def run_rolegpt(
     spec_reqs = [ChatRequest(messages(r["role"], r["question"]), {**params, "seed": last}, last) for r in ci_rows]
     results = client.run_many(reqs + spec_reqs, stage="rolegpt")
 
+    rows = _general_rows(jobs, results, instructions, cfg, report)
+    write_jsonl(work / f"rolegpt-{cfg.lang}.jsonl", rows)
+    spec_rows = _role_specific_rows(ci_rows, results[len(reqs) :], cfg.lang, report)
+    write_jsonl(work / f"rolegpt_role_specific-{cfg.lang}.jsonl", spec_rows)
+    return results
+
+
+def _general_rows(
+    jobs: list[tuple[str, int, str]],
+    results: list[ChatResult],
+    instructions: list[dict],
+    cfg: GenConfig,
+    report: CleanReport,
+) -> list[dict]:
+    """One row per (role, instruction) with a clean reference: the first ``samples - 1`` draws are the
+    references, the last the RoleGPT baseline."""
     rows = []
     for n, (role, i, q) in enumerate(jobs):
         samples = results[n * cfg.samples : (n + 1) * cfg.samples]
@@ -180,14 +196,16 @@ def run_rolegpt(
                 "instruction_id": i,
             }
         )
-    write_jsonl(work / f"rolegpt-{cfg.lang}.jsonl", rows)
+    return rows
 
+
+def _role_specific_rows(ci_rows: list[dict], results: list[ChatResult], lang: str, report: CleanReport) -> list[dict]:
+    """The RoleGPT baseline answer of each Context-Instruct question that came back clean."""
     spec_rows = []
-    for row, r in zip(ci_rows, results[len(reqs) :]):
-        if reason := result_reason(r, cfg.lang):
+    for row, r in zip(ci_rows, results):
+        if reason := result_reason(r, lang):
             report.drop(STAGE + "_role_specific_baseline", reason)
             continue
         report.keep(STAGE + "_role_specific_baseline")
         spec_rows.append({"role": row["role"], "question": row["question"], "baseline": r.text.strip()})
-    write_jsonl(work / f"rolegpt_role_specific-{cfg.lang}.jsonl", spec_rows)
-    return results
+    return spec_rows

@@ -170,19 +170,35 @@ def write_shard_set(
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
     for rel, rows in files.items():
         write_jsonl(tmp / rel, rows)
-    prof_src = work / f"profiles-{cfg.lang}"
-    for p in sorted(prof_src.iterdir()):
-        if p.name != "segments.jsonl" and p.is_file() and not p.name.startswith("."):
-            dest = tmp / f"profiles-{cfg.lang}" / p.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, dest)
+    _copy_profiles(work / f"profiles-{cfg.lang}", tmp / f"profiles-{cfg.lang}")
+    manifest = _manifest(version, cfg, _file_entries(tmp), stages)
+    write_json(tmp / "manifest.json", manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp.rename(final)
+    return final
 
+
+def _copy_profiles(src: Path, dest: Path) -> None:
+    """The profile files of the work folder (not its segments, which only the LLM stages read)."""
+    for p in sorted(src.iterdir()):
+        if p.name != "segments.jsonl" and p.is_file() and not p.name.startswith("."):
+            (dest / p.name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dest / p.name)
+
+
+def _file_entries(tmp: Path) -> dict[str, dict]:
+    """Each written file's sha256, and its row count when it is JSONL."""
     entries = {}
     for p in sorted(tmp.rglob("*")):
         if p.is_file():
             rel = p.relative_to(tmp).as_posix()
             rows = sum(1 for line in p.open(encoding="utf-8") if line.strip()) if p.suffix == ".jsonl" else None
             entries[rel] = {"rows": rows, "sha256": sha256_file(p)} if rows is not None else {"sha256": sha256_file(p)}
+    return entries
+
+
+def _manifest(version: str, cfg: GenConfig, entries: dict[str, dict], stages: dict) -> dict:
+    """The shard set's manifest: its files, how each stage ran, the total usage and the cleaning report."""
     totals = {"requests": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
     templates, inputs, cleaning = {}, {}, {}
     for rec in stages.values():
@@ -192,7 +208,7 @@ def write_shard_set(
         inputs.update(rec.get("inputs", {}))
         cleaning.update(rec.get("cleaning", {}))
     totals["cost_usd"] = round(totals["cost_usd"], 6)
-    manifest = {
+    return {
         "version": version,
         "lang": cfg.lang,
         "files": entries,
@@ -208,7 +224,3 @@ def write_shard_set(
         "cleaning": cleaning,
         "raw_references": "*/general/raw.jsonl: the original outputs of the general test instructions (RAW)",
     }
-    write_json(tmp / "manifest.json", manifest)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp.rename(final)
-    return final

@@ -170,6 +170,33 @@ def build_release(
     return manifest
 
 
+def _write_config(source: Source, config: str, out: Path, max_shard_bytes: int) -> dict[str, Any] | None:
+    """Write the parquet shards of one config's non-empty splits; its manifest entry, None when all are empty."""
+    features = features_for(config)
+    schema = features.arrow_schema
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        data = source.configs[config].get(split)
+        if data is None or not data.num_rows:
+            continue  # a 0-row parquet shard breaks load_dataset (ArrowInvalid): the split is left out
+        table = pa.Table.from_pydict(data.columns, schema=schema)
+        splits[split] = {
+            "rows": table.num_rows,
+            "num_bytes": table.nbytes,
+            "shards": write_split(table, out, config, split, max_shard_bytes),
+        }
+    if not splits:
+        return None
+    roles = {role for data in source.configs[config].values() for role in data.columns["role"]}
+    return {
+        "language": config_language(config),
+        "roles": len(roles),
+        "columns": list(features),
+        "features": features.to_dict(),
+        "splits": splits,
+    }
+
+
 def _write_release(
     source: Source,
     version: str,
@@ -184,33 +211,10 @@ def _write_release(
 ) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     for config in CONFIG_ORDER:
-        if config not in source.configs:
-            continue
-        features = features_for(config)
-        schema = features.arrow_schema
-        splits: dict[str, Any] = {}
-        for split in SPLITS:
-            data = source.configs[config].get(split)
-            if data is None or not data.num_rows:
-                continue  # a 0-row parquet shard breaks load_dataset (ArrowInvalid): the split is left out
-            table = pa.Table.from_pydict(data.columns, schema=schema)
-            splits[split] = {
-                "rows": table.num_rows,
-                "num_bytes": table.nbytes,
-                "shards": write_split(table, out, config, split, max_shard_bytes),
-            }
-        if not splits:
-            continue
-        roles = {role for data in source.configs[config].values() for role in data.columns["role"]}
-        configs[config] = {
-            "language": config_language(config),
-            "roles": len(roles),
-            "columns": list(features),
-            "features": features.to_dict(),
-            "splits": splits,
-        }
-        if config in dropped:
-            configs[config]["dropped_train_leaks"] = dropped[config]
+        if config in source.configs and (entry := _write_config(source, config, out, max_shard_bytes)):
+            configs[config] = entry
+            if config in dropped:
+                entry["dropped_train_leaks"] = dropped[config]
     manifest: dict[str, Any] = {
         "name": name,
         "version": version,

@@ -20,7 +20,7 @@ from datasets import Features, List, Value
 
 from data_gen.errors import UserError
 from data_gen.files import DataFileError, iter_jsonl, json_error, sha256_bytes, sha256_file, sha256_text
-from data_gen.rolebench import DIALOG_FOLDERS, PROFILE_LANGS
+from data_gen.rolebench import DIALOG_FOLDERS, PROFILE_LANGS, chinese_share
 from data_gen.rolebench import RELEASE_SPLITS as SPLITS
 
 GENERAL_FEATURES = Features({"role": Value("string"), "question": Value("string"), "generated": List(Value("string"))})
@@ -44,8 +44,6 @@ DIALOGUE_FEATURES = Features(
 )
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]")  # any letter, CJK included
 
 
 class ReleaseError(UserError):
@@ -85,14 +83,9 @@ def read_jsonl(path: Path, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def row_language(texts: list[str]) -> str | None:
     """'zh' when clearly Chinese, 'en' when clearly not, None when in between (no verdict)."""
-    text = "".join(texts)
-    if text.isascii():  # the common English case, decided without a regex
-        return "en" if any(c.isalpha() for c in text[:200]) else None
-    text = text[:400]  # a prefix tells the language; keeps 170k-row builds fast
-    letters = len(text) - len(_LETTER.sub("", text))
-    if not letters:
+    ratio = chinese_share("".join(texts), prefix=400)
+    if ratio is None:
         return None
-    ratio = (len(text) - len(_CJK.sub("", text))) / letters
     if ratio >= 0.5:
         return "zh"
     if ratio <= 0.1:
@@ -309,10 +302,8 @@ def _manifest_checksums(manifest: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def load_source(path: Path, version: str) -> Source:
-    """Read every recognised file of a source into configs; errors name file and line."""
-    root, manifest, raw_manifest = resolve_root(Path(path), version)
-    files: dict[str, dict[str, Any]] = {}
+def _read_configs(root: Path) -> dict[str, dict[str, SplitData]]:
+    """config -> split -> its columns, for every RoleBench folder and profile folder under ``root``."""
     configs: dict[str, dict[str, SplitData]] = {}
     for folder, config in DIALOG_FOLDERS.items():
         splits: dict[str, SplitData] = {}
@@ -336,6 +327,15 @@ def load_source(path: Path, version: str) -> Source:
                 configs[f"dialogues-{tag}"] = {"train": dialogues}
     if not configs:
         raise ReleaseError(f"{root}: no RoleBench files found (expected rolebench-eng/, rolebench-zh/ or profiles-*/)")
+    return configs
+
+
+def _source_files(
+    root: Path, configs: dict[str, dict[str, SplitData]], manifest: dict | None
+) -> dict[str, dict[str, Any]]:
+    """rel path -> sha256 (and rows, for a file that is a whole split) of each file read; a file whose
+    sha256 differs from the one the source's manifest lists is an error."""
+    files: dict[str, dict[str, Any]] = {}
     for splits in configs.values():
         for data in splits.values():
             for rel in data.sources:
@@ -348,6 +348,14 @@ def load_source(path: Path, version: str) -> Source:
             raise ReleaseError(
                 f"{root / rel}: sha256 differs from the one in manifest.json (file changed after generation)"
             )
+    return files
+
+
+def load_source(path: Path, version: str) -> Source:
+    """Read every recognised file of a source into configs; errors name file and line."""
+    root, manifest, raw_manifest = resolve_root(Path(path), version)
+    configs = _read_configs(root)
+    files = _source_files(root, configs, manifest)
     if raw_manifest is not None:
         manifest_sha = sha256_bytes(raw_manifest)
     else:  # no manifest: hash the canonical listing of what was read, so the build still pins its input

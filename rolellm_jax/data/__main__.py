@@ -57,7 +57,7 @@ def _show(args: argparse.Namespace) -> int:
     tokenizer = (
         load_tokenizer(Path(args.tokenizer).expanduser()) if local else AutoTokenizer.from_pretrained(args.tokenizer)
     )
-    batches = PackedBatches(cfg, tokenizer, args.family, 1)
+    batches = PackedBatches.from_source(cfg, tokenizer, args.family, 1)
     row = batches.batch(0)
     first = row["segment_ids"][0] == 1
     ids, loss = row["input_ids"][0][first], row["loss_mask"][0][first]

@@ -131,9 +131,11 @@ class PackedBatches:
         process_index: int = 0,
         process_count: int = 1,
         *,
-        examples: Sequence[Example] | None = None,
+        examples: Sequence[Example],
         source_rows: int | None = None,
     ):
+        """Pack ``examples`` (already read by the caller, who may say from how many source rows:
+        else unknown, logged as such); :meth:`from_source` reads them from ``cfg.source`` first."""
         self.shards = _check_layout(cfg, global_batch_size, process_index, process_count)
         self.cfg = cfg
         self.rows_per_shard = global_batch_size // self.shards
@@ -141,10 +143,7 @@ class PackedBatches:
         self.local_shards = range(process_index * per_process, (process_index + 1) * per_process)
         self.stats = DataStats()
         self._orders: dict[int, tuple[int, np.ndarray]] = {}  # local shard -> (epoch, its row order)
-        if examples is None:
-            examples, self.stats.rows = load_examples(cfg)
-        else:  # already read by the caller, who may say from how many rows (else: unknown, logged as such)
-            self.stats.rows = source_rows
+        self.stats.rows = source_rows
         pad_id = (
             cfg.pad_id
             if cfg.pad_id is not None
@@ -161,6 +160,13 @@ class PackedBatches:
         self._shard_sizes = np.array([len(p) for p in packed])
         self._shard_starts = np.concatenate([[0], np.cumsum(self._shard_sizes)[:-1]])
         self._count_and_log()
+
+    @classmethod
+    def from_source(cls, cfg: DataConfig, tokenizer, family: str, global_batch_size: int) -> PackedBatches:
+        """One process's batches of the examples of ``cfg.source``: read (the layout checked first), then packed."""
+        _check_layout(cfg, global_batch_size, 0, 1)
+        examples, source_rows = load_examples(cfg)
+        return cls(cfg, tokenizer, family, global_batch_size, examples=examples, source_rows=source_rows)
 
     def _pack_shard(self, shard: int, examples: Sequence[Example], tokenizer, family: str, pad_id: int) -> PackedRows:
         cfg = self.cfg

@@ -152,10 +152,7 @@ def judge(
     from data_gen.llm.types import ChatRequest
 
     params = dict(params or {"temperature": 0.0})
-    prepared = []
-    for index, item in enumerate(items):
-        messages, names = build_messages(item, lang, random.Random(f"{seed}:{index}"))
-        prepared.append((item, messages, names))
+    prepared = [build_messages(item, lang, random.Random(f"{seed}:{index}")) for index, item in enumerate(items)]
     judgments: list[dict[str, Any] | None] = [None] * len(prepared)
     last_text: dict[int, str] = {}
     errors: dict[int, str] = {}
@@ -163,19 +160,13 @@ def judge(
     for attempt in range(retries + 1):
         if not pending:
             break
-        # Asked verbatim at temperature 0 a malformed ranking comes back the same (and is paid again):
-        # re-asks sample, with a seed per attempt so that they stay reproducible where honoured
-        asked = (
-            params
-            if attempt == 0
-            else {**params, "temperature": max(params.get("temperature", 0.0), REASK_TEMPERATURE), "seed": attempt}
-        )
+        asked = _attempt_params(params, attempt)
         results = client.run_many(
-            [ChatRequest(prepared[i][1], asked, attempt) for i in pending], stage=f"judge (attempt {attempt + 1})"
+            [ChatRequest(prepared[i][0], asked, attempt) for i in pending], stage=f"judge (attempt {attempt + 1})"
         )
         still = []
         for i, result in zip(pending, results, strict=True):
-            item, _, names = prepared[i]
+            names = prepared[i][1]
             ranking = parse_ranking(result.text, list(names)) if result.ok else None
             if ranking is None:
                 last_text[i] = result.text
@@ -183,31 +174,47 @@ def judge(
                     errors[i] = result.error or "request failed"
                 still.append(i)
                 continue
-            judgments[i] = {
-                "role": item.role,
-                "question": item.question,
-                "status": "parsed",
-                "attempts": attempt + 1,
-                "shown_as": names,
-                "ranks": {names[a]: v["rank"] for a, v in ranking.items()},
-                "reasons": {names[a]: v["reason"] for a, v in ranking.items()},
-            }
+            judgments[i] = _judgment(
+                items[i],
+                "parsed",
+                attempt + 1,
+                names,
+                ranks={names[a]: v["rank"] for a, v in ranking.items()},
+                reasons={names[a]: v["reason"] for a, v in ranking.items()},
+            )
         pending = still
     for i in pending:
-        item, _, names = prepared[i]
-        judgments[i] = {
-            "role": item.role,
-            "question": item.question,
-            "status": "unparsed",
-            "attempts": retries + 1,
-            "shown_as": names,
-            "last_answer": last_text.get(i, ""),
-            **({"error": errors[i]} if i in errors else {}),
-        }
+        error = {"error": errors[i]} if i in errors else {}
+        judgments[i] = _judgment(
+            items[i], "unparsed", retries + 1, prepared[i][1], last_answer=last_text.get(i, ""), **error
+        )
     done = [j for j in judgments if j is not None]
+    return {"judgments": done, "summary": _summary(done, items, client, lang, seed)}
+
+
+def _attempt_params(params: dict, attempt: int) -> dict:
+    # Asked verbatim at temperature 0 a malformed ranking comes back the same (and is paid again):
+    # re-asks sample, with a seed per attempt so that they stay reproducible where honoured
+    if attempt == 0:
+        return params
+    return {**params, "temperature": max(params.get("temperature", 0.0), REASK_TEMPERATURE), "seed": attempt}
+
+
+def _judgment(item: JudgeItem, status: str, attempts: int, names: dict, **fields: Any) -> dict[str, Any]:
+    return {
+        "role": item.role,
+        "question": item.question,
+        "status": status,
+        "attempts": attempts,
+        "shown_as": names,
+        **fields,
+    }
+
+
+def _summary(done: list[dict[str, Any]], items: Sequence[JudgeItem], client, lang: str, seed: int) -> dict[str, Any]:
     models = sorted({m for item in items for m in item.answers})
     parsed = [j["ranks"] for j in done if j["status"] == "parsed"]
-    summary = {
+    return {
         "questions": len(done),
         "parsed": len(parsed),
         "unparsed": len(done) - len(parsed),
@@ -217,7 +224,6 @@ def judge(
         "lang": lang,
         "seed": seed,
     }
-    return {"judgments": done, "summary": summary}
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -253,23 +259,13 @@ def build_items(
     if len(predictions) < 2:
         raise JudgeError("the judge ranks at least two models: give --pred NAME=FILE at least twice")
     per_model = {name: read_predictions(path) for name, path in predictions.items()}
-    first, *others = per_model
-    keys = [(p.role, p.question) for p in per_model[first]]
-    answer_of = {name: {} for name in per_model}
-    for name, preds in per_model.items():
-        for p in preds:
-            answer_of[name].setdefault((p.role, p.question), p.answer)
-    common = [k for k in dict.fromkeys(keys) if all(k in answer_of[n] for n in others)]
+    first = next(iter(per_model))
+    answer_of, common = _common_questions(per_model)
     refs: dict[tuple[str, str], tuple[str, ...]] = {}
     if reference:
         pairs, _, _ = match_rows(per_model[first], read_references(reference))
         refs = {(p.role, p.question): r.row.answers for p, r in pairs}
-    missing_roles = sorted({k[0] for k in common} - profiles.keys())
-    if missing_roles:
-        raise JudgeError(
-            f"role {missing_roles[0]!r} has no description in the profiles"
-            + (f" (also {missing_roles[1:]})" if len(missing_roles) > 1 else "")
-        )
+    _check_profiles(common, profiles)
     answered_by_all = len(common)
     if not common:  # win rates over nothing would read as a result
         raise JudgeError(
@@ -295,6 +291,25 @@ def build_items(
         "questions_judged": len(items),
     }
     return items, report
+
+
+def _common_questions(per_model: dict[str, list]) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+    """(model -> (role, question) -> its first answer, the questions every model answered in the first file's order)."""
+    answer_of: dict[str, dict] = {name: {} for name in per_model}
+    for name, preds in per_model.items():
+        for p in preds:
+            answer_of[name].setdefault((p.role, p.question), p.answer)
+    keys = dict.fromkeys((p.role, p.question) for p in next(iter(per_model.values())))
+    return answer_of, [k for k in keys if all(k in answers for answers in answer_of.values())]
+
+
+def _check_profiles(common: list[tuple[str, str]], profiles: dict[str, str]) -> None:
+    missing_roles = sorted({k[0] for k in common} - profiles.keys())
+    if missing_roles:
+        raise JudgeError(
+            f"role {missing_roles[0]!r} has no description in the profiles"
+            + (f" (also {missing_roles[1:]})" if len(missing_roles) > 1 else "")
+        )
 
 
 def cmd_judge(args) -> int:

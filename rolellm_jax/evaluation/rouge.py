@@ -46,19 +46,10 @@ ZH_TOKENIZERS: tuple[str, ...] = ("char", "jieba")
 
 # rouge_score.tokenize without stemmer, verbatim patterns.
 _NON_ALPHANUM_RE = re.compile(r"[^a-z0-9]+")
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 
 
 class MetricError(UserError, ValueError):
     """A bad argument to the Rouge functions; the message is one line naming it."""
-
-
-def looks_chinese(text: str, threshold: float = 0.3) -> bool:
-    """True when at least ``threshold`` of the non-space characters are CJK (text or punctuation)."""
-    chars = "".join(text.split())
-    if not chars:
-        return False
-    return len(_CJK_RE.findall(chars)) / len(chars) >= threshold
 
 
 def rouge_score_tokens(text: str) -> list[str]:

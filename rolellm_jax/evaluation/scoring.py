@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.files import DataFileError, iter_jsonl
-from data_gen.rolebench import RoleRow, parse_row, row_fields, short_lang
-from rolellm_jax.evaluation.rouge import MetricError, looks_chinese, rouge_l
+from data_gen.rolebench import RoleRow, looks_chinese, parse_row, row_fields, short_lang
+from rolellm_jax.evaluation.rouge import MetricError, rouge_l
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def match_rows(predictions: Sequence[Prediction], references: Sequence[Reference
 def detect_lang(texts: list[str]) -> tuple[str, float]:
     """(``zh`` or ``en``, share of Chinese texts) of a sample of the texts: Chinese when at least half are."""
     sample = [t for t in texts if t.strip()][:200]
-    chinese = sum(looks_chinese(t) for t in sample) / len(sample) if sample else 0.0
+    chinese = sum(looks_chinese(t, threshold=0.3) for t in sample) / len(sample) if sample else 0.0
     return ("zh" if chinese >= 0.5 else "en"), chinese
 
 

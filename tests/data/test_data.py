@@ -114,7 +114,7 @@ def test_real_chinese_rows_train_with_descriptions_given(rolebench_sample, tmp_p
     }
     (root / "profiles-zh").mkdir()
     (root / "profiles-zh/desc.json").write_text(json.dumps({r: f"{r}的描述" for r in roles}, ensure_ascii=False))
-    batches = PackedBatches(DataConfig(source=str(root), lang="zh", seq_len=512), tok, "glm", 2)
+    batches = PackedBatches.from_source(DataConfig(source=str(root), lang="zh", seq_len=512), tok, "glm", 2)
     assert batches.stats.rows == 40 and batches.stats.examples > 40  # general rows carry 5 references
     text = tok.decode(batches.batch(0)["input_ids"][0])
     assert "你的特征描述是" in text and "[Round 1]" in text
@@ -154,7 +154,7 @@ def test_demo_source_and_its_release_give_identical_batches(tok, lang, setting, 
     made = {}
     for source in (DEMO_SOURCE, DEMO_RELEASE):
         cfg = DataConfig(source=str(source), lang=lang, setting=setting, seq_len=1024, seed=1)
-        made[source] = PackedBatches(cfg, tok, family, 4)
+        made[source] = PackedBatches.from_source(cfg, tok, family, 4)
     a, b = made[DEMO_SOURCE], made[DEMO_RELEASE]
     assert a.stats == b.stats and a.stats.rows > 50 and a.stats.truncated == 0
     for k in (0, 3):

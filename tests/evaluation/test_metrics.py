@@ -11,7 +11,7 @@ from rouge import Rouge as RougePkg
 from rouge_chinese import Rouge as RougeChinesePkg
 from rouge_score.rouge_scorer import RougeScorer
 
-from rolellm_jax.evaluation import rouge as metrics
+from data_gen.rolebench import looks_chinese
 from rolellm_jax.evaluation.rouge import MetricError, rouge_l, rouge_l_single
 
 sys.setrecursionlimit(20000)  # the `rouge` package reconstructs its LCS recursively
@@ -145,8 +145,8 @@ def test_bad_arguments_raise_metric_error() -> None:
 
 
 def test_looks_chinese() -> None:
-    assert metrics.looks_chinese("俺老孙算起来，从2022年5月1日到2022年6月1日")
-    assert not metrics.looks_chinese(" Ah, well, you see, I always have a few tricks up my sleeve.")
+    assert looks_chinese("俺老孙算起来，从2022年5月1日到2022年6月1日")
+    assert not looks_chinese(" Ah, well, you see, I always have a few tricks up my sleeve.")
 
 
 def _rows(path):

@@ -285,7 +285,7 @@ def _program(tokenizer_dir: Path, tmp_path: Path, *extra: str):
     )
     mesh = make_mesh(cfg.mesh)
     program = TrainProgram.create(model_cfg, mesh, cfg.train, cfg.lora, cfg.data.seq_len)
-    batches = PackedBatches(cfg.data, tokenizer, "llama", cfg.train.global_batch_size)
+    batches = PackedBatches.from_source(cfg.data, tokenizer, "llama", cfg.train.global_batch_size)
     return cfg, program, batches, mesh
 
 
