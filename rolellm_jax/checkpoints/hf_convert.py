@@ -1,11 +1,8 @@
-"""Hugging Face checkpoints <-> ours, as whole folders (the command line is rolellm_jax/convert.py).
+"""Whole-folder conversion between Hugging Face checkpoints and ours, for rolellm_jax/convert.py.
 
-hf-to-jax: a LlamaForCausalLM / GlmForCausalLM folder (or ChatGLM2/3 in its original naming) is
-streamed tensor by tensor into preallocated stacked numpy arrays (rename + transpose only), then
-saved as our checkpoint (model_folder): peak host memory stays near the checkpoint size.
-jax-to-hf: our checkpoint back to a folder that `AutoModelForCausalLM.from_pretrained` loads
-without remote code: sharded safetensors + index, config.json, generation_config.json, tokenizer.
-Tensors keep their stored dtype both ways, so HF -> ours -> HF is bit-exact.
+The tensors go through hf_read / hf_write (and model_folder for ours); here are the folder-level
+rules: an --out that is a file, or that already holds a model, is refused before anything is read
+(unless overwrite), and a source without tokenizer files is warned about.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def hf_to_jax(hf_dir: str | Path, out: str | Path, overwrite: bool = False) -> ModelConfig:
+    """A Hugging Face folder saved as our checkpoint at ``out``; returns its config."""
     _check_out_folder(out)
     if (storage_path(out) / PARAMS_DIR).exists() and not overwrite:  # before reading the whole model
         raise CheckpointError(f"{out}: already holds a checkpoint; pass --overwrite to replace it")
@@ -37,6 +35,7 @@ def hf_to_jax(hf_dir: str | Path, out: str | Path, overwrite: bool = False) -> M
 def jax_to_hf(
     ckpt: str | Path, out: str | Path, max_shard_size: str | int = "2GB", overwrite: bool = False
 ) -> list[str]:
+    """Our checkpoint written as a Hugging Face folder at ``out``; returns the weight files."""
     _check_out_folder(out)
     held = [p.name for p in (Path(out) / "config.json", *sorted(Path(out).glob("*.safetensors"))) if p.is_file()]
     if held and not overwrite:  # e.g. --out pointed at the base model's own folder

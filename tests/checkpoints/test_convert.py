@@ -28,6 +28,7 @@ from rolellm_jax.checkpoints.safetensors_io import INDEX_FILE, SafetensorsFolder
 from rolellm_jax.checkpoints.tokenizer import train_tokenizer
 from rolellm_jax.convert import main
 from rolellm_jax.parallel.sharding import MeshConfig, make_mesh
+from tests.helpers.tiny_models import tiny_hf_config
 
 VOCAB = 384
 TOL = 1e-4
@@ -43,13 +44,10 @@ def randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def hf_llama(tie: bool = False, seed: int = 0) -> LlamaForCausalLM:
-    cfg = LlamaConfig(
+    cfg = tiny_hf_config(
+        LlamaConfig,
         vocab_size=VOCAB,
-        hidden_size=32,
         intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         tie_word_embeddings=tie,
         rope_parameters={"rope_type": "default", "rope_theta": 500.0},
         pad_token_id=3,
@@ -58,13 +56,10 @@ def hf_llama(tie: bool = False, seed: int = 0) -> LlamaForCausalLM:
 
 
 def hf_glm(seed: int = 0, rope_theta: float = 10000.0) -> GlmForCausalLM:
-    cfg = GlmConfig(
+    cfg = tiny_hf_config(
+        GlmConfig,
         vocab_size=VOCAB,
-        hidden_size=32,
         intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=8,
         partial_rotary_factor=0.5,
         attention_bias=True,

@@ -25,6 +25,7 @@ from data_gen.release.build import build_release
 from data_gen.release.layout import ReleaseError, features_for
 from data_gen.release.publish import plan_publish, publish
 from data_gen.release.verify import verify_release
+from tests.helpers.rolebench_fixtures import release_manifest_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SOURCE = REPO_ROOT / "release" / "demo-source"
@@ -251,16 +252,11 @@ def _shard(out: Path, config: str, split: str = "train") -> Path:
 
 
 def _rewrite_manifest_entry(out: Path, shard: Path, rows: int | None = None) -> None:
-    manifest = json.loads((out / "manifest.json").read_text())
-    rel = shard.relative_to(out).as_posix()
-    for config in manifest["configs"].values():
-        for split in config["splits"].values():
-            for entry in split["shards"]:
-                if entry["path"] == rel:
-                    entry["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
-                    if rows is not None:
-                        entry["rows"] = rows
-                        split["rows"] = rows
+    manifest, split, entry = release_manifest_entry(out, shard)
+    entry["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    if rows is not None:
+        entry["rows"] = rows
+        split["rows"] = rows
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
 
 
@@ -542,38 +538,12 @@ def test_python_m_data_gen_release_dispatches_here(capsys):
 def test_release_of_a_real_data_gen_shard_set(tmp_path, monkeypatch):
     """End to end: data_gen build (against the local fake OpenAI server) -> release build -> verify -> load."""
     from data_gen.__main__ import main as data_gen_main
+    from tests.data_gen.test_pipeline import build_args
     from tests.helpers.fake_openai_server import FakeOpenAIServer, rolebench_responder
 
-    demo = REPO_ROOT / "data_gen" / "demo"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     with FakeOpenAIServer(rolebench_responder) as srv:
-        assert (
-            data_gen_main(
-                [
-                    "build",
-                    "--work",
-                    str(tmp_path / "work"),
-                    "--out",
-                    str(tmp_path / "shards"),
-                    "--version",
-                    "0.4.0",
-                    "--scripts",
-                    str(demo / "scripts-eng"),
-                    "--instructions",
-                    str(demo / "instructions-eng.jsonl"),
-                    "--segment-tokens",
-                    "250",
-                    "--model",
-                    "fake-model",
-                    "--concurrency",
-                    "4",
-                    "--no-progress",
-                    "--base-url",
-                    srv.base_url,
-                ]
-            )
-            == 0
-        )
+        assert data_gen_main(build_args(srv.base_url, tmp_path / "work", tmp_path / "shards", "0.4.0")) == 0
     out = tmp_path / "rel"
     assert (
         data_gen_main(["release", "build", "--from", str(tmp_path / "shards"), "--version", "0.4.0", "--out", str(out)])

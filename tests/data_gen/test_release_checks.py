@@ -16,7 +16,7 @@ import pytest
 
 from data_gen.release import cli as release
 from data_gen.release.verify import verify_release
-from tests.helpers.rolebench_fixtures import write_jsonl
+from tests.helpers.rolebench_fixtures import release_manifest_entry, write_jsonl
 
 ZH = "剑客"
 
@@ -128,24 +128,13 @@ def built(tmp_path) -> Path:
     return tmp_path / "rel"
 
 
-def _manifest_entry(out: Path, shard: Path) -> tuple[dict, dict, dict]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    rel = shard.relative_to(out).as_posix()
-    for config in manifest["configs"].values():
-        for split in config["splits"].values():
-            for entry in split["shards"]:
-                if entry["path"] == rel:
-                    return manifest, split, entry
-    raise AssertionError(rel)
-
-
 def test_verify_fails_on_a_0_row_shard(built):
     from data_gen.files import sha256_file
 
     shard = next((built / "data" / "zh-general").glob("test-*.parquet"))
     empty = pq.read_table(shard).slice(0, 0)
     pq.write_table(empty, shard)
-    manifest, split, entry = _manifest_entry(built, shard)
+    manifest, split, entry = release_manifest_entry(built, shard)
     entry.update(rows=0, sha256=sha256_file(shard))
     split["rows"] = 0
     (built / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")

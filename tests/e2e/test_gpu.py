@@ -13,7 +13,7 @@ from flax import nnx
 
 from rolellm_jax.models import build_model
 from rolellm_jax.models.attention import attention
-from rolellm_jax.models.config import ModelConfig
+from tests.helpers.tiny_models import tiny_config
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU (run with JAX_PLATFORMS=cuda)")
 
@@ -59,14 +59,10 @@ def test_fused_attention_matches_float32_xla_on_packed_rows():
 
 
 def test_bf16_model_with_fused_attention_matches_xla_attention():
-    cfg = ModelConfig(
-        family="llama",
+    cfg = tiny_config(
         vocab_size=512,
         hidden_size=256,
         intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
         dtype="bfloat16",
         attention_impl=FAST,

@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rolellm_jax.evaluate import main
 from tests.helpers.rolebench_fixtures import all_texts, tiny_tokenizer, write_jsonl, write_original_layout
+from tests.helpers.tiny_models import tiny_hf_config
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +19,9 @@ def ckpt(tmp_path_factory):
     tokenizer = tiny_tokenizer(all_texts(), vocab_size=400)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    cfg = LlamaConfig(
+    cfg = tiny_hf_config(
+        LlamaConfig,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=8,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -33,6 +30,11 @@ def ckpt(tmp_path_factory):
     )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     return folder
+
+
+def run_args(ckpt, data, out, *flags: str) -> list[str]:
+    """``evaluate run`` of the checkpoint on the data into ``out``, with more flags."""
+    return ["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), *flags]
 
 
 def test_run_writes_predictions_metrics_and_paper_table(capsys, tmp_path, ckpt) -> None:
@@ -45,25 +47,8 @@ def test_run_writes_predictions_metrics_and_paper_table(capsys, tmp_path, ckpt) 
         ],
     )
     out = tmp_path / "out"
-    rc = main(
-        [
-            "run",
-            "--ckpt",
-            str(ckpt),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--name",
-            "TinyLlama",
-            "--max-new-tokens",
-            "6",
-            "--batch-size",
-            "8",
-            "--raw-ref-en",
-            str(raw),
-        ]
-    )
+    generation = ["--name", "TinyLlama", "--max-new-tokens", "6", "--batch-size", "8"]
+    rc = main(run_args(ckpt, data, out, *generation, "--raw-ref-en", str(raw)))
     captured = capsys.readouterr()
     printed = captured.out
     assert rc == 0, captured.err
@@ -104,21 +89,7 @@ def test_run_writes_predictions_metrics_and_paper_table(capsys, tmp_path, ckpt) 
 def test_run_missing_description_is_one_line_error(capsys, tmp_path, ckpt) -> None:
     data = write_original_layout(tmp_path / "rolebench")
     (data / "profiles-eng/desc.json").write_text(json.dumps({"Captain Vale": "x"}))
-    rc = main(
-        [
-            "run",
-            "--ckpt",
-            str(ckpt),
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "o"),
-            "--split",
-            "instruction_generalization_en",
-            "--max-new-tokens",
-            "2",
-        ]
-    )
+    rc = main(run_args(ckpt, data, tmp_path / "o", "--split", "instruction_generalization_en", "--max-new-tokens", "2"))
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and "'Doctor Moss' has no description" in err
 
@@ -126,26 +97,9 @@ def test_run_missing_description_is_one_line_error(capsys, tmp_path, ckpt) -> No
 def test_repeated_split_flags_add_up(capsys, tmp_path, ckpt) -> None:
     data = write_original_layout(tmp_path / "rolebench")
     out = tmp_path / "out"
-    rc = main(
-        [
-            "run",
-            "--ckpt",
-            str(ckpt),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--max-new-tokens",
-            "2",
-            "--max-rows",
-            "1",
-            "--split",
-            "instruction_generalization_en",
-            "--split",
-            "role_generalization_en",
-            "instruction_generalization_en",
-        ]
-    )
+    ig, rg = "instruction_generalization_en", "role_generalization_en"
+    splits = ["--split", ig, "--split", rg, ig]
+    rc = main(run_args(ckpt, data, out, "--max-new-tokens", "2", "--max-rows", "1", *splits))
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["settings"]) == [
@@ -153,21 +107,7 @@ def test_repeated_split_flags_add_up(capsys, tmp_path, ckpt) -> None:
         "role_generalization_en",
     ]  # once each, in order
     # a second evaluation into the same folder: refused, or with --overwrite no earlier prediction is left
-    again = [
-        "run",
-        "--ckpt",
-        str(ckpt),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--max-new-tokens",
-        "2",
-        "--max-rows",
-        "1",
-        "--split",
-        "role_generalization_en",
-    ]
+    again = run_args(ckpt, data, out, "--max-new-tokens", "2", "--max-rows", "1", "--split", "role_generalization_en")
     assert main(again) == 1 and "already holds an evaluation" in capsys.readouterr().err
     assert main([*again, "--overwrite"]) == 0
     assert {p.name.split("-")[0] for p in (out / "predictions").iterdir()} == {"role_generalization_en"}
@@ -227,29 +167,14 @@ def test_default_settings_are_those_the_data_has(capsys, tmp_path, ckpt, caplog)
     shutil.rmtree(data / "rolebench-zh")
     shutil.rmtree(data / "profiles-zh")  # English only, like a data_gen shard set
     out = tmp_path / "out"
-    rc = main(
-        ["run", "--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--max-new-tokens", "2", "--max-rows", "1"]
-    )
+    rc = main(run_args(ckpt, data, out, "--max-new-tokens", "2", "--max-rows", "1"))
     assert rc == 0, capsys.readouterr().err
     assert list(json.loads((out / "metrics.json").read_text())["settings"]) == [
         "instruction_generalization_en",
         "role_generalization_en",
     ]
     assert "no zh profiles" in caplog.text
-    rc = main(
-        [
-            "run",
-            "--ckpt",
-            str(ckpt),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--split",
-            "instruction_generalization_zh",
-            "--overwrite",
-        ]
-    )
+    rc = main(run_args(ckpt, data, out, "--split", "instruction_generalization_zh", "--overwrite"))
     assert rc == 1 and "profiles-zh" in capsys.readouterr().err  # asked for explicitly: an error
 
 

@@ -143,3 +143,15 @@ def all_texts() -> list[str]:
         "<|im_start|>system user assistant<|im_end|>",
     ]
     return texts
+
+
+def release_manifest_entry(out: Path, shard: Path) -> tuple[dict, dict, dict]:
+    """(the release's manifest, the split holding ``shard``, the shard's own entry), from OUT/manifest.json."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    rel = shard.relative_to(out).as_posix()
+    for config in manifest["configs"].values():
+        for split in config["splits"].values():
+            for entry in split["shards"]:
+                if entry["path"] == rel:
+                    return manifest, split, entry
+    raise AssertionError(rel)

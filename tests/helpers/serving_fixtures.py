@@ -7,8 +7,8 @@ import functools
 from flax import nnx
 
 from rolellm_jax.models import build_model
-from rolellm_jax.models.config import ModelConfig
 from tests.helpers.rolebench_fixtures import all_texts, tiny_tokenizer
+from tests.helpers.tiny_models import tiny_config
 
 
 @functools.cache
@@ -19,14 +19,8 @@ def _tokenizer_texts() -> tuple[str, ...]:
 def tiny_serving_model(seed: int = 0):
     """(model, tokenizer): a 2-layer float32 LLaMA over the tiny tokenizer's vocabulary."""
     tokenizer = tiny_tokenizer(list(_tokenizer_texts()))
-    cfg = ModelConfig(
-        family="llama",
+    cfg = tiny_config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -15,6 +15,7 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.kernels.blocked_attention import allowed_mask, causal_blocks_attention, causal_query_blocks
 from rolellm_jax.parallel import sharding
 from tests.helpers.jaxpr_eqns import all_eqns
+from tests.helpers.tiny_models import tiny_config
 
 
 def packed_segments(batch: int, length: int, borders: list[int], pad_from: int) -> np.ndarray:
@@ -26,18 +27,7 @@ def packed_segments(batch: int, length: int, borders: list[int], pad_from: int) 
 
 def tiny_llama(**runtime) -> ModelConfig:
     """A 2-layer grouped-query LLaMA (4 heads, 2 kv heads) for 256-token sequences."""
-    return ModelConfig(
-        family="llama",
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        dtype="float32",
-        **runtime,
-    )
+    return tiny_config(max_position_embeddings=256, dtype="float32", **runtime)
 
 
 def torch_attention(q, k, v, allowed):

@@ -27,6 +27,7 @@ from rolellm_jax.models.kernels.blocked_attention import causal_query_blocks
 from rolellm_jax.models.rotary import rotary_inv_freq
 from rolellm_jax.parallel import sharding
 from tests.helpers.jaxpr_eqns import all_eqns
+from tests.helpers.tiny_models import tiny_config, tiny_hf_config
 
 TOL = 1e-4
 VOCAB, T = 128, 8
@@ -42,11 +43,11 @@ LLAMA3_ROPE = {
 
 # ---------------------------------------------------------------- helpers
 def hf_llama(kv_heads: int = 2, tie: bool = False, rope: dict | None = None, seed: int = 0):
-    cfg = LlamaConfig(
+    cfg = tiny_hf_config(
+        LlamaConfig,
         vocab_size=VOCAB,
         hidden_size=64,
         intermediate_size=96,
-        num_hidden_layers=2,
         num_attention_heads=8,
         num_key_value_heads=kv_heads,
         head_dim=8,
@@ -58,13 +59,9 @@ def hf_llama(kv_heads: int = 2, tie: bool = False, rope: dict | None = None, see
 
 
 def hf_glm(partial: float = 0.5, seed: int = 0):
-    cfg = GlmConfig(
+    cfg = tiny_hf_config(
+        GlmConfig,
         vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=8,
         partial_rotary_factor=partial,
         attention_bias=True,
@@ -348,16 +345,8 @@ def test_kv_cache_decode_equals_full_forward(family, llama_pair):
 
 # ---------------------------------------------------------------- layout, dtypes, metadata
 def test_param_tree_layout_and_logical_axes():
-    cfg = ModelConfig(
-        family="glm",
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attention_bias=True,
-        partial_rotary_factor=0.5,
+    cfg = tiny_config(
+        family="glm", intermediate_size=48, num_hidden_layers=3, attention_bias=True, partial_rotary_factor=0.5
     )
     model = nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0)))
     flat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -468,37 +457,17 @@ def test_bf16_compute_with_fp32_params_is_close(llama_pair):
 def test_bad_runtime_settings_are_refused_in_one_line():
     from rolellm_jax.errors import ConfigError
 
+    one_layer = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     for runtime, needle in [
         ({"remat_policy": "sometimes"}, "remat_policy='sometimes'"),
         ({"attention_impl": "flash"}, "attention_impl='flash'"),
         ({"attention_impl": "cudnn", "dtype": "float32"}, "needs dtype bfloat16"),
     ]:
         with pytest.raises(ConfigError, match=needle):
-            build_model(
-                ModelConfig(
-                    vocab_size=32,
-                    hidden_size=16,
-                    intermediate_size=32,
-                    num_hidden_layers=1,
-                    num_attention_heads=2,
-                    num_key_value_heads=2,
-                    **runtime,
-                ),
-                rngs=nnx.Rngs(0),
-            )
+            build_model(tiny_config(**one_layer, **runtime), rngs=nnx.Rngs(0))
     from rolellm_jax.models import ModelInputError
 
-    model = build_model(
-        ModelConfig(
-            vocab_size=32,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-        ),
-        rngs=nnx.Rngs(0),
-    )
+    model = build_model(tiny_config(**one_layer, num_key_value_heads=1), rngs=nnx.Rngs(0))
     with pytest.raises(ModelInputError, match=r"input_ids must be \[batch, seq\], got shape \(5,\)"):
         model(jnp.ones((5,), jnp.int32))
     with pytest.raises(ModelInputError, match=r"segment_ids has shape \(1, 4\), expected"):
@@ -515,16 +484,7 @@ def test_bad_runtime_settings_are_refused_in_one_line():
 @pytest.mark.parametrize("on_mesh", [False, True], ids=["one-device", "mesh-2x2x2"])
 def test_splash_kernel_matches_xla_attention(on_mesh):
     """The TPU splash kernel (Pallas interpret mode on CPU) gives the XLA path's logits and grads."""
-    cfg = ModelConfig(
-        family="llama",
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        dtype="float32",
-    )
+    cfg = tiny_config(vocab_size=VOCAB, dtype="float32")
     xla_model = build_model(cfg, rngs=nnx.Rngs(0))
     splash_model = build_model(cfg.replace(attention_impl="splash"), rngs=nnx.Rngs(0))
     rng = np.random.default_rng(5)

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from rolellm_jax.training.run import run
 from rolellm_jax.training.run_config import parse_args
+from tests.helpers.subprocesses import start_python
 from tests.training.test_train import assert_trees_equal, exported, losses, tiny_args, tokenizer_dir  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,16 +80,7 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(token
             JAX_PROCESS_ID=str(pid),
             ROWS_LOG=str(tmp_path / f"rows-{pid}.json"),
         )
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-c", CHILD, *args],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        children.append(start_python(CHILD, *args, env=env, stderr=subprocess.STDOUT))
     outputs = []
     try:
         for child in children:

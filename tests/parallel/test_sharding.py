@@ -11,7 +11,6 @@ from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 from rolellm_jax.models import build_model
-from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import (
     LOGICAL_RULES,
     MeshConfig,
@@ -23,17 +22,9 @@ from rolellm_jax.parallel.sharding import (
     param_shardings,
     shard_params,
 )
+from tests.helpers.tiny_models import tiny_config
 
-TINY = ModelConfig(
-    family="llama",
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    dtype="float32",
-)
+TINY = tiny_config(dtype="float32")
 
 
 @pytest.mark.parametrize(

@@ -9,16 +9,12 @@ import pytest
 
 from rolellm_jax.aot import main
 from rolellm_jax.training.aot import compile_for_topology, report
+from tests.helpers.tiny_models import tiny_model_flags
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
 
 TINY = [
-    "--model.hidden_size=64",
-    "--model.intermediate_size=128",
-    "--model.num_hidden_layers=2",
-    "--model.num_attention_heads=4",
-    "--model.num_key_value_heads=2",
-    "--model.vocab_size=512",
+    *tiny_model_flags(hidden_size=64, intermediate_size=128, vocab_size=512),
     "--data.seq_len=128",
     "--train.global_batch_size=8",
     "--train.grad_accum=2",

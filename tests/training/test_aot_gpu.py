@@ -14,6 +14,7 @@ from rolellm_jax.aot import main
 from rolellm_jax.errors import ConfigError
 from rolellm_jax.training.aot import compile_for_topology, report
 from rolellm_jax.training.gpu_targets import GPUS, parse_gpu_topology
+from tests.helpers.tiny_models import tiny_model_flags
 
 
 def installed(module: str) -> bool:
@@ -28,12 +29,7 @@ needs_plugin = pytest.mark.skipif(not has_cuda_plugin, reason="jax-cuda12-plugin
 has_cudnn = installed("nvidia.cudnn")
 
 TINY = [
-    "--model.hidden_size=64",
-    "--model.intermediate_size=128",
-    "--model.num_hidden_layers=2",
-    "--model.num_attention_heads=4",
-    "--model.num_key_value_heads=2",
-    "--model.vocab_size=512",
+    *tiny_model_flags(hidden_size=64, intermediate_size=128, vocab_size=512),
     "--data.seq_len=128",
     "--train.global_batch_size=16",
     "--train.grad_accum=2",

@@ -4,8 +4,6 @@ cannot fit is refused with the figures and the knobs (it was OOM-killed with no 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +18,15 @@ from rolellm_jax.training.memory_estimate import (
     human_count,
 )
 from rolellm_jax.training.run_config import RunConfig, model_config_of
+from tests.helpers.subprocesses import run_module
+from tests.helpers.tiny_models import tiny_hf_config
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def test_parameter_count_is_transformers_own():
-    hf = LlamaConfig(
-        vocab_size=300,
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    hf = tiny_hf_config(LlamaConfig, vocab_size=300, hidden_size=48, intermediate_size=80, num_hidden_layers=3)
     with __import__("torch").device("meta"):
         reference = sum(p.numel() for p in LlamaForCausalLM(hf).parameters())
     ours = estimate_state(ModelConfig.from_hf_config(hf.to_dict()), LoraConfig())
@@ -63,14 +56,7 @@ def test_cli_refuses_a_state_that_cannot_fit_before_writing_anything(tmp_path):
         "--model.num_key_value_heads=256",
         f"--train.output_dir={out}",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "rolellm_jax.train", *huge],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("rolellm_jax.train", *huge, env=ENV, timeout=300)
     assert result.returncode == 1, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "parameters" in errors[0] and "training state needs about" in errors[0], errors

@@ -32,6 +32,7 @@ from rolellm_jax.training.lora import LoraError
 from rolellm_jax.training.run import run
 from rolellm_jax.training.run_config import parse_args
 from rolellm_jax.training.train_step import TrainProgram, TrainSetupError
+from tests.helpers.subprocesses import run_module, start_python
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "release" / "rolebench-demo"
@@ -150,14 +151,7 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tokenizer_dir
 
     killed_args = tiny_args(tokenizer_dir, tmp_path / "killed", *args)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_CHILD, *killed_args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    child = start_python(KILLED_CHILD, *killed_args, env=env, stderr=subprocess.DEVNULL)
     try:
         for line in child.stdout:
             if "CHECKPOINT 4 WRITTEN" in line:
@@ -171,14 +165,7 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tokenizer_dir
     assert child.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "export").exists()
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "rolellm_jax.train", *killed_args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = run_module("rolellm_jax.train", *killed_args, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr and "checkpoints/4" in resumed.stderr
     assert "3 steps this run" in resumed.stdout
