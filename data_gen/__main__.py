@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("rolegpt", "stage 3: in-character answers to general instructions (6 samples)")
     p.add_argument("--instructions", type=Path, required=True, help="JSONL of {instruction, input?, output?}")
     allow_empty = "write the shard set even if a role_specific train split is empty (refused by default)"
-    p = stage("shards", "stage 5: split and write the versioned shard set OUT/vX.Y.Z", llm=False)
+    p = stage("shards", "stage 4: split and write the versioned shard set OUT/vX.Y.Z", llm=False)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True, help="X.Y.Z; an existing version is never overwritten")
     p.add_argument("--allow-empty", action="store_true", help=allow_empty)

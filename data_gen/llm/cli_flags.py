@@ -21,7 +21,7 @@ def add_llm_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backoff-base", type=float, default=1.0, help="first retry waits up to this (s), doubling")
     g.add_argument("--max-cost", type=float, default=None, help="USD budget for new requests of this run")
     g.add_argument("--retry-failed", action="store_true", help="re-ask requests journaled as failed")
-    g.add_argument("--prices", type=Path, default=None, help="price table JSON (default: data_gen/prices.json)")
+    g.add_argument("--prices", type=Path, default=None, help="price table JSON (default: data_gen/llm/prices.json)")
     g.add_argument("--no-progress", action="store_true")
 
 

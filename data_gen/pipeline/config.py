@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from data_gen.errors import ConfigError
-from data_gen.rolebench import LANGS
+from data_gen.rolebench import RoleBenchError, canonical_lang
 
 
 @dataclass
@@ -35,8 +35,10 @@ class GenConfig:
     test_role_count: int = 1
 
     def __post_init__(self) -> None:
-        if self.lang not in LANGS:
-            raise ConfigError(f"lang: {self.lang!r} is not one of {LANGS}")
+        try:  # eng / en / zh, as everywhere else
+            object.__setattr__(self, "lang", canonical_lang(self.lang))
+        except RoleBenchError:
+            raise ConfigError(f"lang: {self.lang!r} is not one of eng (or en), zh") from None
         if self.samples < 2:
             raise ConfigError(f"samples: {self.samples} < 2 (need at least one reference and the baseline)")
         for name in ("general_test_fraction", "role_specific_test_fraction", "dedup_threshold", "min_keep_share"):

@@ -319,3 +319,10 @@ def test_retrieval_does_not_depend_on_jax_being_loaded():
         for mode in ("nojax", "jax")
     }
     assert outputs["nojax"] == outputs["jax"] and outputs["jax"].startswith("['the sea")
+
+
+def test_generator_lang_takes_every_spelling_of_the_one_vocabulary():
+    assert GenConfig(lang="en").lang == "eng" and GenConfig(lang="en").prompt_lang == "en"
+    assert GenConfig(lang="zh").prompt_lang == "zh"
+    with pytest.raises(ConfigError, match="lang: 'fr' is not one of eng"):
+        GenConfig(lang="fr")
