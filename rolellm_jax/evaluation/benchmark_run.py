@@ -314,6 +314,7 @@ def cmd_run(args) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
         seed=args.seed,
         eos_token_ids=eos,
         pad_token_id=tokenizer.pad_token_id or 0,

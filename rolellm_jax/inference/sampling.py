@@ -1,6 +1,6 @@
-"""Token sampling from logits: greedy, temperature, top-k and top-p (nucleus). The one implementation,
-used by batched ``generate()`` (one setting for the batch) and by the serving engine (a setting per
-row, rows of different requests side by side).
+"""Token sampling from logits: greedy, temperature, top-k and top-p (nucleus), after an optional
+repetition penalty. The one implementation, used by batched ``generate()`` (one setting for the
+batch) and by the serving engine (a setting per row, rows of different requests side by side).
 
 Settings are traced: scalars or one value per row [B], so changing them never recompiles.
 """
@@ -14,6 +14,26 @@ import jax.numpy as jnp
 def _per_row(value, batch: int) -> jax.Array:
     """A scalar or [B] setting as a [B, 1] column, broadcast against [B, V] logits."""
     return jnp.broadcast_to(jnp.asarray(value), (batch,))[:, None]
+
+
+def seen_tokens(ids: jax.Array, mask: jax.Array, vocab: int) -> jax.Array:
+    """[B, V] bool: which ids a row's prompt holds (ids / mask [B, T]; padding, mask 0, is not seen)."""
+    rows = jnp.broadcast_to(jnp.arange(ids.shape[0])[:, None], ids.shape)
+    return jnp.zeros((ids.shape[0], vocab), bool).at[rows, ids].max(mask.astype(bool))
+
+
+def mark_seen(seen: jax.Array, tokens: jax.Array) -> jax.Array:
+    """``seen`` [B, V] with each row's new token [B] added."""
+    return seen.at[jnp.arange(seen.shape[0]), tokens].set(True)
+
+
+def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty) -> jax.Array:
+    """transformers' ``repetition_penalty`` (CTRL, Keskar et al. 2019): the logit of every token a
+    row has seen (prompt and generated) divided by ``penalty`` where positive, multiplied where
+    negative. ``penalty`` is a scalar or one per row [B]; 1 is off (the logits come back unchanged)."""
+    penalty = _per_row(penalty, logits.shape[0])
+    penalized = jnp.where(logits < 0, logits * penalty, logits / penalty)
+    return jnp.where(seen, penalized, logits)
 
 
 def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
