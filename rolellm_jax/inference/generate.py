@@ -88,6 +88,7 @@ def _generate_padded(
     positions = jnp.clip(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
     cache = model.init_cache(batch, prompt_len + max_new_tokens)
     logits, cache = model(input_ids, positions=positions, segment_ids=prompt_mask, cache=cache)
+
     def sample(logits, seen, key):
         logits = penalize_repeats(logits.astype(jnp.float32), seen, repetition_penalty)
         token = sample_tokens(logits, key, temperature, top_k, top_p, greedy=greedy)
