@@ -70,9 +70,12 @@ def sample_tokens(logits: jax.Array, key: jax.Array, temperature, top_k, top_p, 
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def sample_rows(logits: jax.Array, keys: jax.Array, temperature, top_k, top_p) -> jax.Array:
+def sample_rows(logits: jax.Array, keys: jax.Array, temperature, top_k, top_p, seen=None, penalty=1.0) -> jax.Array:
     """Per-row settings in one batch: rows with temperature 0 are greedy, the others sampled with
-    their own key (keys [B, 2]). A batch of greedy rows only skips the sort (a runtime branch)."""
+    their own key (keys [B, 2]). A batch of greedy rows only skips the sort (a runtime branch).
+    ``seen`` [B, V] and ``penalty`` (scalar or [B]): the repetition penalty, applied first."""
+    if seen is not None:
+        logits = penalize_repeats(logits, seen, penalty)
     temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), logits.shape[:1])
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
