@@ -111,6 +111,12 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="transformers' repetition_penalty: seen tokens' logits divided by it (1 = off; ~1.1-1.3 curbs loops)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-rows", type=_positive_int, help="first N rows of each test file (smoke runs)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype override")

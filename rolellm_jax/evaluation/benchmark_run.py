@@ -211,6 +211,7 @@ def run_benchmark(args) -> dict[str, Any]:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
         seed=args.seed,
         eos_token_ids=stop_token_ids(args.ckpt, tokenizer),
         pad_token_id=tokenizer.pad_token_id or 0,

@@ -51,6 +51,7 @@ class Request:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0  # transformers' (inference/sampling.py); 1 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Engine:
             temperature=request.temperature,
             top_k=request.top_k,
             top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
         ).check(self.cfg.vocab_size)
         if not request.prompt_ids:
             raise GenerationError("the prompt is empty: it needs at least one token")

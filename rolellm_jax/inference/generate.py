@@ -6,7 +6,9 @@ segment id 0 on padding and positions ``cumsum(mask) - 1`` (the models' cache co
 cache holds ``prompt_len + max_new_tokens`` slots. Every step samples one token per row:
 
 - greedy (``temperature == 0``), or temperature with optional top-k and top-p (nucleus),
-  ``sampling.sample_tokens`` (shared with the serving engine);
+  ``sampling.sample_tokens`` (shared with the serving engine), after transformers'
+  ``repetition_penalty`` over the row's prompt and generated tokens (1 = off; a row's left padding
+  does not count as seen, so a row gets what transformers gives its prompt alone);
 - randomness from ``seed`` only: step s uses ``fold_in(PRNGKey(seed), s)``, so a run is
   reproducible for the same prompts, batch size and settings;
 - a row stops at an EOS id (returned without it) or after ``max_new_tokens``; the loop ends when
@@ -29,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from rolellm_jax.errors import UserError
-from rolellm_jax.inference.sampling import sample_tokens
+from rolellm_jax.inference.sampling import mark_seen, penalize_repeats, sample_tokens, seen_tokens
 
 
 class GenerationError(UserError, ValueError):
@@ -38,7 +40,8 @@ class GenerationError(UserError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """How tokens are chosen. ``temperature == 0`` is greedy; ``top_k == 0`` / ``top_p == 1`` are off."""
+    """How tokens are chosen. ``temperature == 0`` is greedy; ``top_k == 0`` / ``top_p == 1`` /
+    ``repetition_penalty == 1`` are off (transformers' meanings)."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -47,6 +50,7 @@ class SamplingConfig:
     seed: int = 0
     eos_token_ids: tuple[int, ...] = ()
     pad_token_id: int = 0
+    repetition_penalty: float = 1.0
 
     def check(self, vocab_size: int) -> None:
         if self.max_new_tokens < 1:
@@ -57,6 +61,8 @@ class SamplingConfig:
             raise GenerationError(f"top_k={self.top_k}: must be in [0, vocab_size={vocab_size}] (0 = off)")
         if not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p={self.top_p}: must be in (0, 1] (1 = off)")
+        if not self.repetition_penalty > 0:
+            raise GenerationError(f"repetition_penalty={self.repetition_penalty}: must be > 0 (1 = off)")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
@@ -69,6 +75,7 @@ def _generate_padded(
     temperature,
     top_k,
     top_p,
+    repetition_penalty,
     eos,
     pad_id,
     *,
@@ -81,27 +88,32 @@ def _generate_padded(
     positions = jnp.clip(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
     cache = model.init_cache(batch, prompt_len + max_new_tokens)
     logits, cache = model(input_ids, positions=positions, segment_ids=prompt_mask, cache=cache)
-    sample = functools.partial(sample_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
 
-    first = sample(logits[:, -1], jax.random.fold_in(key, 0))
+    def sample(logits, seen, key):
+        logits = penalize_repeats(logits.astype(jnp.float32), seen, repetition_penalty)
+        token = sample_tokens(logits, key, temperature, top_k, top_p, greedy=greedy)
+        return token, mark_seen(seen, token)
+
+    seen = seen_tokens(input_ids, prompt_mask, logits.shape[-1])
+    first, seen = sample(logits[:, -1], seen, jax.random.fold_in(key, 0))
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos)
     ones = jnp.ones((batch, 1), jnp.int32)
 
     def keep_going(carry):
-        step, _, _, _, done, _ = carry
+        step, _, _, _, done, _, _ = carry
         return (step < max_new_tokens) & ~jnp.all(done)
 
     def decode_step(carry):
-        step, cache, last, position, done, out = carry
+        step, cache, last, position, done, out, seen = carry
         logits, cache = model(last[:, None], positions=position[:, None], segment_ids=ones, cache=cache)
-        token = sample(logits[:, 0], jax.random.fold_in(key, step))
+        token, seen = sample(logits[:, 0], seen, jax.random.fold_in(key, step))
         token = jnp.where(done, pad_id, token)
         out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
-        return step + 1, cache, token, position + 1, done | jnp.isin(token, eos), out
+        return step + 1, cache, token, position + 1, done | jnp.isin(token, eos), out, seen
 
-    carry = (jnp.int32(1), cache, first, positions[:, -1] + 1, done, out)
-    steps, *_, out = jax.lax.while_loop(keep_going, decode_step, carry)
+    carry = (jnp.int32(1), cache, first, positions[:, -1] + 1, done, out, seen)
+    steps, *_, out, _ = jax.lax.while_loop(keep_going, decode_step, carry)
     return out, steps
 
 
@@ -161,6 +173,7 @@ def generate(
                 jnp.float32(sampling.temperature or 1.0),
                 jnp.int32(sampling.top_k),
                 jnp.float32(sampling.top_p),
+                jnp.float32(sampling.repetition_penalty),
                 eos,
                 jnp.int32(sampling.pad_token_id),
                 max_new_tokens=sampling.max_new_tokens,

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rolellm_jax.inference.sampling import row_keys, sample_rows
+from rolellm_jax.inference.sampling import mark_seen, row_keys, sample_rows, seen_tokens
 from rolellm_jax.parallel.sharding import constrain
 
 CACHE_AXES = (None, "activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
@@ -48,11 +48,13 @@ def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
 def new_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(slots, max_len)
-    return dict(cache, k=constrain(cache["k"], CACHE_AXES), v=constrain(cache["v"], CACHE_AXES))
+    # seen: which tokens each row's request has seen (prompt and generated), for repetition_penalty
+    seen = jnp.zeros((slots, model.cfg.vocab_size), bool)
+    return dict(cache, k=constrain(cache["k"], CACHE_AXES), v=constrain(cache["v"], CACHE_AXES), seen=seen)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
-def prefill_into_row(graphdef, state, cache, ids, mask, row, segment, index, seed, temperature, top_k, top_p):
+def prefill_into_row(graphdef, state, cache, ids, mask, row, segment, index, seed, temperature, top_k, top_p, penalty):
     """Prefill one left-padded prompt ids/mask [1, P] and write it into ``row`` at ``[index-P, index)``.
 
     Returns the cache and the request's first token (sampled with its settings, step 0 of its seed).
@@ -67,27 +69,34 @@ def prefill_into_row(graphdef, state, cache, ids, mask, row, segment, index, see
     v = jax.lax.dynamic_update_slice(cache["v"], alone["v"], (0, row, start, 0, 0))
     segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], mask * segment, (row, start))
     keys = row_keys(seed[None], jnp.zeros((1,), jnp.int32))
-    first = sample_rows(logits[:, -1], keys, temperature[None], top_k[None], top_p[None])[0]
-    return dict(cache, k=k, v=v, segment_ids=segment_ids), first
+    seen = seen_tokens(ids, mask, cache["seen"].shape[1])
+    first = sample_rows(logits[:, -1], keys, temperature[None], top_k[None], top_p[None], seen, penalty[None])
+    seen = jax.lax.dynamic_update_slice(cache["seen"], mark_seen(seen, first), (row, 0))
+    return dict(cache, k=k, v=v, segment_ids=segment_ids, seen=seen), first[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
-def decode_rows(graphdef, state, cache, index, last, positions, segments, seeds, steps, temperature, top_k, top_p):
+def decode_rows(
+    graphdef, state, cache, index, last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty
+):
     """One token for each of the first ``n = len(last)`` rows: ``last`` [n] (the row's newest token,
     not yet in the cache) goes in at ``index`` with its position and segment id; rows with segment
     0 are idle (their output is junk). Rows from n on are left as they are: with few requests, a
-    step costs a few rows, not all (n is a power of two, so there are few shapes)."""
+    step costs a few rows, not all (n is a power of two, so there are few shapes). Each row's
+    seen-token mask (ours, not the model's) feeds its repetition penalty."""
     model = nnx.merge(graphdef, state)
     n = last.shape[0]
     rows = {"k": cache["k"][:, :n], "v": cache["v"][:, :n], "segment_ids": cache["segment_ids"][:n], "index": index}
     logits, rows = model(last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=rows)
-    tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p)
+    seen = cache["seen"][:n]
+    tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
     put = lambda full, part: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), (0,) * full.ndim)
     cache = {
         "k": put(cache["k"], rows["k"]) if n < cache["k"].shape[1] else rows["k"],
         "v": put(cache["v"], rows["v"]) if n < cache["v"].shape[1] else rows["v"],
         "segment_ids": put(cache["segment_ids"], rows["segment_ids"]),
         "index": rows["index"],
+        "seen": put(cache["seen"], mark_seen(seen, tokens)),
     }
     return cache, tokens
 

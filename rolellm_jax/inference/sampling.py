@@ -1,6 +1,6 @@
-"""Token sampling from logits: greedy, temperature, top-k and top-p (nucleus). The one implementation,
-used by batched ``generate()`` (one setting for the batch) and by the serving engine (a setting per
-row, rows of different requests side by side).
+"""Token sampling from logits: greedy, temperature, top-k and top-p (nucleus), after an optional
+repetition penalty. The one implementation, used by batched ``generate()`` (one setting for the
+batch) and by the serving engine (a setting per row, rows of different requests side by side).
 
 Settings are traced: scalars or one value per row [B], so changing them never recompiles.
 """
@@ -14,6 +14,26 @@ import jax.numpy as jnp
 def _per_row(value, batch: int) -> jax.Array:
     """A scalar or [B] setting as a [B, 1] column, broadcast against [B, V] logits."""
     return jnp.broadcast_to(jnp.asarray(value), (batch,))[:, None]
+
+
+def seen_tokens(ids: jax.Array, mask: jax.Array, vocab: int) -> jax.Array:
+    """[B, V] bool: which ids a row's prompt holds (ids / mask [B, T]; padding, mask 0, is not seen)."""
+    rows = jnp.broadcast_to(jnp.arange(ids.shape[0])[:, None], ids.shape)
+    return jnp.zeros((ids.shape[0], vocab), bool).at[rows, ids].max(mask.astype(bool))
+
+
+def mark_seen(seen: jax.Array, tokens: jax.Array) -> jax.Array:
+    """``seen`` [B, V] with each row's new token [B] added."""
+    return seen.at[jnp.arange(seen.shape[0]), tokens].set(True)
+
+
+def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty) -> jax.Array:
+    """transformers' ``repetition_penalty`` (CTRL, Keskar et al. 2019): the logit of every token a
+    row has seen (prompt and generated) divided by ``penalty`` where positive, multiplied where
+    negative. ``penalty`` is a scalar or one per row [B]; 1 is off (the logits come back unchanged)."""
+    penalty = _per_row(penalty, logits.shape[0])
+    penalized = jnp.where(logits < 0, logits * penalty, logits / penalty)
+    return jnp.where(seen, penalized, logits)
 
 
 def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
@@ -50,9 +70,12 @@ def sample_tokens(logits: jax.Array, key: jax.Array, temperature, top_k, top_p, 
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def sample_rows(logits: jax.Array, keys: jax.Array, temperature, top_k, top_p) -> jax.Array:
+def sample_rows(logits: jax.Array, keys: jax.Array, temperature, top_k, top_p, seen=None, penalty=1.0) -> jax.Array:
     """Per-row settings in one batch: rows with temperature 0 are greedy, the others sampled with
-    their own key (keys [B, 2]). A batch of greedy rows only skips the sort (a runtime branch)."""
+    their own key (keys [B, 2]). A batch of greedy rows only skips the sort (a runtime branch).
+    ``seen`` [B, V] and ``penalty`` (scalar or [B]): the repetition penalty, applied first."""
+    if seen is not None:
+        logits = penalize_repeats(logits, seen, penalty)
     temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), logits.shape[:1])
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
 

@@ -179,6 +179,7 @@ def to_engine_request(served: ServedModel, req: wire.ChatCompletionRequest) -> E
         temperature=1.0 if req.temperature is None else req.temperature,  # OpenAI's default
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=req.top_k or 0,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
         seed=req.seed,
         stop=req.stop_strings(),
     )

@@ -82,6 +82,7 @@ class SlotTable:
             np.float32(req.temperature),
             np.int32(req.top_k),
             np.float32(req.top_p),
+            np.float32(req.repetition_penalty),
         )
         return row, args
 
@@ -99,18 +100,32 @@ class SlotTable:
         n = next(w for w in widths if w > highest)
         last, positions, segments, steps, top_k = (np.zeros(n, np.int32) for _ in range(5))
         seeds = np.zeros(n, np.uint32)
-        temperature, top_p = np.zeros(n, np.float32), np.ones(n, np.float32)
+        temperature, top_p, penalty = np.zeros(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
         for r in self.active_rows():
             slot, req = self.rows[r], self.rows[r].handle.request
             last[r], steps[r] = slot.last, len(slot.generated)
             positions[r] = slot.prompt_len + len(slot.generated) - 1
             segments[r], seeds[r] = slot.segment, slot.seed
-            temperature[r], top_k[r], top_p[r] = req.temperature, req.top_k, req.top_p
-        return np.int32(self.index), last, positions, segments, seeds, steps, temperature, top_k, top_p
+            temperature[r], top_k[r], top_p[r], penalty[r] = (
+                req.temperature,
+                req.top_k,
+                req.top_p,
+                req.repetition_penalty,
+            )
+        return np.int32(self.index), last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty
 
     def idle_prefill_args(self, width: int) -> tuple:
         """Scalars of a prefill that writes nothing live (segment 0): for compiling ahead."""
-        return (np.int32(0), np.int32(0), np.int32(width), np.uint32(0), np.float32(0), np.int32(0), np.float32(1))
+        return (
+            np.int32(0),
+            np.int32(0),
+            np.int32(width),
+            np.uint32(0),
+            np.float32(0),
+            np.int32(0),
+            np.float32(1),
+            np.float32(1),
+        )
 
     def idle_decode_args(self, n: int) -> tuple:
         zeros = np.zeros(n, np.int32)
@@ -123,5 +138,6 @@ class SlotTable:
             zeros,
             np.zeros(n, np.float32),
             zeros,
+            np.ones(n, np.float32),
             np.ones(n, np.float32),
         )

@@ -69,6 +69,22 @@ def test_greedy_equals_generate_among_requests_that_come_and_go(served, monkeypa
     assert any(x > 0 for x in shifts) and any(x < 0 for x in shifts), shifts
 
 
+def test_repetition_penalty_equals_generate(served) -> None:
+    model, tokenizer, eos = served
+    prompts = random_prompts((5, 17, 3))
+    want = [
+        generate(model, [p], SamplingConfig(max_new_tokens=12, eos_token_ids=eos, repetition_penalty=1.8))[0]
+        for p in prompts
+    ]
+    assert want != [generate(model, [p], SamplingConfig(max_new_tokens=12, eos_token_ids=eos))[0] for p in prompts]
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=48).start()
+    try:  # with a penalty-free neighbour decoding beside them
+        got = run_all(engine, [Request(tuple(p), 12, repetition_penalty=1.8) for p in prompts] + [Request((4, 5), 9)])
+    finally:
+        engine.stop()
+    assert [list(f.token_ids) for _, f in got[:3]] == want
+
+
 def test_no_compilation_after_warmup(served) -> None:
     model, tokenizer, eos = served
     engine = Engine(model, tokenizer, eos_token_ids=eos, slots=3, max_len=40)
@@ -81,8 +97,8 @@ def test_no_compilation_after_warmup(served) -> None:
         lowered.clear()
         engine.start()
         requests = [
-            Request(tuple(p), m, temperature=t, top_p=tp, top_k=k, seed=s, stop=stop)
-            for p, m, t, tp, k, s, stop in zip(
+            Request(tuple(p), m, temperature=t, top_p=tp, top_k=k, seed=s, stop=stop, repetition_penalty=rp)
+            for p, m, t, tp, k, s, stop, rp in zip(
                 random_prompts((2, 15, 33, 7, 20)),
                 (5, 7, 6, 3, 12),
                 (0.0, 1.0, 0.7, 0.0, 1.3),
@@ -90,6 +106,7 @@ def test_no_compilation_after_warmup(served) -> None:
                 (0, 0, 20, 0, 5),
                 (1, 2, 3, None, None),
                 ((), ("a",), (), ("ing", "x"), ()),
+                (1.0, 1.2, 1.0, 1.5, 0.9),
             )
         ]
         run_all(engine, requests)

@@ -51,6 +51,28 @@ def test_greedy_equals_transformers_mixed_lengths(pair) -> None:
     assert generate(model, batch, SamplingConfig(max_new_tokens=NEW), batch_size=3) == want
 
 
+@pytest.mark.parametrize("penalty", [1.8, 0.6])
+def test_repetition_penalty_equals_transformers(pair, penalty) -> None:
+    hf, model = pair
+    batch = prompts(lengths=(5, 11, 3, 8, 2))
+    want = []
+    for p in batch:  # one at a time: transformers counts a batch's left padding as seen tokens, we do not
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids=torch.tensor([p]),
+                attention_mask=torch.ones((1, len(p)), dtype=torch.long),
+                max_new_tokens=NEW,
+                do_sample=False,
+                repetition_penalty=penalty,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        want.append(out[0, len(p) :].tolist())
+    got = generate(model, batch, SamplingConfig(max_new_tokens=NEW, repetition_penalty=penalty), batch_size=4)
+    assert got == want
+    assert got != generate(model, batch, SamplingConfig(max_new_tokens=NEW), batch_size=4)  # the penalty acted
+
+
 def test_rows_stop_at_their_own_eos(pair) -> None:
     hf, model = pair
     batch = prompts()
@@ -99,5 +121,7 @@ def test_bad_settings_name_the_setting(pair) -> None:
     _, model = pair
     with pytest.raises(GenerationError, match="top_p"):
         generate(model, prompts(), SamplingConfig(temperature=1.0, top_p=0.0))
+    with pytest.raises(GenerationError, match="repetition_penalty"):
+        generate(model, prompts(), SamplingConfig(repetition_penalty=0.0))
     with pytest.raises(GenerationError, match="prompt 1 is empty"):
         generate(model, [[3, 4], []], SamplingConfig(max_new_tokens=2))
