@@ -44,7 +44,9 @@ def client(setup, **kw) -> openai.OpenAI:
     return openai.OpenAI(base_url=setup["url"], api_key="unused", max_retries=0, **kw)
 
 
-def greedy_text(setup, system: str | None, question: str, max_tokens: int) -> tuple[str, list[int]]:
+def greedy_text(
+    setup, system: str | None, question: str, max_tokens: int, repetition_penalty: float = 1.0
+) -> tuple[str, list[int]]:
     """What generate() answers to the same conversation, and the prompt ids."""
     tok = setup["tokenizer"]
     if system is None:
@@ -53,7 +55,9 @@ def greedy_text(setup, system: str | None, question: str, max_tokens: int) -> tu
         prompt = render_chat_prompt(tok, "llama", [{"role": "user", "content": question}])
     else:
         prompt = render_prompt(tok, "llama", system, question)
-    sampling = SamplingConfig(max_new_tokens=max_tokens, eos_token_ids=setup["eos"])
+    sampling = SamplingConfig(
+        max_new_tokens=max_tokens, eos_token_ids=setup["eos"], repetition_penalty=repetition_penalty
+    )
     ids = generate(setup["model"], [prompt], sampling, batch_size=1)[0]
     return tok.decode(ids, skip_special_tokens=True), prompt
 
@@ -96,6 +100,20 @@ def test_sync_reply_parses_and_equals_generate(setup) -> None:
         and reply.usage.total_tokens == len(prompt) + reply.usage.completion_tokens
     )
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_repetition_penalty_field_reaches_the_sampler(setup) -> None:
+    question = "Describe rain number 2."
+    reply = client(setup).chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=12,
+        temperature=0,
+        extra_body={"repetition_penalty": 1.8},  # vLLM's extra field
+    )
+    want, _ = greedy_text(setup, None, question, 12, repetition_penalty=1.8)
+    assert want != greedy_text(setup, None, question, 12)[0]
+    assert reply.choices[0].message.content == want
 
 
 def test_role_model_id_gets_the_training_system_text(setup) -> None:
