@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--prompt", type=int, default=40)
     args = parser.parse_args()
-    from tests.helpers.smollm2 import build_smollm2_folder
+    from rolellm_jax.checkpoints.gguf_import import build_smollm2_folder
 
     folder = args.hf_dir or build_smollm2_folder(Path(tempfile.mkdtemp(prefix="smollm2-profile-")))
     print(cpu_line())

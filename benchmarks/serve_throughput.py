@@ -172,8 +172,8 @@ def main() -> None:
 def real_smollm2(hf_dir: Path | None, dtype: str):
     """(model, tokenizer, label) of the real SmolLM2-135M-Instruct."""
     from rolellm_jax import load_model
+    from rolellm_jax.checkpoints.gguf_import import build_smollm2_folder
     from rolellm_jax.checkpoints.tokenizer import load_tokenizer
-    from tests.helpers.smollm2 import build_smollm2_folder
 
     folder = hf_dir or build_smollm2_folder(Path(tempfile.mkdtemp(prefix="smollm2-serve-")))
     model, _ = load_model(folder, dtype=dtype, param_dtype=dtype)

@@ -199,7 +199,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from tests.helpers.smollm2 import GGUF_FILE, build_smollm2_folder, gguf_folder
+    from rolellm_jax.checkpoints.gguf_import import SMOLLM2_GGUF as GGUF_FILE
+    from rolellm_jax.checkpoints.gguf_import import build_smollm2_folder
+    from rolellm_jax.checkpoints.gguf_import import smollm2_gguf_folder as gguf_folder
 
     tmp = Path(tempfile.mkdtemp(prefix="smollm2-decode-"))
     folder = args.hf_dir or build_smollm2_folder(tmp / "hf")
