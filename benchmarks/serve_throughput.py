@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import openai  # noqa: E402
 from flax import nnx  # noqa: E402
 from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
+from smollm2_workload import CHAT_QUESTIONS, SMOLLM2_135M  # noqa: E402
 
 from rolellm_jax.checkpoints.tokenizer import train_tokenizer  # noqa: E402
 from rolellm_jax.data.chat_format import render_chat_prompt  # noqa: E402
@@ -46,29 +47,7 @@ from rolellm_jax.models import build_model  # noqa: E402
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
 from tests.helpers.live_server import live_server  # noqa: E402
 
-SMOLLM2_135M = dict(
-    family="llama",
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    rope_theta=100000.0,
-    tie_word_embeddings=True,
-    max_position_embeddings=2048,
-    dtype="float32",
-)
-CHAT_QUESTIONS = [
-    "Who are you and what do you do every day?",
-    "Tell me about the city where you grew up.",
-    "What would you say to a friend who lost their job?",
-    "Describe your favourite meal and why you love it.",
-    "What is the bravest thing you have ever done?",
-    "Give me your advice on learning a new language.",
-    "How do you spend a rainy Sunday afternoon?",
-    "What do you think about when you cannot sleep?",
-]
+SMOLLM2_SHAPE = ModelConfig(**SMOLLM2_135M, family="llama", max_position_embeddings=2048, dtype="float32")
 WORDS = "the rain over the old harbour keeps the captain awake while the lamps burn low and ships wait".split()
 
 
@@ -128,7 +107,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer = train_tokenizer([" ".join(WORDS)] * 50 + ["[INST] <<SYS>> <</SYS>> [/INST]"], 400, tmp)
-        model = build_model(ModelConfig(**SMOLLM2_135M), rngs=nnx.Rngs(0))
+        model = build_model(SMOLLM2_SHAPE, rngs=nnx.Rngs(0))
         emb = model.embed_tokens.embedding
         emb[...] = emb[...].at[len(tokenizer) :].set(0.0)  # logits 0 there: the argmax stays in the tokenizer's ids
         label = "SmolLM2-135M shape, random weights, float32"

@@ -38,17 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
 from safetensors import safe_open  # noqa: E402
-
-QUESTIONS = [
-    "Who are you and what do you do every day?",
-    "Tell me about the city where you grew up.",
-    "What would you say to a friend who lost their job?",
-    "Describe your favourite meal and why you love it.",
-    "What is the bravest thing you have ever done?",
-    "Give me your advice on learning a new language.",
-    "How do you spend a rainy Sunday afternoon?",
-    "What do you think about when you cannot sleep?",
-]
+from smollm2_workload import CHAT_QUESTIONS  # noqa: E402
 
 
 def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
@@ -206,7 +196,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="smollm2-decode-"))
     folder = args.hf_dir or build_smollm2_folder(tmp / "hf")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    messages = [[{"role": "user", "content": q}] for q in QUESTIONS[: args.batch]]
+    messages = [[{"role": "user", "content": q}] for q in CHAT_QUESTIONS[: args.batch]]
     prompts = [
         tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=True)["input_ids"] for m in messages
     ]

@@ -51,20 +51,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
+from smollm2_workload import SMOLLM2_135M  # noqa: E402
 
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
-
-# SmolLM2-135M(-Instruct)'s config.json, the real shape of issue 17's benchmarks
-SMOLLM2_135M = dict(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    rope_theta=100000.0,
-    tie_word_embeddings=True,
-)
 
 
 def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], dict]:
