@@ -15,7 +15,7 @@ import sys
 import typing
 from pathlib import Path
 
-from data_gen.errors import ConfigError
+from data_gen.errors import run_cli
 from data_gen.llm.cli_flags import add_llm_flags, client_from_args
 from data_gen.pipeline.config import GenConfig
 
@@ -153,18 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one line per HTTP request otherwise (bm25s: rolegpt.py)
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from data_gen.files import DataFileError
-    from data_gen.llm.types import LLMError
-    from data_gen.pipeline.cards import CardError
-    from data_gen.pipeline.profiles import ScriptError
-    from data_gen.pipeline.shards import ShardError
-    from data_gen.pipeline.work_lock import WorkFolderBusyError
-
-    try:
-        return run(args)
-    except (CardError, ConfigError, DataFileError, LLMError, ScriptError, ShardError, WorkFolderBusyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_cli(lambda: run(args))  # every error of data_gen's is a UserError: one line, exit 1
 
 
 if __name__ == "__main__":

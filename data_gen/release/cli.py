@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from data_gen.errors import EXIT_USAGE, run_cli
 from data_gen.release.build import MAX_SHARD_BYTES, build_release
 from data_gen.release.layout import ReleaseError
 from data_gen.release.publish import hub_api_from_env, plan_publish, publish, record_version
@@ -70,50 +71,50 @@ def _dry_run_plan(out: Path, repo: str):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # build's warnings, one line each
-    try:
-        if args.command == "build":
-            manifest = build_release(
-                args.source,
-                args.version,
-                args.out,
-                max_shard_bytes=args.max_shard_bytes,
-                card_template=args.card_template,
-                notes=args.notes,
-                previous_changelog=args.previous_changelog,
-                overwrite=args.overwrite,
-                repo_id=args.repo_id,
-                name=args.name,
-                drop_leaks=args.drop_train_leaks,
-            )
-            if args.record:
-                record_version(args.out, args.record)
-            for name, config in manifest["configs"].items():
-                counts = ", ".join(f"{s} {i['rows']}" for s, i in config["splits"].items())
-                print(f"{name}: {counts}")
-            print(f"built {args.out} (v{manifest['version']})")
+    return run_cli(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "build":
+        manifest = build_release(
+            args.source,
+            args.version,
+            args.out,
+            max_shard_bytes=args.max_shard_bytes,
+            card_template=args.card_template,
+            notes=args.notes,
+            previous_changelog=args.previous_changelog,
+            overwrite=args.overwrite,
+            repo_id=args.repo_id,
+            name=args.name,
+            drop_leaks=args.drop_train_leaks,
+        )
+        if args.record:
+            record_version(args.out, args.record)
+        for name, config in manifest["configs"].items():
+            counts = ", ".join(f"{s} {i['rows']}" for s, i in config["splits"].items())
+            print(f"{name}: {counts}")
+        print(f"built {args.out} (v{manifest['version']})")
+        return 0
+    if args.command == "verify":
+        report = verify_release(args.out)
+        for note in report.notes:
+            print(note)
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        if report.ok:
+            print(f"{args.out}: OK")
+        return 0 if report.ok else 1
+    if args.command == "publish":
+        if args.dry_run:
+            plan, remark = _dry_run_plan(args.out, args.repo)
+            print("dry run: nothing uploaded " + remark)
+            print(plan.describe())
             return 0
-        if args.command == "verify":
-            report = verify_release(args.out)
-            for note in report.notes:
-                print(note)
-            for problem in report.problems:
-                print(problem, file=sys.stderr)
-            if report.ok:
-                print(f"{args.out}: OK")
-            return 0 if report.ok else 1
-        if args.command == "publish":
-            if args.dry_run:
-                plan, remark = _dry_run_plan(args.out, args.repo)
-                print("dry run: nothing uploaded " + remark)
-                print(plan.describe())
-                return 0
-            plan = publish(args.out, args.repo, api=hub_api_from_env(), versions_dir=args.versions_dir)
-            print(f"published datasets/{plan.repo_id} {plan.tag} ({len(plan.uploads)} files)")
-            return 0
-    except ReleaseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 2
+        plan = publish(args.out, args.repo, api=hub_api_from_env(), versions_dir=args.versions_dir)
+        print(f"published datasets/{plan.repo_id} {plan.tag} ({len(plan.uploads)} files)")
+        return 0
+    return EXIT_USAGE  # argparse requires a command: not reached
 
 
 if __name__ == "__main__":
