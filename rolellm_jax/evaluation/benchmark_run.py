@@ -242,6 +242,9 @@ def run_benchmark(args) -> dict[str, Any]:
         "sampling": dataclasses.asdict(sampling),
         "settings": {s: evaluate_setting(run, args.data, s, out, raw[SETTINGS[s][2]]) for s in settings},
     }
+    if not any(c in entry for entry in metrics["settings"].values() for c in COLUMNS):
+        missing = "; ".join(m for entry in metrics["settings"].values() for m in entry["missing"])
+        raise RoleBenchError(f"{args.data}: no test rows to evaluate in {', '.join(settings)} ({missing})")
     write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "results.md", markdown_table([metrics]))
     return metrics

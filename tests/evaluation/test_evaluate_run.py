@@ -187,3 +187,13 @@ def test_bad_run_flags_are_one_line_errors(capsys, tmp_path) -> None:
         with pytest.raises(SystemExit) as stop:  # argparse: usage line plus the reason, no traceback
             main(["run", "--ckpt", "x", "--data", "y", "--out", str(tmp_path / "o"), flag, value])
         assert stop.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+
+
+def test_a_run_with_no_test_rows_is_an_error_not_an_empty_table(capsys, tmp_path, ckpt) -> None:
+    data = write_original_layout(tmp_path / "rolebench")
+    for path in (data / "rolebench-eng/instruction-generalization").rglob("test.jsonl"):
+        path.unlink()  # profiles but no test split: each kind is skipped with a warning
+    rc = main(run_args(ckpt, data, tmp_path / "o", "--split", "instruction_generalization_en", "--max-new-tokens", "2"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and err.startswith("error: ") and "no test rows to evaluate" in err
+    assert not (tmp_path / "o" / "metrics.json").exists()
