@@ -33,9 +33,13 @@ class DataConfig:
 
     # A folder in the original RoleBench layout, our release folder, or a Hub dataset id.
     source: str = "release/rolebench-demo"
-    lang: str = "eng"  # eng (or en) | zh; kept as eng / zh
+    # eng (or en) | zh, kept as eng / zh; or a list of both ([zh, eng]) to mix the languages' rows,
+    # each example with its own language's system instruction
+    lang: str | tuple[str, ...] = "eng"
     setting: str = "instruction_generalization"  # | role_generalization (eng only)
-    kinds: tuple[str, ...] = ("general", "role_specific")  # which kinds are mixed into training
+    # Which kinds are mixed into training: a list for every language, or a mapping from each of
+    # ``lang``'s languages to its own list ({zh: [general, role_specific], eng: [role_specific]})
+    kinds: tuple[str, ...] | dict[str, tuple[str, ...]] = ("general", "role_specific")
     role_specific_repeat: int = 1  # times each role-specific example is repeated (upweights knowledge)
     split: str = "train"
     seq_len: int = 1024  # tokens per packed row (the model's T)
@@ -51,19 +55,35 @@ class DataConfig:
     pad_id: int | None = None  # None: the tokenizer's pad id, else its EOS id (padding is masked anyway)
 
     def __post_init__(self):
-        if isinstance(self.kinds, (list, str)):  # YAML gives lists; "general" means one kind
-            object.__setattr__(self, "kinds", (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds))
         try:
-            object.__setattr__(self, "lang", schema.canonical_lang(self.lang, "data.lang"))
+            if isinstance(self.lang, (list, tuple)):
+                langs = tuple(dict.fromkeys(schema.canonical_lang(x, "data.lang") for x in self.lang))
+                if not langs:
+                    raise DataError("data.lang=[]: expected a language (eng or zh) or a list of them")
+                object.__setattr__(self, "lang", langs[0] if len(langs) == 1 else langs)
+            else:
+                object.__setattr__(self, "lang", schema.canonical_lang(self.lang, "data.lang"))
+            if isinstance(self.kinds, dict):
+                kinds = {schema.canonical_lang(k, "data.kinds"): v for k, v in self.kinds.items()}
+                if set(kinds) != set(self.langs):
+                    raise DataError(
+                        f"data.kinds names languages {sorted(kinds)}, data.lang {list(self.langs)}: "
+                        "a kinds mapping needs exactly data.lang's languages"
+                    )
+                object.__setattr__(self, "kinds", {lang: _kind_tuple(kinds[lang]) for lang in self.langs})
+            else:
+                object.__setattr__(self, "kinds", _kind_tuple(self.kinds))
         except schema.RoleBenchError as e:
             raise DataError(str(e)) from None
-        if not self.kinds or any(k not in schema.KINDS for k in self.kinds):
-            raise DataError(f"data.kinds={self.kinds!r}: expected a non-empty subset of {schema.KINDS}")
-        for kind in self.kinds:  # lang / setting / kind combination (zh has no role_generalization)
-            try:
-                schema.config_name(self.lang, self.setting, kind)
-            except schema.RoleBenchError as e:
-                raise DataError(f"data.{e}") from None
+        for lang in self.langs:
+            kinds = self.kinds_of(lang)
+            if not kinds or any(k not in schema.KINDS for k in kinds):
+                raise DataError(f"data.kinds={kinds!r}: expected a non-empty subset of {schema.KINDS}")
+            for kind in kinds:  # lang / setting / kind combination (zh has no role_generalization)
+                try:
+                    schema.config_name(lang, self.setting, kind)
+                except schema.RoleBenchError as e:
+                    raise DataError(f"data.{e}") from None
         if self.split not in schema.SPLITS:
             raise DataError(f"data.split={self.split!r}: expected one of {schema.SPLITS}")
         if self.on_bad_line not in ("fail", "skip"):
@@ -76,6 +96,15 @@ class DataConfig:
             raise DataError(f"data.role_specific_repeat={self.role_specific_repeat}: must be >= 1")
         self.references_limit()  # validates
 
+    @property
+    def langs(self) -> tuple[str, ...]:
+        """The languages whose rows are mixed (one for a plain ``lang``)."""
+        return self.lang if isinstance(self.lang, tuple) else (self.lang,)
+
+    def kinds_of(self, lang: str) -> tuple[str, ...]:
+        """The kinds read for one of ``langs``."""
+        return self.kinds[lang] if isinstance(self.kinds, dict) else self.kinds
+
     def references_limit(self) -> int | None:
         """How many references per row become examples (None = all)."""
         value = str(self.references_per_row)
@@ -86,6 +115,11 @@ class DataConfig:
         if value.isdigit() and int(value) >= 1:
             return int(value)
         raise DataError(f"data.references_per_row={self.references_per_row!r}: expected 'all', 'first' or N >= 1")
+
+
+def _kind_tuple(kinds) -> tuple[str, ...]:
+    """YAML gives lists; "general" alone means one kind."""
+    return (kinds,) if isinstance(kinds, str) else tuple(kinds)
 
 
 @dataclasses.dataclass
@@ -125,16 +159,26 @@ def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
             "scores on this split will not be held out",
             cfg.split,
         )
+    examples: list[Example] = []
+    rows_read = 0
+    for lang in cfg.langs:
+        lang_examples, lang_rows = _examples_of_lang(cfg, lang)
+        examples += lang_examples
+        rows_read += lang_rows
+    return examples, rows_read
+
+
+def _examples_of_lang(cfg: DataConfig, lang: str) -> tuple[list[Example], int]:
     rows: list[schema.RoleRow] = []
-    for kind in cfg.kinds:
-        kind_rows = rolebench.read_rows(cfg.source, cfg.lang, cfg.setting, kind, cfg.split, cfg.on_bad_line)
+    for kind in cfg.kinds_of(lang):
+        kind_rows = rolebench.read_rows(cfg.source, lang, cfg.setting, kind, cfg.split, cfg.on_bad_line)
         rows.extend(kind_rows[: cfg.max_rows] if cfg.max_rows is not None else kind_rows)
     if cfg.setting == "role_generalization":
-        rolebench.check_no_held_out_roles(rows, rolebench.held_out_roles(cfg.source, cfg.lang))
+        rolebench.check_no_held_out_roles(rows, rolebench.held_out_roles(cfg.source, lang))
     descriptions = rolebench.describe(
-        rows, rolebench.read_descriptions(cfg.source, cfg.lang), f"{cfg.source} profiles-{cfg.lang}"
+        rows, rolebench.read_descriptions(cfg.source, lang), f"{cfg.source} profiles-{lang}"
     )
-    systems = {role: chat.role_system_text(cfg.lang, role, desc) for role, desc in descriptions.items()}
+    systems = {role: chat.role_system_text(lang, role, desc) for role, desc in descriptions.items()}
     limit = cfg.references_limit()
     examples = []
     for row in rows:

@@ -103,7 +103,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.remat_policy": REMAT_POLICY_NAMES,
     "model.attention_impl": ATTENTION_IMPLS,
     "model.weight_grad": WEIGHT_GRADS,
-    "data.lang": ("eng", "en", "zh"),
+    "data.lang": ("eng", "en", "zh", "[zh, eng]"),
     "data.setting": schema.SETTINGS,
     "data.kinds": schema.KINDS,
     "data.split": schema.SPLITS,

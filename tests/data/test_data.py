@@ -397,3 +397,39 @@ def test_without_a_role_generalisation_test_split_the_papers_roles_are_held_out(
         assert rolebench.held_out_roles(original, "eng") == schema.PAPER_HELD_OUT_ROLES
     assert "holding out the paper's 10 roles" in caplog.text
     assert len(schema.PAPER_HELD_OUT_ROLES) == 10 and "Jack Sparrow" in schema.PAPER_HELD_OUT_ROLES
+
+
+def test_languages_mixed_with_kinds_per_language(rolebench_sample, tmp_path):
+    # zh general + role_specific mixed with English role_specific only (the sample has no English
+    # general rows): each example keeps its own language's system instruction.
+    root = tmp_path / "rb"
+    write_jsonl(
+        root / "rolebench-zh/general/train.jsonl", read_jsonl(rolebench_sample / "rolebench-zh/general/train.jsonl")[:3]
+    )
+    eng = read_jsonl(rolebench_sample / "rolebench-eng/instruction-generalization/role_specific/test.jsonl")[:2]
+    write_jsonl(root / "rolebench-eng/instruction-generalization/role_specific/train.jsonl", eng)
+    zh_roles = {r["role"] for r in read_jsonl(root / "rolebench-zh/general/train.jsonl")}
+    for lang, roles in (("zh", zh_roles), ("eng", {r["role"] for r in eng})):
+        (root / f"profiles-{lang}").mkdir()
+        (root / f"profiles-{lang}/desc.json").write_text(json.dumps({r: f"desc of {r}" for r in roles}))
+    cfg = DataConfig(source=str(root), lang=["zh", "en"], kinds={"zh": ["general"], "eng": ["role_specific"]})
+    assert cfg.langs == ("zh", "eng") and cfg.kinds_of("eng") == ("role_specific",)
+    examples, rows = load_examples(cfg)
+    assert rows == 5
+    systems = {e.system for e in examples}
+    assert chat.role_system_text("eng", eng[0]["role"], f"desc of {eng[0]['role']}") in systems
+    assert any(s == chat.role_system_text("zh", r, f"desc of {r}") for r in zh_roles for s in systems)
+    assert sum(e.question.strip() == eng[1]["question"].strip() for e in examples) == 1
+    # a list of kinds applies to every language: English general is absent, and the error says so
+    with pytest.raises(rolebench.RoleBenchError, match="general"):
+        load_examples(DataConfig(source=str(root), lang=["zh", "eng"], kinds=["general"]))
+
+
+def test_mixed_language_config_errors_name_the_field():
+    with pytest.raises(DataError, match="data.kinds names languages"):
+        DataConfig(lang=["zh", "eng"], kinds={"zh": ["general"]})
+    with pytest.raises(DataError, match="data.lang='fr'"):
+        DataConfig(lang=["zh", "fr"])
+    with pytest.raises(DataError, match="role_generalization"):
+        DataConfig(lang=["eng", "zh"], setting="role_generalization")
+    assert DataConfig(lang=["zh", "zh"]).lang == "zh"
