@@ -32,6 +32,7 @@ from flax import nnx
 
 from rolellm_jax.errors import UserError
 from rolellm_jax.inference.sampling import mark_seen, penalize_repeats, sample_tokens, seen_tokens
+from rolellm_jax.models.layers import CausalLM, for_cpu_decoding
 
 
 class GenerationError(UserError, ValueError):
@@ -117,6 +118,14 @@ def _generate_padded(
     return out, steps
 
 
+def decoding_layout(model: nnx.Module) -> nnx.Module:
+    """The model as decoding runs it: on a CPU, ``for_cpu_decoding``'s per-layer weights (XLA:CPU
+    copies stacked weights before each dot); elsewhere the model itself (the scanned stack)."""
+    leaf = jax.tree.leaves(nnx.state(model, nnx.Param))[0]
+    on_cpu = all(d.platform == "cpu" for d in leaf.devices())
+    return for_cpu_decoding(model) if on_cpu and isinstance(model, CausalLM) else model
+
+
 def _batches(order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     for start in range(0, len(order), batch_size):
         yield list(order[start : start + batch_size])
@@ -146,7 +155,7 @@ def generate(
     for i, p in enumerate(prompts):
         if len(p) == 0:
             raise GenerationError(f"prompt {i} is empty: a prompt needs at least one token")
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(decoding_layout(model))
     key = jax.random.PRNGKey(sampling.seed)
     # EOS ids as a fixed-size array (padded with -1) so changing them does not recompile
     eos_list = list(sampling.eos_token_ids)

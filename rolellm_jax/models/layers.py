@@ -26,7 +26,7 @@ from rolellm_jax.models.kernels import cpu_matmul
 from rolellm_jax.models.kernels.blocked_attention import (
     ATTENTION_SAVED,
 )
-from rolellm_jax.models.modules import RMSNorm, axes, dense
+from rolellm_jax.models.modules import RMSNorm, axes, dense, embed_rows
 from rolellm_jax.models.rotary import RotaryLayout, apply_rotary, rotary_inv_freq
 from rolellm_jax.parallel.sharding import constrain
 
@@ -213,14 +213,26 @@ class CausalLM(nnx.Module):
     def cfg(self) -> ModelConfig:
         return self.static_config.value
 
+    @property
+    def unstacked(self) -> bool:
+        """True for a model from :func:`for_cpu_decoding`: one module (own arrays) per layer."""
+        return isinstance(self.layers, nnx.List)
+
     # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
-    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, Any]:
+        """``k`` / ``v`` [L, B, max_len, KV, hd]; for an unstacked model, tuples of L arrays
+        [B, max_len, KV, hd] (each layer's own buffer, updated in place)."""
         cfg = self.cfg
-        shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_size)
+        shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_size)
         dtype = dtype or cfg.dtype
+        if self.unstacked:
+            k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
+            v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
+        else:
+            k = v = jnp.zeros((cfg.num_hidden_layers, *shape), dtype)
         return {
-            "k": jnp.zeros(shape, dtype),
-            "v": jnp.zeros(shape, dtype),
+            "k": k,
+            "v": v,
             "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
             "index": jnp.zeros((), jnp.int32),
         }
@@ -236,8 +248,9 @@ class CausalLM(nnx.Module):
         if input_ids.ndim != 2:
             raise ModelInputError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         b, t = input_ids.shape
-        if cache is not None and t > cache["k"].shape[2]:
-            raise ModelInputError(f"{t} input tokens do not fit a KV cache of max_len {cache['k'].shape[2]}")
+        if cache is not None and t > cache["segment_ids"].shape[1]:
+            max_len = cache["segment_ids"].shape[1]
+            raise ModelInputError(f"{t} input tokens do not fit a KV cache of max_len {max_len}")
         for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
             if arr is not None and tuple(arr.shape) != (b, t):
                 raise ModelInputError(f"{name} has shape {tuple(arr.shape)}, expected input_ids' shape {(b, t)}")
@@ -251,7 +264,29 @@ class CausalLM(nnx.Module):
         if cache is not None:
             kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
 
-        x = constrain(self.embed_tokens(input_ids), (BATCH, LENGTH, EMBED))
+        x = constrain(embed_rows(self.embed_tokens.embedding[...], input_ids, cfg.dtype), (BATCH, LENGTH, EMBED))
+        kv_in = (cache["k"], cache["v"]) if cache is not None else None
+        if self.unstacked:
+            x, kv_out = self._unstacked_layers(x, positions, segment_ids, kv_segment_ids, kv_in, index)
+        else:
+            x, kv_out = self._stacked_layers(x, positions, segment_ids, kv_segment_ids, kv_in, index)
+        x = self.norm(x)
+        # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
+        # backward GEMMs run in the compute dtype (models/kernels/cpu_matmul.py)
+        tied = cfg.tie_word_embeddings  # the embedding [V, D] is the head, contracted on its own last axis
+        head = self.embed_tokens.embedding[...] if tied else self.lm_head.kernel[...]
+        logits = cpu_matmul.matmul(
+            x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu", transposed=tied
+        )
+        logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
+        if cache is None:
+            return logits
+        new_cache = {"k": kv_out[0], "v": kv_out[1], "segment_ids": kv_segment_ids, "index": index + t}
+        return logits, new_cache
+
+    def _stacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index):
+        """The layer stack on params stacked on a leading L axis: scanned or unrolled."""
+        cfg = self.cfg
         graphdef, layer_state = nnx.split(self.layers)
 
         def layer_step(x, per_layer):
@@ -263,23 +298,46 @@ class CausalLM(nnx.Module):
             layer_step = jax.checkpoint(
                 layer_step, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers
             )
-        kv_in = (cache["k"], cache["v"]) if cache is not None else None
         if cfg.scan_layers:
-            x, kv_out = jax.lax.scan(layer_step, x, (layer_state, kv_in))
-        else:  # unrolled: the same stacked params, sliced per layer
-            outs = []
-            for i in range(cfg.num_hidden_layers):
-                x, kv = layer_step(x, jax.tree.map(lambda a, i=i: a[i], (layer_state, kv_in)))
-                outs.append(kv)
-            kv_out = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+            return jax.lax.scan(layer_step, x, (layer_state, kv_in))
+        outs = []  # unrolled: the same stacked params, sliced per layer
+        for i in range(cfg.num_hidden_layers):
+            x, kv = layer_step(x, jax.tree.map(lambda a, i=i: a[i], (layer_state, kv_in)))
+            outs.append(kv)
+        return x, None if kv_in is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-        x = self.norm(x)
-        # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
-        # backward GEMMs run in the compute dtype (models/kernels/cpu_matmul.py)
-        head = self.embed_tokens.embedding[...].T if cfg.tie_word_embeddings else self.lm_head.kernel[...]
-        logits = cpu_matmul.matmul(x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu")
-        logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
-        if cache is None:
-            return logits
-        new_cache = {"k": kv_out[0], "v": kv_out[1], "segment_ids": kv_segment_ids, "index": index + t}
-        return logits, new_cache
+    def _unstacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index):
+        """The layer stack of :func:`for_cpu_decoding`: each layer's weights and KV cache are arrays of
+        their own, so its dots read them where they are and its cache write happens in place."""
+        kv_out = ([], [])
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(
+                x, positions, segment_ids, kv_segment_ids, None if kv_in is None else (kv_in[0][i], kv_in[1][i]), index
+            )
+            if kv_in is not None:
+                kv_out[0].append(kv[0])
+                kv_out[1].append(kv[1])
+        return x, None if kv_in is None else (tuple(kv_out[0]), tuple(kv_out[1]))
+
+
+def for_cpu_decoding(model: CausalLM) -> CausalLM:
+    """The same model laid out for decoding on a CPU (forward only): one module per layer, each with
+    arrays of its own (a copy of its slice of the stacked params), and every dense layer on
+    cpu_matmul's dot (16-bit GEMMs with a float32 result, cast back). XLA:CPU copies a layer's
+    weights out of the stacked [L, ...] arrays before every dot, and upcasts the weights of a dot
+    with a bf16 result to float32 copies (benchmarks/RESULTS.md, "Where a decode step goes"), so a
+    step moved ~3x the weight bytes it needs. Same values up to float rounding order; the KV cache
+    of :meth:`CausalLM.init_cache` becomes per-layer tuples. The stacked model is untouched (its
+    layer params are copied: twice their memory while both are alive)."""
+    if model.unstacked:
+        return model
+    graphdef, state = nnx.split(model)
+    copy = nnx.merge(graphdef, state)  # shares the arrays; only .layers is replaced
+    layer_def, layer_state = nnx.split(model.layers)
+    copy.layers = nnx.List(
+        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], layer_state)) for i in range(model.cfg.num_hidden_layers)
+    )
+    for _, module in nnx.iter_modules(copy):
+        if isinstance(module, nnx.Linear):
+            module.dot_general = cpu_matmul.dot_general
+    return copy

@@ -17,6 +17,10 @@ That layout is for CPUs only (``cpu_layout=True``): GPU and TPU compilers choose
 themselves, and the barrier would cost them a copy of every activation. ``weight_grad="auto"``
 resolves to it on a CPU training mesh.
 
+16-bit operands (bf16 compute) ask XLA:CPU for a float32 result and cast it, in the forward
+(``dot_general``) and the CPU-layout backward: XLA:CPU upcasts both operands of a dot with a bf16
+result to float32 copies, so without it bf16 compute ran slower than float32 (benchmarks/RESULTS.md).
+
 Either way the backward runs in the operands' dtype: a float32 output (the LM head's logits from
 bf16 operands) would otherwise carry its float32 cotangent into both backward GEMMs, and XLA would
 upcast the bf16 operands to run them float32 x float32 (on a GPU: TF32 at best, half the bf16
@@ -34,33 +38,56 @@ from jax.ad_checkpoint import checkpoint_name
 DENSE_OUTPUT = "dense_output"
 
 
-def matmul(x: jax.Array, w: jax.Array, out_dtype=None, *, cpu_layout: bool = True) -> jax.Array:
-    """``x @ w`` for ``x [..., in]`` and ``w [in, out]``, its backward in the operands' dtype and,
-    with ``cpu_layout``, laid out for XLA:CPU's fast GEMM."""
-    return checkpoint_name(_matmul(x, w, None if out_dtype is None else jnp.dtype(out_dtype), cpu_layout), DENSE_OUTPUT)
+def matmul(
+    x: jax.Array, w: jax.Array, out_dtype=None, *, cpu_layout: bool = True, transposed: bool = False
+) -> jax.Array:
+    """``x @ w`` for ``x [..., in]`` and ``w [in, out]`` (``transposed``: ``x @ w.T`` for ``w [out, in]``,
+    a tied LM head's embedding, read where it is: XLA:CPU would copy ``w.T`` out on every call), its
+    backward in the operands' dtype and, with ``cpu_layout``, laid out for XLA:CPU's fast GEMM."""
+    out_dtype = None if out_dtype is None else jnp.dtype(out_dtype)
+    return checkpoint_name(_matmul(x, w, out_dtype, cpu_layout, transposed), DENSE_OUTPUT)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _matmul(x, w, out_dtype, cpu_layout):
-    return jnp.matmul(x, w, preferred_element_type=out_dtype)
+def _contract(x, w, transposed, out_dtype):
+    dims = (((x.ndim - 1,), (1 if transposed else 0,)), ((), ()))
+    return jax.lax.dot_general(x, w, dims, preferred_element_type=out_dtype)
 
 
-def _matmul_fwd(x, w, out_dtype, cpu_layout):
-    return _matmul(x, w, out_dtype, cpu_layout), (x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _matmul(x, w, out_dtype, cpu_layout, transposed):
+    return _contract(x, w, transposed, out_dtype)
 
 
-def _matmul_bwd(out_dtype, cpu_layout, residuals, dy):
+def _matmul_fwd(x, w, out_dtype, cpu_layout, transposed):
+    return _matmul(x, w, out_dtype, cpu_layout, transposed), (x, w)
+
+
+def _matmul_bwd(out_dtype, cpu_layout, transposed, residuals, dy):
     x, w = residuals
-    dx = jnp.matmul(dy.astype(w.dtype), w.T, preferred_element_type=x.dtype)
+    # on a CPU, 16-bit GEMMs ask for a float32 result and cast it (see dot_general below)
+    dot = _f32_result_matmul if cpu_layout else jnp.matmul
+    dx = dot(dy.astype(w.dtype), w if transposed else w.T, preferred_element_type=x.dtype)
     tokens_x = x.reshape(-1, x.shape[-1])
     tokens_dy = dy.reshape(-1, dy.shape[-1]).astype(x.dtype)
     if not cpu_layout:
-        return dx, jnp.matmul(tokens_x.T, tokens_dy, preferred_element_type=w.dtype)
-    if tokens_dy.shape[1] < tokens_x.shape[1]:  # transpose the narrower operand: less to copy
-        dw_t = jnp.matmul(transposed_copy(tokens_dy), tokens_x, preferred_element_type=w.dtype)
-        return dx, jax.lax.optimization_barrier(dw_t).T
-    dw = jnp.matmul(transposed_copy(tokens_x), tokens_dy, preferred_element_type=w.dtype)
-    return dx, dw
+        dw = dot(tokens_x.T, tokens_dy, preferred_element_type=w.dtype)
+    elif tokens_dy.shape[1] < tokens_x.shape[1]:  # transpose the narrower operand: less to copy
+        dw_t = dot(transposed_copy(tokens_dy), tokens_x, preferred_element_type=w.dtype)
+        return dx, dw_t if transposed else jax.lax.optimization_barrier(dw_t).T
+    else:
+        dw = dot(transposed_copy(tokens_x), tokens_dy, preferred_element_type=w.dtype)
+    return dx, dw.T if transposed else dw
+
+
+def _f32_result_matmul(a, b, preferred_element_type):
+    """``a @ b`` in ``preferred_element_type``; for 16-bit results computed as float32 and cast.
+    Same values: XLA:CPU computes a bf16 x bf16 -> bf16 dot by upcasting both operands to float32
+    copies first (every weight, every call: benchmarks/RESULTS.md), and with a float32 result it
+    runs the 16-bit GEMM on the operands as they are."""
+    out = jnp.dtype(preferred_element_type)
+    if out.itemsize == 2 and jnp.issubdtype(out, jnp.floating):
+        return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(out)
+    return jnp.matmul(a, b, preferred_element_type=out)
 
 
 def transposed_copy(x: jax.Array) -> jax.Array:
@@ -84,6 +111,9 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
         and precision is None
         and kwargs.get("out_sharding") is None
     ):
+        result = jnp.result_type(lhs, rhs) if preferred_element_type is None else jnp.dtype(preferred_element_type)
+        if result.itemsize == 2 and jnp.issubdtype(result, jnp.floating):  # see _f32_result_matmul
+            return matmul(lhs, rhs, jnp.float32).astype(result)
         return matmul(lhs, rhs, preferred_element_type)
     return jax.lax.dot_general(
         lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type, **kwargs
