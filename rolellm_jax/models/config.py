@@ -33,6 +33,13 @@ HF_ARCHITECTURES = {arch: family for family, arch in FAMILY_ARCHITECTURES.items(
 MODEL_TYPES = {**{family: family for family in FAMILIES}, "gemma3": "gemma3_text"}
 GEMMA_FAMILIES = ("gemma2", "gemma3")
 LAYER_TYPES = ("sliding_attention", "full_attention")  # transformers' names, per layer in layer_types
+GEMMA_FIELDS = (
+    "layer_types",
+    "rope_local_theta",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+)
 QKV_BIAS_FAMILIES = ("glm", "glm4", "qwen2")  # q/k/v biases by architecture (o_proj never has one)
 # The runtime fields' allowed values, checked when a config is made (a preset, a flag, load_model's
 # keywords) so that a typo fails at once, naming them, instead of deep inside flax or after data loading.
@@ -109,6 +116,12 @@ class ModelConfig:
                     f"layer_types={list(self.layer_types)}: expected {self.num_hidden_layers} entries, "
                     f"each one of {', '.join(LAYER_TYPES)}"
                 )
+        # fields that only a Gemma checkpoint can carry: another family's config.json would drop them on export
+        gemma_only = [name for name in GEMMA_FIELDS if getattr(self, name) is not None]
+        if self.family not in GEMMA_FAMILIES and gemma_only:
+            raise ConfigError(f"{', '.join(gemma_only)}: only for the families {', '.join(GEMMA_FAMILIES)}")
+        if self.rope_local_theta is not None and self.family != "gemma3":
+            raise ConfigError(f"rope_local_theta: only for the family gemma3, not {self.family!r}")
         if self.attn_logit_softcapping is not None and self.attention_impl != "xla":
             raise ConfigError(
                 f"attention_impl={self.attention_impl!r} does not implement attn_logit_softcapping: use 'xla'"
@@ -219,6 +232,10 @@ class ModelConfig:
             **runtime,
         )
 
+    @property
+    def _uniform_layer_type(self) -> str:  # every layer's without layer_types
+        return "full_attention" if self.sliding_window is None else "sliding_attention"
+
     def to_hf_config(self) -> dict[str, Any]:
         rope: dict[str, Any] = {"rope_theta": self.rope_theta, "rope_type": "default"}
         if self.rope_scaling:
@@ -257,7 +274,7 @@ class ModelConfig:
             hf.update(
                 hidden_activation="gelu_pytorch_tanh",
                 sliding_window=self.sliding_window,
-                layer_types=list(self.layer_types or ["full_attention"] * self.num_hidden_layers),
+                layer_types=list(self.layer_types or [self._uniform_layer_type] * self.num_hidden_layers),
                 query_pre_attn_scalar=self.query_pre_attn_scalar or self.head_size,
                 attn_logit_softcapping=self.attn_logit_softcapping,
                 final_logit_softcapping=self.final_logit_softcapping,

@@ -23,6 +23,7 @@ from flax import nnx
 from transformers import AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
 
 from rolellm_jax import load_model
+from rolellm_jax.checkpoints.hf_write import write_hf_checkpoint
 from rolellm_jax.checkpoints.safetensors_io import SafetensorsFolder
 from rolellm_jax.convert import main as convert
 from rolellm_jax.errors import ConfigError
@@ -339,3 +340,24 @@ def test_train_from_hf_folder_with_lora_exports_the_same_architecture(tokenizer_
     """--model.init=<a Gemma 3 HF folder>: trains with the gemma default chat format, exports, and
     jax-to-hf gives a folder transformers loads as Gemma3ForCausalLM with the trained model's logits."""
     train_from_hf_folder(tokenizer_dir, tmp_path, make=hf_gemma3)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3"])
+def test_a_config_made_by_flags_exports_what_the_model_computes(tmp_path, family):
+    """A Gemma config without layer_types (e.g. from --model.* flags) applies its window in every layer, and
+    jax-to-hf writes it so: transformers computes the same logits from the written folder."""
+    cfg = ModelConfig(family=family, **SHAPE, num_hidden_layers=2, head_dim=16, sliding_window=3, dtype="float32")
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    write_hf_checkpoint(params, cfg, tmp_path)
+    hf = _eager(AutoModelForCausalLM.from_pretrained(tmp_path))
+    assert hf.config.layer_types == ["sliding_attention"] * 2
+    assert _diff(hf, model) <= TOL
+    assert _diff(hf, _ported_with(hf, sliding_window=None)) > 100 * TOL  # the window matters here
+
+
+def test_gemma_fields_on_another_family_are_refused():
+    with pytest.raises(ConfigError, match="attn_logit_softcapping: only for the families gemma2, gemma3"):
+        ModelConfig(family="llama", attn_logit_softcapping=50.0)
+    with pytest.raises(ConfigError, match="rope_local_theta: only for the family gemma3"):
+        ModelConfig(family="gemma2", rope_local_theta=1e4)
