@@ -36,7 +36,7 @@ class TensorSpec:
 
 def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
     """Every tensor of a checkpoint of `cfg`'s family (config.FAMILY_ARCHITECTURES), in file order."""
-    family = FAMILY_MODELS[cfg.family]  # its layer's traits: fused gate/up, q/k norms, post norms
+    family = FAMILY_MODELS[cfg.family]  # its layer's traits: fused gate/up, q/k norms, norm names
     d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.num_attention_heads * cfg.head_size, cfg.num_key_value_heads * cfg.head_size
     layer = "model.layers.{i}."
@@ -45,7 +45,13 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
     def add(hf: str, path: Path, shape: tuple[int, ...], transpose: bool) -> None:
         specs.append(TensorSpec(layer + hf, ("layers", *path), shape, transpose, True))
 
-    add("input_layernorm.weight", ("input_layernorm", "scale"), (d,), False)
+    norms = family.norm_names
+
+    def add_norm(name: str | None) -> None:
+        if name is not None:
+            add(f"{name}.weight", (name, "scale"), (d,), False)
+
+    add_norm(norms.pre_attn)
     for proj, width in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
         add(f"self_attn.{proj}.weight", ("self_attn", proj, "kernel"), (d, width), True)
         if cfg.attention_bias:
@@ -54,17 +60,15 @@ def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
     if family.qk_norm:
         add("self_attn.q_norm.weight", ("self_attn", "q_norm", "scale"), (cfg.head_size,), False)
         add("self_attn.k_norm.weight", ("self_attn", "k_norm", "scale"), (cfg.head_size,), False)
-    if family.post_norms:
-        add("post_self_attn_layernorm.weight", ("post_self_attn_layernorm", "scale"), (d,), False)
-    add("post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), (d,), False)
+    add_norm(norms.post_attn)
+    add_norm(norms.pre_mlp)
     if family.fused_gate_up:
         add("mlp.gate_up_proj.weight", ("mlp", "gate_up_proj", "kernel"), (d, 2 * f), True)
     else:
         add("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), (d, f), True)
         add("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), (d, f), True)
     add("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), (f, d), True)
-    if family.post_norms:
-        add("post_mlp_layernorm.weight", ("post_mlp_layernorm", "scale"), (d,), False)
+    add_norm(norms.post_mlp)
     specs.append(TensorSpec("model.norm.weight", ("norm", "scale"), (d,), False, False))
     if not cfg.tie_word_embeddings:
         specs.append(TensorSpec("lm_head.weight", ("lm_head", "kernel"), (d, v), True, False))

@@ -10,7 +10,8 @@ the model is trained on exactly the ids it is later prompted with.
   a system message gets the system text at the top of the user message instead.
 * Without one: the family's default format in ``rolellm_jax/data/prompts/chat_<format>.json``
   (llama: Llama-2-chat ``[INST] <<SYS>>``; glm: ChatGLM2 ``[Round 1]\\n\\n问：...\\n\\n答：``;
-  glm4: ``[gMASK]<sop><|system|>...``; qwen2 / qwen3: ChatML; mistral: ``[INST] system\\n\\nquestion [/INST]``),
+  glm4: ``[gMASK]<sop><|system|>...``; qwen2 / qwen3: ChatML; mistral: ``[INST] system\\n\\nquestion [/INST]``;
+  gemma2 / gemma3: ``<start_of_turn>user\\nsystem\\n\\nquestion<end_of_turn>\\n<start_of_turn>model\\n``),
   with BOS (or the format's start tokens) in front and EOS after the answer.
 
 Prompt and answer are tokenised separately and concatenated: the answer's first token never
@@ -38,6 +39,8 @@ DEFAULT_FORMATS = {
     "qwen2": "chatml",
     "qwen3": "chatml",
     "mistral": "mistral",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
 }
 FAMILIES = tuple(DEFAULT_FORMATS)
 

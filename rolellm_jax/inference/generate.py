@@ -32,7 +32,8 @@ from flax import nnx
 
 from rolellm_jax.errors import UserError
 from rolellm_jax.inference.sampling import mark_seen, penalize_repeats, sample_tokens, seen_tokens
-from rolellm_jax.models.layers import CausalLM, for_cpu_decoding
+from rolellm_jax.models.cpu_decoding import for_cpu_decoding
+from rolellm_jax.models.layers import CausalLM
 
 
 class GenerationError(UserError, ValueError):

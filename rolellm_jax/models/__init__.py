@@ -1,4 +1,5 @@
-"""Flax NNX decoders for the LLaMA, GLM, GLM-4-0414, Qwen2, Qwen3 and Mistral families: ``build_model(cfg, rngs=...)``.
+"""Flax NNX decoders for the LLaMA, GLM, GLM-4-0414, Qwen2, Qwen3, Mistral, Gemma 2 and Gemma 3 (text) families:
+``build_model(cfg, rngs=...)``.
 
 Build::
 
@@ -54,6 +55,8 @@ from __future__ import annotations
 from flax import nnx
 
 from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.gemma2 import Gemma2ForCausalLM
+from rolellm_jax.models.gemma3 import Gemma3ForCausalLM
 from rolellm_jax.models.glm import GlmForCausalLM
 from rolellm_jax.models.glm4 import Glm4ForCausalLM
 from rolellm_jax.models.layers import CausalLM, ModelInputError
@@ -69,6 +72,8 @@ FAMILY_MODELS: dict[str, type[CausalLM]] = {
     "qwen2": Qwen2ForCausalLM,
     "qwen3": Qwen3ForCausalLM,
     "mistral": MistralForCausalLM,
+    "gemma2": Gemma2ForCausalLM,
+    "gemma3": Gemma3ForCausalLM,
 }
 
 
@@ -87,6 +92,8 @@ __all__ = [
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
     "MistralForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
     "FAMILY_MODELS",
     "ModelConfig",
 ]

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 from rolellm_jax.errors import ConfigError
 from rolellm_jax.models.config import ATTENTION_IMPLS
 from rolellm_jax.models.kernels.blocked_attention import (
+    MASKED_SCORE,
     allowed_mask,
     causal_blocks_attention,
     causal_query_blocks,
+    soft_capped,
 )
 
 
@@ -34,7 +36,9 @@ def attention(
     *,
     q_offset: jax.Array | int = 0,
     impl: str = "xla",
-    window: int | None = None,
+    window: int | jax.Array | None = None,
+    scale: float | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
     """Causal, segment-masked (grouped-query) attention: the ONE place attention is computed.
 
@@ -44,7 +48,11 @@ def attention(
     a padding query (segment 0) reads only its own slot, so no row is empty and nothing is NaN.
     A sliding ``window`` (Mistral's sliding_window) further limits query i to the ``window`` latest
     slots up to its own, as transformers' sliding-window causal mask does; rows are contiguous in
-    their slots (left padding, packed examples), so slot distance is position distance.
+    their slots (left padding, packed examples), so slot distance is position distance. In a stack of
+    layers that differ (Gemma's sliding and full layers) ``window`` is a traced int32 scalar per layer.
+    ``scale`` multiplies the scores (default hd ** -0.5; Gemma's query_pre_attn_scalar ** -0.5);
+    ``softcap`` (Gemma 2's attn_logit_softcapping) then maps them to softcap * tanh(scores / softcap)
+    before the mask, as transformers' eager attention does ("xla" only).
 
     impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
     blocks with a flash-attention-style backward, models/kernels/blocked_attention.py), "cudnn" (GPU,
@@ -53,6 +61,8 @@ def attention(
     way: same arguments, same [B, T, H, hd].
     """
     check_attention_impl(impl)
+    if softcap is not None and impl != "xla":
+        raise ConfigError(f"attention_impl={impl!r} does not implement attn_logit_softcapping: use 'xla'")
     t, s = q.shape[1], k.shape[1]
     full_sequence = isinstance(q_offset, int) and q_offset == 0 and t == s  # no KV cache offset
     if impl == "splash" and window is not None:
@@ -60,18 +70,33 @@ def attention(
     if impl == "splash" and full_sequence:
         from rolellm_jax.models.kernels.splash import splash_attention  # Pallas import only when asked for
 
+        if scale is not None:  # the splash wrapper applies hd ** -0.5 itself
+            q = (q * (scale * q.shape[-1] ** 0.5)).astype(q.dtype)
         return splash_attention(q, k, v, q_segment_ids)
     if impl == "splash":
         impl = "xla"
     blocks = causal_query_blocks(t) if impl == "xla" and full_sequence else 1
     if blocks == 1:
-        return _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence, window)
-    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks, window)
+        allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
+        if softcap is not None:
+            return _soft_capped_attention(q, k, v, allowed, q.shape[-1] ** -0.5 if scale is None else scale, softcap)
+        # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
+        # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
+        causal = impl == "cudnn" and full_sequence
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=allowed[:, None], scale=scale, is_causal=causal, implementation=impl
+        )
+    return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks, window, scale, softcap)
 
 
-def _masked_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, impl, full_sequence, window):
-    allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
-    # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
-    # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
-    causal = impl == "cudnn" and full_sequence
-    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=causal, implementation=impl)
+def _soft_capped_attention(q, k, v, allowed, scale: float, softcap: float) -> jax.Array:
+    """transformers' eager attention with soft-capping (jax.nn.dot_product_attention has none):
+    float32 scores, capped, masked, float32 softmax cast to the compute dtype, times v."""
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    grouped = q.reshape(b, t, kv, h // kv, hd)  # query head h reads kv head h // (H/KV)
+    scores = jnp.einsum("btkgd,bskd->bkgts", grouped, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(allowed[:, None, None], soft_capped(scores, softcap), MASKED_SCORE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, hd).astype(q.dtype)

@@ -16,7 +16,7 @@ from etils import epath
 
 from rolellm_jax.errors import ConfigError
 
-# family -> its transformers class; model_type (config.json) is the family name itself
+# family -> its transformers class; model_type (config.json) is the family name itself, but for MODEL_TYPES
 FAMILY_ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "glm": "GlmForCausalLM",
@@ -24,9 +24,22 @@ FAMILY_ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "mistral": "MistralForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",  # the text model only
 }
 FAMILIES = tuple(FAMILY_ARCHITECTURES)
 HF_ARCHITECTURES = {arch: family for family, arch in FAMILY_ARCHITECTURES.items()}
+# config.json's model_type where it is not the family name
+MODEL_TYPES = {**{family: family for family in FAMILIES}, "gemma3": "gemma3_text"}
+GEMMA_FAMILIES = ("gemma2", "gemma3")
+LAYER_TYPES = ("sliding_attention", "full_attention")  # transformers' names, per layer in layer_types
+GEMMA_FIELDS = (
+    "layer_types",
+    "rope_local_theta",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+)
 QKV_BIAS_FAMILIES = ("glm", "glm4", "qwen2")  # q/k/v biases by architecture (o_proj never has one)
 # The runtime fields' allowed values, checked when a config is made (a preset, a flag, load_model's
 # keywords) so that a typo fails at once, naming them, instead of deep inside flax or after data loading.
@@ -49,12 +62,20 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     # Llama-3 style scaling: {"rope_type": "llama3", "factor", "low_freq_factor",
-    # "high_freq_factor", "original_max_position_embeddings"}; None for plain rotary.
+    # "high_freq_factor", "original_max_position_embeddings"}, or {"rope_type": "linear", "factor"};
+    # None for plain rotary. With rope_local_theta set, the full-attention layers' only.
     rope_scaling: dict[str, Any] | None = None
     partial_rotary_factor: float = 1.0  # GLM rotates only this fraction of each head
     attention_bias: bool = False  # q/k/v bias (GLM, Qwen2); the output projection never has one
-    # Mistral: each token attends to at most this many latest tokens (itself included), in every layer
+    # Mistral: each token attends to at most this many latest tokens (itself included), in every layer;
+    # with layer_types (Gemma) in the "sliding_attention" layers only
     sliding_window: int | None = None
+    # Gemma 2 / 3: each layer's attention, one of LAYER_TYPES; None: every layer alike
+    layer_types: tuple[str, ...] | None = None
+    rope_local_theta: float | None = None  # Gemma 3: the sliding layers' rotary base (plain rope); None: rope_theta
+    query_pre_attn_scalar: float | None = None  # Gemma: attention scale = this ** -0.5; None: head_size
+    attn_logit_softcapping: float | None = None  # Gemma 2: attention scores -> cap * tanh(scores / cap)
+    final_logit_softcapping: float | None = None  # Gemma 2: logits -> cap * tanh(logits / cap)
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 4096
     bos_token_id: int | None = 1
@@ -87,6 +108,24 @@ class ModelConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
             raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={self.dtype!r}")
+        if self.layer_types is not None:  # a tuple, so that the frozen config hashes and compares as one
+            object.__setattr__(self, "layer_types", tuple(self.layer_types))
+            unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+            if unknown or len(self.layer_types) != self.num_hidden_layers:
+                raise ConfigError(
+                    f"layer_types={list(self.layer_types)}: expected {self.num_hidden_layers} entries, "
+                    f"each one of {', '.join(LAYER_TYPES)}"
+                )
+        # fields that only a Gemma checkpoint can carry: another family's config.json would drop them on export
+        gemma_only = [name for name in GEMMA_FIELDS if getattr(self, name) is not None]
+        if self.family not in GEMMA_FAMILIES and gemma_only:
+            raise ConfigError(f"{', '.join(gemma_only)}: only for the families {', '.join(GEMMA_FAMILIES)}")
+        if self.rope_local_theta is not None and self.family != "gemma3":
+            raise ConfigError(f"rope_local_theta: only for the family gemma3, not {self.family!r}")
+        if self.attn_logit_softcapping is not None and self.attention_impl != "xla":
+            raise ConfigError(
+                f"attention_impl={self.attention_impl!r} does not implement attn_logit_softcapping: use 'xla'"
+            )
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ConfigError(f"sliding_window={self.sliding_window}: expected a positive number of tokens or None")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -133,23 +172,35 @@ class ModelConfig:
         archs = hf.get("architectures") or []
         family = next((HF_ARCHITECTURES[a] for a in archs if a in HF_ARCHITECTURES), None)
         if family is None and not archs:
-            family = hf.get("model_type") if hf.get("model_type") in FAMILIES else None
+            family = next((f for f, model_type in MODEL_TYPES.items() if model_type == hf.get("model_type")), None)
         if family is None:
+            gemma3_vision = "Gemma3ForConditionalGeneration" in archs or hf.get("model_type") == "gemma3"
             raise ConfigError(
                 f"{source}: unsupported architecture {archs or hf.get('model_type')!r}; "
                 f"supported: {sorted(HF_ARCHITECTURES)}"
+                + ("; of Gemma 3 only the text model Gemma3ForCausalLM is supported" if gemma3_vision else "")
             )
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             if key not in hf:
                 raise ConfigError(f"{source}: missing key {key!r}")
+        gemma = family in GEMMA_FAMILIES
+        if gemma:
+            hf = _as_transformers_reads_it(hf, family, source)
         _refuse_what_we_would_mishandle(hf, family, source)
-        # transformers 5 keeps rope settings in rope_parameters; older files use rope_theta/rope_scaling.
+        # transformers 5 keeps rope settings in rope_parameters (Gemma 3: one dict per layer type);
+        # older files use rope_theta/rope_scaling.
         rope = dict(hf.get("rope_parameters") or {})
+        local_theta = None
+        if family == "gemma3":
+            local, rope = rope["sliding_attention"], dict(rope["full_attention"])
+            if local.get("rope_type", "default") != "default":
+                raise ConfigError(f"{source}: rope_parameters.sliding_attention={local!r}: only rope_type 'default'")
+            local_theta = float(local["rope_theta"])
         rope_theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
         partial = rope.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
         scaling = rope if rope.get("rope_type", "default") != "default" else hf.get("rope_scaling")
-        if scaling and scaling.get("rope_type", scaling.get("type")) not in ("llama3", "default", None):
-            raise ConfigError(f"{source}: unsupported rope scaling {scaling!r} (supported: llama3)")
+        if scaling and scaling.get("rope_type", scaling.get("type")) not in ("llama3", "linear", "default", None):
+            raise ConfigError(f"{source}: unsupported rope scaling {scaling!r} (supported: llama3, linear)")
         if scaling and scaling.get("rope_type", scaling.get("type")) == "default":
             scaling = None
         heads = hf["num_attention_heads"]
@@ -167,7 +218,12 @@ class ModelConfig:
             rope_scaling=dict(scaling) if scaling else None,
             partial_rotary_factor=float(partial),
             attention_bias=family == "qwen2" or bool(hf.get("attention_bias", family in ("glm", "glm4"))),
-            sliding_window=hf.get("sliding_window") if family == "mistral" else None,
+            sliding_window=hf.get("sliding_window") if family in ("mistral", *GEMMA_FAMILIES) else None,
+            layer_types=tuple(hf["layer_types"]) if gemma else None,
+            rope_local_theta=local_theta,
+            query_pre_attn_scalar=hf["query_pre_attn_scalar"] if gemma else None,
+            attn_logit_softcapping=hf.get("attn_logit_softcapping") if gemma else None,
+            final_logit_softcapping=hf.get("final_logit_softcapping") if gemma else None,
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             max_position_embeddings=hf.get("max_position_embeddings", 4096),
             bos_token_id=hf.get("bos_token_id"),
@@ -175,6 +231,10 @@ class ModelConfig:
             pad_token_id=hf.get("pad_token_id"),
             **runtime,
         )
+
+    @property
+    def _uniform_layer_type(self) -> str:  # every layer's without layer_types
+        return "full_attention" if self.sliding_window is None else "sliding_attention"
 
     def to_hf_config(self) -> dict[str, Any]:
         rope: dict[str, Any] = {"rope_theta": self.rope_theta, "rope_type": "default"}
@@ -184,7 +244,7 @@ class ModelConfig:
             rope["partial_rotary_factor"] = self.partial_rotary_factor
         hf = {
             "architectures": [FAMILY_ARCHITECTURES[self.family]],
-            "model_type": self.family,
+            "model_type": MODEL_TYPES[self.family],
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -209,7 +269,34 @@ class ModelConfig:
             hf["sliding_window"] = self.sliding_window
         if self.family in ("qwen2", "qwen3"):
             hf["use_sliding_window"] = False
+        if self.family in GEMMA_FAMILIES:
+            del hf["hidden_act"]
+            hf.update(
+                hidden_activation="gelu_pytorch_tanh",
+                sliding_window=self.sliding_window,
+                layer_types=list(self.layer_types or [self._uniform_layer_type] * self.num_hidden_layers),
+                query_pre_attn_scalar=self.query_pre_attn_scalar or self.head_size,
+                attn_logit_softcapping=self.attn_logit_softcapping,
+                final_logit_softcapping=self.final_logit_softcapping,
+            )
+        if self.family == "gemma3":
+            local = {"rope_theta": self.rope_local_theta, "rope_type": "default"} if self.rope_local_theta else rope
+            hf.update(rope_parameters={"sliding_attention": local, "full_attention": rope})
+            hf["use_bidirectional_attention"] = False
         return hf
+
+
+def _as_transformers_reads_it(hf: dict[str, Any], family: str, source: str) -> dict[str, Any]:
+    """Gemma config.json files come in several generations (without layer_types; rope_theta,
+    rope_local_base_freq and rope_scaling instead of rope_parameters per layer type): read them with the
+    installed transformers config class, so that we see the values its model runs with."""
+    from transformers import AutoConfig  # only here: the other families' fields are read as they are
+
+    fields = {k: v for k, v in hf.items() if k not in ("model_type", "transformers_version")}
+    try:
+        return AutoConfig.for_model(MODEL_TYPES[family], **fields).to_dict()
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"{source}: transformers' {FAMILY_ARCHITECTURES[family]} config refuses it: {err}") from err
 
 
 def _refuse_what_we_would_mishandle(hf: dict[str, Any], family: str, source: str) -> None:
@@ -223,7 +310,9 @@ def _refuse_what_we_would_mishandle(hf: dict[str, Any], family: str, source: str
         )
     if hf.get("mlp_bias"):
         raise ConfigError(f"{source}: mlp_bias=true is not supported")
-    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+    if family in GEMMA_FAMILIES:
+        _refuse_gemma_fields(hf, source)
+    elif hf.get("hidden_act", "silu") not in ("silu", "swish"):
         raise ConfigError(f"{source}: hidden_act={hf['hidden_act']!r} is not supported (SwiGLU with silu only)")
     if hf.get("attention_bias") and family not in QKV_BIAS_FAMILIES:
         # LlamaForCausalLM / Qwen3ForCausalLM then also bias o_proj, which our attention never has
@@ -232,3 +321,16 @@ def _refuse_what_we_would_mishandle(hf: dict[str, Any], family: str, source: str
         raise ConfigError(
             f"{source}: use_sliding_window=true is not supported (sliding_window={hf.get('sliding_window')})"
         )
+
+
+def _refuse_gemma_fields(hf: dict[str, Any], source: str) -> None:
+    if hf.get("hidden_activation") != "gelu_pytorch_tanh":
+        raise ConfigError(
+            f"{source}: hidden_activation={hf.get('hidden_activation')!r} is not supported "
+            "(GeGLU with gelu_pytorch_tanh only)"
+        )
+    unknown = sorted(set(hf["layer_types"]) - set(LAYER_TYPES))
+    if unknown:
+        raise ConfigError(f"{source}: layer_types has {unknown}: supported layer types are {list(LAYER_TYPES)}")
+    if hf.get("use_bidirectional_attention"):
+        raise ConfigError(f"{source}: use_bidirectional_attention=true is not supported (causal attention only)")

@@ -9,10 +9,10 @@ RMSNorms per layer on the branch outputs, before they join the residual stream:
 
 from __future__ import annotations
 
-from rolellm_jax.models.layers import CausalLM
+from rolellm_jax.models.layers import CausalLM, NormNames
 
 
 class Glm4ForCausalLM(CausalLM):
     rotary_layout = "interleaved"
     fused_gate_up = True
-    post_norms = True
+    norm_names = NormNames(post_attn="post_self_attn_layernorm", post_mlp="post_mlp_layernorm")

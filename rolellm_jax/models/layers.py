@@ -1,8 +1,10 @@
 """The decoder building blocks shared by every family: written once, composed by llama.py / glm.py.
 
 Contents, top to bottom (dense layers and RMSNorm are in modules.py): the attention module (rotary.py,
-attention.py) and SwiGLU modules, one decoder layer, and ``CausalLM``: embeddings + a stacked layer stack (scanned or
-unrolled, optionally rematerialised) + final norm + LM head, with a functional KV cache.
+attention.py) and gated MLP (SwiGLU / GeGLU) modules, one decoder layer, and ``CausalLM``: embeddings + a stacked
+layer stack (scanned or unrolled, optionally rematerialised) + final norm + LM head, with a functional KV cache.
+Layers that differ (Gemma's sliding and full attention layers: window, rotary base) get their per-layer
+values as inputs of the stack, so the scan stays one loop.
 
 Numerics follow transformers' LlamaForCausalLM / GlmForCausalLM: RMSNorm normalises in float32,
 rotary angles are computed in float32, attention softmax runs in float32 (as in
@@ -13,19 +15,18 @@ parameters. Logits are always float32.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rolellm_jax.errors import UserError
 from rolellm_jax.models.attention import attention, check_attention_impl
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.kernels import cpu_matmul
-from rolellm_jax.models.kernels.blocked_attention import (
-    ATTENTION_SAVED,
-)
+from rolellm_jax.models.kernels.blocked_attention import ATTENTION_SAVED, soft_capped
 from rolellm_jax.models.modules import RMSNorm, axes, dense, embed_rows
 from rolellm_jax.models.rotary import RotaryLayout, apply_rotary, rotary_inv_freq
 from rolellm_jax.parallel.sharding import constrain
@@ -53,24 +54,41 @@ class ModelInputError(UserError, ValueError):
     """Inputs the model cannot take (the message names the argument and its shape)."""
 
 
-class Attention(nnx.Module):
-    """q/k/v projections (optional bias), optional per-head RMSNorm on q and k (Qwen3, before rotary),
-    rotary, attention(), bias-free output projection."""
+NO_WINDOW = int(np.iinfo(np.int32).max)  # the per-layer window of a full-attention layer among sliding ones
 
-    def __init__(self, cfg: ModelConfig, rotary_layout: RotaryLayout, qk_norm: bool, *, rngs: nnx.Rngs):
+
+class NormNames(NamedTuple):
+    """The parameter names of a layer's RMSNorms (None: the family has no such norm). Pre-norms before
+    each branch; post-norms on each branch's output, before it joins the residual stream."""
+
+    pre_attn: str = "input_layernorm"
+    post_attn: str | None = None
+    pre_mlp: str = "post_attention_layernorm"
+    post_mlp: str | None = None
+
+
+class Attention(nnx.Module):
+    """q/k/v projections (optional bias), optional per-head RMSNorm on q and k (Qwen3, Gemma 3; before
+    rotary), rotary, attention() (scale, soft-cap and window from the config), bias-free output projection."""
+
+    def __init__(self, cfg: ModelConfig, family: type[CausalLM], *, rngs: nnx.Rngs):
         d, hd = cfg.hidden_size, cfg.head_size
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
         self.q_proj = dense(rngs, cfg, d, self.num_heads * hd, "embed", "heads", cfg.attention_bias)
         self.k_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
         self.v_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
         self.o_proj = dense(rngs, cfg, self.num_heads * hd, d, "heads", "embed")
-        self.qk_norm = qk_norm
-        if qk_norm:
-            self.q_norm, self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg), RMSNorm(hd, cfg.rms_norm_eps, cfg)
-        self.rotary_layout = rotary_layout
+        self.qk_norm = family.qk_norm
+        if family.qk_norm:
+            plus_one = family.norm_plus_one
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg, plus_one)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg, plus_one)
+        self.rotary_layout = family.rotary_layout
         self.inv_freq = tuple(float(f) for f in rotary_inv_freq(cfg))  # static constants, not params
         self.impl = cfg.attention_impl
         self.window = cfg.sliding_window
+        self.scale = None if cfg.query_pre_attn_scalar is None else float(cfg.query_pre_attn_scalar) ** -0.5
+        self.softcap = cfg.attn_logit_softcapping
 
     def __call__(
         self,
@@ -80,7 +98,13 @@ class Attention(nnx.Module):
         kv_segment_ids: jax.Array,
         kv_cache: tuple[jax.Array, jax.Array] | None = None,
         cache_index: jax.Array | int = 0,
+        layer_inputs: dict[str, jax.Array] | None = None,
     ):
+        """``layer_inputs``: this layer's ``window`` (int32 scalar) and ``inv_freq`` (float32 [r/2]) where
+        layers differ (CausalLM.per_layer_inputs); None: the config's, the same in every layer."""
+        window, inv_freq = self.window, self.inv_freq
+        if layer_inputs is not None:
+            window, inv_freq = layer_inputs["window"], layer_inputs["inv_freq"]
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -88,8 +112,8 @@ class Attention(nnx.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q = constrain(q, (BATCH, LENGTH, "activation_heads", "activation_head_dim"))
-        q = apply_rotary(q, positions, self.inv_freq, self.rotary_layout)
-        k = apply_rotary(k, positions, self.inv_freq, self.rotary_layout)
+        q = apply_rotary(q, positions, inv_freq, self.rotary_layout)
+        k = apply_rotary(k, positions, inv_freq, self.rotary_layout)
         if kv_cache is not None:  # write this step's keys/values at the cache index, read all slots
             k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, cache_index, 0, 0))
             v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, cache_index, 0, 0))
@@ -98,18 +122,34 @@ class Attention(nnx.Module):
             kv_cache = (k_all, v_all)
             k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
         out = attention(
-            q, k, v, q_segment_ids, kv_segment_ids, q_offset=cache_index, impl=self.impl, window=self.window
+            q,
+            k,
+            v,
+            q_segment_ids,
+            kv_segment_ids,
+            q_offset=cache_index,
+            impl=self.impl,
+            window=window,
+            scale=self.scale,
+            softcap=self.softcap,
         )
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), kv_cache
 
 
-class SwiGLU(nnx.Module):
-    """down(silu(gate(x)) * up(x)). fused=True keeps gate and up in one [D, 2F] kernel (GLM's
-    gate_up_proj, gate first); fused=False has LLaMA's separate gate_proj / up_proj."""
+MLP_ACTIVATIONS = {
+    "silu": jax.nn.silu,  # SwiGLU
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # GeGLU (Gemma): torch's tanh gelu
+}
 
-    def __init__(self, cfg: ModelConfig, fused: bool, *, rngs: nnx.Rngs):
+
+class GatedMLP(nnx.Module):
+    """down(act(gate(x)) * up(x)): SwiGLU (silu) or GeGLU (Gemma's tanh gelu). fused=True keeps gate and up in
+    one [D, 2F] kernel (GLM's gate_up_proj, gate first); fused=False has LLaMA's separate gate_proj / up_proj."""
+
+    def __init__(self, cfg: ModelConfig, fused: bool, activation: str = "silu", *, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.intermediate_size
         self.fused = fused
+        self.activation = activation
         if fused:
             self.gate_up_proj = dense(rngs, cfg, d, 2 * f, "embed", "mlp")
         else:
@@ -122,34 +162,36 @@ class SwiGLU(nnx.Module):
             gate, up = jnp.split(self.gate_up_proj(x), 2, axis=-1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
-        hidden = constrain(jax.nn.silu(gate) * up, (BATCH, LENGTH, "activation_mlp"))
+        hidden = constrain(MLP_ACTIVATIONS[self.activation](gate) * up, (BATCH, LENGTH, "activation_mlp"))
         return self.down_proj(hidden)
 
 
 class DecoderLayer(nnx.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); with ``post_norms`` (GLM-4-0414)
-    each branch's output is normalised too before it joins the residual: x + norm(attn(norm(x)))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); a family with post-norms (GLM-4-0414,
+    Gemma: the "sandwich") normalises each branch's output too before it joins the residual:
+    x + norm(attn(norm(x))). The norms' parameter names are the family's ``norm_names``."""
 
     def __init__(self, cfg: ModelConfig, family: type[CausalLM], *, rngs: nnx.Rngs):
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-        self.self_attn = Attention(cfg, family.rotary_layout, family.qk_norm, rngs=rngs)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-        self.mlp = SwiGLU(cfg, family.fused_gate_up, rngs=rngs)
-        self.post_norms = family.post_norms
-        if family.post_norms:
-            self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-            self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.norm_names = family.norm_names
+        for name in family.norm_names:
+            if name is not None:
+                setattr(self, name, RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg, family.norm_plus_one))
+        self.self_attn = Attention(cfg, family, rngs=rngs)
+        self.mlp = GatedMLP(cfg, family.fused_gate_up, family.mlp_activation, rngs=rngs)
+        self.post_norms = family.norm_names.post_attn is not None  # False skips them (a test's wrong detail)
 
-    def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0):
+    def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0, layer_inputs=None):
+        names = self.norm_names
+        h = getattr(self, names.pre_attn)(x)
         attn_out, kv_cache = self.self_attn(
-            self.input_layernorm(x), positions, q_segment_ids, kv_segment_ids, kv_cache, cache_index
+            h, positions, q_segment_ids, kv_segment_ids, kv_cache, cache_index, layer_inputs
         )
         mlp = self.mlp
         if self.post_norms:
-            attn_out = self.post_self_attn_layernorm(attn_out)
-            mlp = lambda h: self.post_mlp_layernorm(self.mlp(h))  # noqa: E731
+            attn_out = getattr(self, names.post_attn)(attn_out)
+            mlp = lambda h: getattr(self, names.post_mlp)(self.mlp(h))  # noqa: E731
         x = constrain(x + attn_out, (BATCH, LENGTH, EMBED))
-        x = constrain(x + mlp(self.post_attention_layernorm(x)), (BATCH, LENGTH, EMBED))
+        x = constrain(x + mlp(getattr(self, names.pre_mlp)(x)), (BATCH, LENGTH, EMBED))
         return x, kv_cache
 
 
@@ -174,15 +216,18 @@ class StaticConfig:
 class CausalLM(nnx.Module):
     """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
 
-    A family subclass sets ``rotary_layout``, ``fused_gate_up``, ``qk_norm`` and ``post_norms``; nothing else differs
-    (q/k/v biases and the sliding window come from the config).
+    A family subclass sets the class attributes below; nothing else differs (q/k/v biases, the sliding
+    window and layer types, rotary bases, attention scale and soft-caps come from the config).
     See rolellm_jax/models/__init__.py for the call and KV-cache contract.
     """
 
     rotary_layout: RotaryLayout = "half"
     fused_gate_up: bool = False
     qk_norm: bool = False
-    post_norms: bool = False
+    norm_names: NormNames = NormNames()
+    norm_plus_one: bool = False  # Gemma's (1 + w) RMSNorms, every one of them
+    mlp_activation: str = "silu"  # a key of MLP_ACTIVATIONS
+    scale_embeddings: bool = False  # Gemma: embeddings * sqrt(hidden_size), the factor in the compute dtype
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         check_attention_impl(cfg.attention_impl, cfg.dtype)
@@ -205,7 +250,7 @@ class CausalLM(nnx.Module):
             return DecoderLayer(cfg, type(self), rngs=layer_rngs)
 
         self.layers = make_layers(rngs)
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg, type(self).norm_plus_one)
         if not cfg.tie_word_embeddings:
             self.lm_head = dense(rngs, cfg, cfg.hidden_size, cfg.vocab_size, "embed", "vocab")
 
@@ -215,7 +260,7 @@ class CausalLM(nnx.Module):
 
     @property
     def unstacked(self) -> bool:
-        """True for a model from :func:`for_cpu_decoding`: one module (own arrays) per layer."""
+        """True for a model from :func:`cpu_decoding.for_cpu_decoding`: one module (own arrays) per layer."""
         return isinstance(self.layers, nnx.List)
 
     # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
@@ -236,6 +281,17 @@ class CausalLM(nnx.Module):
             "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
             "index": jnp.zeros((), jnp.int32),
         }
+
+    def per_layer_inputs(self) -> dict[str, jax.Array] | None:
+        """Per-layer attention inputs, stacked on L, where layers differ (``cfg.layer_types``, Gemma): the
+        window (``NO_WINDOW`` in full-attention layers) and the rotary inverse frequencies; None otherwise."""
+        cfg = self.cfg
+        if cfg.layer_types is None:
+            return None
+        sliding = [t == "sliding_attention" and cfg.sliding_window is not None for t in cfg.layer_types]
+        windows = [cfg.sliding_window if s else NO_WINDOW for s in sliding]
+        inv_freq = np.stack([rotary_inv_freq(cfg, t) for t in cfg.layer_types])
+        return {"window": jnp.asarray(windows, jnp.int32), "inv_freq": jnp.asarray(inv_freq, jnp.float32)}
 
     def __call__(
         self,
@@ -264,12 +320,13 @@ class CausalLM(nnx.Module):
         if cache is not None:
             kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
 
-        x = constrain(embed_rows(self.embed_tokens.embedding[...], input_ids, cfg.dtype), (BATCH, LENGTH, EMBED))
+        x = embed_rows(self.embed_tokens.embedding[...], input_ids, cfg.dtype)
+        if self.scale_embeddings:
+            x = x * jnp.asarray(cfg.hidden_size**0.5, cfg.dtype)
+        x = constrain(x, (BATCH, LENGTH, EMBED))
         kv_in = (cache["k"], cache["v"]) if cache is not None else None
-        if self.unstacked:
-            x, kv_out = self._unstacked_layers(x, positions, segment_ids, kv_segment_ids, kv_in, index)
-        else:
-            x, kv_out = self._stacked_layers(x, positions, segment_ids, kv_segment_ids, kv_in, index)
+        layers = self._unstacked_layers if self.unstacked else self._stacked_layers
+        x, kv_out = layers(x, positions, segment_ids, kv_segment_ids, kv_in, index, self.per_layer_inputs())
         x = self.norm(x)
         # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
         # backward GEMMs run in the compute dtype (models/kernels/cpu_matmul.py)
@@ -278,66 +335,44 @@ class CausalLM(nnx.Module):
         logits = cpu_matmul.matmul(
             x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu", transposed=tied
         )
+        logits = soft_capped(logits, cfg.final_logit_softcapping)  # Gemma 2
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
         if cache is None:
             return logits
         new_cache = {"k": kv_out[0], "v": kv_out[1], "segment_ids": kv_segment_ids, "index": index + t}
         return logits, new_cache
 
-    def _stacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index):
+    def _stacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs):
         """The layer stack on params stacked on a leading L axis: scanned or unrolled."""
         cfg = self.cfg
         graphdef, layer_state = nnx.split(self.layers)
 
         def layer_step(x, per_layer):
-            params, kv = per_layer
+            params, kv, inputs = per_layer
             layer = nnx.merge(graphdef, params)
-            return layer(x, positions, segment_ids, kv_segment_ids, kv, index)
+            return layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs)
 
         if cfg.remat_policy != "none":
             layer_step = jax.checkpoint(
                 layer_step, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers
             )
         if cfg.scan_layers:
-            return jax.lax.scan(layer_step, x, (layer_state, kv_in))
+            return jax.lax.scan(layer_step, x, (layer_state, kv_in, layer_inputs))
         outs = []  # unrolled: the same stacked params, sliced per layer
         for i in range(cfg.num_hidden_layers):
-            x, kv = layer_step(x, jax.tree.map(lambda a, i=i: a[i], (layer_state, kv_in)))
+            x, kv = layer_step(x, jax.tree.map(lambda a, i=i: a[i], (layer_state, kv_in, layer_inputs)))
             outs.append(kv)
         return x, None if kv_in is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-    def _unstacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index):
-        """The layer stack of :func:`for_cpu_decoding`: each layer's weights and KV cache are arrays of
+    def _unstacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs):
+        """The layer stack of :func:`cpu_decoding.for_cpu_decoding`: each layer's weights and KV cache are arrays of
         their own, so its dots read them where they are and its cache write happens in place."""
         kv_out = ([], [])
         for i, layer in enumerate(self.layers):
-            x, kv = layer(
-                x, positions, segment_ids, kv_segment_ids, None if kv_in is None else (kv_in[0][i], kv_in[1][i]), index
-            )
+            kv = None if kv_in is None else (kv_in[0][i], kv_in[1][i])
+            inputs = None if layer_inputs is None else jax.tree.map(lambda a, i=i: a[i], layer_inputs)
+            x, kv = layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs)
             if kv_in is not None:
                 kv_out[0].append(kv[0])
                 kv_out[1].append(kv[1])
         return x, None if kv_in is None else (tuple(kv_out[0]), tuple(kv_out[1]))
-
-
-def for_cpu_decoding(model: CausalLM) -> CausalLM:
-    """The same model laid out for decoding on a CPU (forward only): one module per layer, each with
-    arrays of its own (a copy of its slice of the stacked params), and every dense layer on
-    cpu_matmul's dot (16-bit GEMMs with a float32 result, cast back). XLA:CPU copies a layer's
-    weights out of the stacked [L, ...] arrays before every dot, and upcasts the weights of a dot
-    with a bf16 result to float32 copies (benchmarks/RESULTS.md, "Where a decode step goes"), so a
-    step moved ~3x the weight bytes it needs. Same values up to float rounding order; the KV cache
-    of :meth:`CausalLM.init_cache` becomes per-layer tuples. The stacked model is untouched (its
-    layer params are copied: twice their memory while both are alive)."""
-    if model.unstacked:
-        return model
-    graphdef, state = nnx.split(model)
-    copy = nnx.merge(graphdef, state)  # shares the arrays; only .layers is replaced
-    layer_def, layer_state = nnx.split(model.layers)
-    copy.layers = nnx.List(
-        nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], layer_state)) for i in range(model.cfg.num_hidden_layers)
-    )
-    for _, module in nnx.iter_modules(copy):
-        if isinstance(module, nnx.Linear):
-            module.dot_general = cpu_matmul.dot_general
-    return copy

@@ -68,14 +68,22 @@ _gather_16bit.defvjp(_gather_16bit_fwd, _gather_16bit_bwd)
 
 
 class RMSNorm(nnx.Module):
-    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as HF does)."""
+    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as HF does).
 
-    def __init__(self, dim: int, eps: float, cfg: ModelConfig):
-        self.scale = nnx.Param(jnp.ones((dim,), cfg.param_dtype), **axes("norm"))
+    ``plus_one`` (Gemma): x / rms(x) * (1 + scale) with the scale initialised at zero, all in float32
+    and cast after the scale, as transformers' Gemma2RMSNorm / Gemma3RMSNorm.
+    """
+
+    def __init__(self, dim: int, eps: float, cfg: ModelConfig, plus_one: bool = False):
+        init = jnp.zeros if plus_one else jnp.ones
+        self.scale = nnx.Param(init((dim,), cfg.param_dtype), **axes("norm"))
         self.eps = eps
         self.dtype = cfg.dtype
+        self.plus_one = plus_one
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.plus_one:
+            return (x32 * (1.0 + self.scale[...].astype(jnp.float32))).astype(self.dtype)
         return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)

@@ -18,8 +18,8 @@ import pytest
 from flax import nnx
 
 from rolellm_jax.inference.generate import SamplingConfig, decoding_layout, generate
+from rolellm_jax.models.cpu_decoding import for_cpu_decoding
 from rolellm_jax.models.kernels import cpu_matmul
-from rolellm_jax.models.layers import for_cpu_decoding
 from rolellm_jax.models.modules import embed_rows
 from rolellm_jax.parallel import sharding
 from tests.models.test_models import TOL, T, hf_llama, hf_logits, left_padded_batch, max_diff_on_real_tokens, ported

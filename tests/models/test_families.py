@@ -245,7 +245,7 @@ def _hf_dict(make, **changes) -> dict:
 @pytest.mark.parametrize(
     "changes,needle",
     [
-        ({"architectures": ["Gemma2ForCausalLM"]}, r"unsupported architecture \['Gemma2ForCausalLM'\]; supported: "),
+        ({"architectures": ["OlmoForCausalLM"]}, r"unsupported architecture \['OlmoForCausalLM'\]; supported: "),
         ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "unsupported rope scaling"),
         ({"mlp_bias": True}, "mlp_bias=true"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
