@@ -1,6 +1,8 @@
-"""Chat rendering: the one place that turns (system, question[, answer]) into token ids.
+"""Chat rendering: the one place that turns (system, question[, answer]) and whole conversations
+into token ids.
 
-Training (``render_examples``) and generation (``render_prompts``) both come through here, so
+Training (``render_examples``; multi-turn rows: ``render_conversation``) and generation
+(``render_prompts``; serving and the REPL: ``render_chat_prompt``) all come through here, so
 the model is trained on exactly the ids it is later prompted with.
 
 * With a tokenizer ``chat_template``: ``apply_chat_template`` renders
@@ -226,15 +228,17 @@ def _start_ids(tokenizer, family: str) -> list[int]:
     return [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
 
 
-# ---------------------------------------------------------------- multi-turn (serving, the REPL)
+# ---------------------------------------------------------------- multi-turn (serving, the REPL, training)
 CHAT_ROLES = ("system", "user", "assistant")
 
 
-def check_messages(messages: Sequence[dict[str, str]]) -> None:
-    """[system,] user, assistant, user, ..., user: refused otherwise, naming the message."""
+def check_messages(messages: Sequence[dict[str, str]], answered: bool = False) -> None:
+    """[system,] user, assistant, user, ..., user (``answered``: ..., assistant): refused otherwise,
+    naming the message."""
     for i, m in enumerate(messages):
-        if m.get("role") not in CHAT_ROLES:
-            raise ChatFormatError(f"messages[{i}].role={m.get('role')!r}: expected one of {CHAT_ROLES}")
+        if not isinstance(m, dict) or m.get("role") not in CHAT_ROLES:
+            got = m.get("role") if isinstance(m, dict) else m
+            raise ChatFormatError(f"messages[{i}].role={got!r}: expected one of {CHAT_ROLES}")
         if not isinstance(m.get("content"), str):
             raise ChatFormatError(f"messages[{i}].content: must be a string")
     offset = 1 if messages and messages[0]["role"] == "system" else 0
@@ -246,8 +250,10 @@ def check_messages(messages: Sequence[dict[str, str]]) -> None:
                 f"messages[{offset + j}].role={m['role']!r}: expected {want!r} "
                 "(an optional system message first, then user and assistant turns in turn)"
             )
-    if not turns or turns[-1]["role"] != "user":
-        raise ChatFormatError("messages: the last message must be the user's (the model answers it)")
+    last = "assistant" if answered else "user"
+    if not turns or turns[-1]["role"] != last:
+        why = "a training conversation ends with an answer" if answered else "the model answers it"
+        raise ChatFormatError(f"messages: the last message must be the {last}'s ({why})")
 
 
 def render_chat_prompt(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -262,34 +268,107 @@ def render_chat_prompt(tokenizer, family: str, messages: Sequence[dict[str, str]
     check_messages(messages)
     if _has_template(tokenizer):
         return _encode(tokenizer, [_template_chat_text(tokenizer, list(messages))])[0]
+    return [i for piece, _ in _default_pieces(tokenizer, family, messages) for i in piece]
+
+
+def render_conversation(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """``(ids, loss_mask)`` of a whole training conversation ([system,] user, assistant, ...,
+    assistant): the mask is 1 on every assistant turn's content and its end-of-turn, 0 elsewhere.
+
+    Without a chat_template: the pieces of ``render_chat_prompt`` (so the prompt of turn k is a token
+    prefix of the row and serving sees the ids training did) with each answer + EOS masked; one
+    answered turn is exactly ``render_example``.
+
+    With a chat_template the conversation is rendered once and tokenised once, so the ids are
+    exactly ``apply_chat_template(messages)``'s. Encoding turn by turn would not be: a template's
+    text tokenised in pieces can split differently at the seams than the whole text does (and
+    transformers, vLLM or our server tokenise the whole text). The assistant spans are found by
+    rendering prefixes: the generation prompt of messages[:k] and the text of messages[:k+1] must
+    both be text prefixes of the whole (a template that rewrites earlier turns is refused); the span
+    between them, through the EOS when the template writes it (ChatML's newline after it is not
+    learnt), is mapped to tokens by the tokenizer's offsets. A token across a span's edge is an
+    error naming the message. No EOS is appended: the template's own end-of-turn is learnt.
+    """
+    check_messages(messages, answered=True)
+    if not _has_template(tokenizer):
+        pieces = _default_pieces(tokenizer, family, messages)
+        return [i for p, _ in pieces for i in p], [int(answer) for p, answer in pieces for _ in p]
+    messages = _template_messages(tokenizer, list(messages))
+    render = functools.partial(_apply_template, tokenizer)
+    full = render(messages, False)
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] == "assistant":
+            head, through = render(messages[:k], True), render(messages[: k + 1], False)
+            if not (
+                full.startswith(through) and through.startswith(head) and m["content"].strip() in through[len(head) :]
+            ):
+                raise ChatFormatError(
+                    f"messages[{k}]: the tokenizer's chat_template renders the conversation so that this answer's "
+                    "span cannot be found (a template that rewrites earlier turns?)"
+                )
+            spans.append(
+                (k, len(head), len(head) + len(_through_end_of_turn(through[len(head) :], tokenizer.eos_token)))
+            )
+    if not getattr(tokenizer, "is_fast", False):
+        raise ChatFormatError(f"{type(tokenizer).__name__}: multi-turn training needs a fast tokenizer (its offsets)")
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    mask = [0] * len(ids)
+    for k, begin, end in spans:
+        for t, (s, e) in enumerate(offsets):
+            if s < begin < e or s < end < e:
+                raise ChatFormatError(
+                    f"messages[{k}]: token {t} ({tokenizer.convert_ids_to_tokens(ids[t])!r}) crosses the edge of "
+                    "the assistant turn, so its loss mask is ambiguous"
+                )
+            if begin <= s < end:
+                mask[t] = 1
+    return ids, mask
+
+
+def _default_pieces(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> list[tuple[list[int], bool]]:
+    """``(ids, is_answer)`` pieces of a conversation in the family's default format, in order."""
     fmt = chat_format(family)
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
     turns = messages[1:] if system is not None else messages
-    if "turn" not in fmt and (system is None or len(turns) > 1):
+    if "turn" not in fmt and (system is None or len(turns) > 2):
         raise ChatFormatError(f"family={family!r}: its default chat format is single-turn with a system message")
+    if tokenizer.eos_token_id is None:
+        raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
     start = _start_ids(tokenizer, family)
-    ids: list[int] = []
+    pieces = []
     for n, i in enumerate(range(0, len(turns), 2), start=1):
         question = turns[i]["content"]
         if n == 1 and system is not None:
             text = fmt["prompt"].format(system=system, question=question)
         else:
             text = fmt["turn"].format(question=question, round=n)
-        ids += start + _encode(tokenizer, [text])[0]
+        pieces.append((start + _encode(tokenizer, [text])[0], False))
         if i + 1 < len(turns):
-            ids += _encode(tokenizer, [fmt["answer"].format(answer=turns[i + 1]["content"])])[0]
-            ids.append(tokenizer.eos_token_id)
-    return ids
+            answer = _encode(tokenizer, [fmt["answer"].format(answer=turns[i + 1]["content"])])[0]
+            pieces.append((answer + [tokenizer.eos_token_id], True))
+    return pieces
 
 
-def _template_chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
+def _apply_template(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _template_messages(tokenizer, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages``, or, for a template that rejects a system message, the system text put on top
+    of the first user message (as training's single-turn rendering does)."""
     from jinja2.exceptions import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        _apply_template(tokenizer, messages, messages[-1]["role"] != "assistant")
+        return messages
     except TemplateError:
         if messages[0]["role"] != "system":
             raise
         system, first, *rest = messages
-        merged = [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
-        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+
+
+def _template_chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
+    return _apply_template(tokenizer, _template_messages(tokenizer, messages), True)
