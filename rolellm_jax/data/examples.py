@@ -1,6 +1,7 @@
 """RoleBench rows -> training examples: one per reference answer (``references_per_row``), each
-with its role's system instruction; then rendered and tokenised (chat_format, batched) and cut
-to ``seq_len``. Packing them into batches is packing.py.
+with its role's system instruction; plus, with ``data.conversations``, multi-turn rows
+(conversations.py, loss on every assistant turn); then rendered and tokenised (chat_format,
+batched) and cut to ``seq_len``. Packing them into batches is packing.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from data_gen import rolebench as schema
 from rolellm_jax.data import chat_format as chat
 from rolellm_jax.data import rolebench_source as rolebench
+from rolellm_jax.data.conversations import Conversation, read_conversations
 from rolellm_jax.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ class DataConfig:
     lang: str = "eng"  # eng (or en) | zh; kept as eng / zh
     setting: str = "instruction_generalization"  # | role_generalization (eng only)
     kinds: tuple[str, ...] = ("general", "role_specific")  # which kinds are mixed into training
+    # A JSONL of multi-turn conversations ({"messages": [...]} or ShareGPT's {"conversations": [...]})
+    # mixed in, loss on every assistant turn; with kinds=[] they are the only training rows.
+    conversations: str | None = None
     role_specific_repeat: int = 1  # times each role-specific example is repeated (upweights knowledge)
     split: str = "train"
     seq_len: int = 1024  # tokens per packed row (the model's T)
@@ -57,8 +62,11 @@ class DataConfig:
             object.__setattr__(self, "lang", schema.canonical_lang(self.lang, "data.lang"))
         except schema.RoleBenchError as e:
             raise DataError(str(e)) from None
-        if not self.kinds or any(k not in schema.KINDS for k in self.kinds):
-            raise DataError(f"data.kinds={self.kinds!r}: expected a non-empty subset of {schema.KINDS}")
+        if (not self.kinds and not self.conversations) or any(k not in schema.KINDS for k in self.kinds):
+            raise DataError(
+                f"data.kinds={list(self.kinds)!r}: expected a subset of {schema.KINDS}, "
+                "non-empty unless data.conversations gives the rows"
+            )
         for kind in self.kinds:  # lang / setting / kind combination (zh has no role_generalization)
             try:
                 schema.config_name(self.lang, self.setting, kind)
@@ -113,9 +121,14 @@ class Example:
     question: str
     answer: str
 
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.system, self.question, self.answer)
 
-def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
-    """The training examples of ``cfg`` and the number of rows they came from.
+
+def load_examples(cfg: DataConfig) -> tuple[list[Example | Conversation], int]:
+    """The training examples of ``cfg`` (RoleBench examples, then the conversations of
+    ``data.conversations``) and the number of rows they came from.
 
     Refuses held-out role-generalisation roles and roles without a description.
     """
@@ -125,6 +138,11 @@ def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
             "scores on this split will not be held out",
             cfg.split,
         )
+    conversations = read_conversations(cfg.conversations, cfg.on_bad_line) if cfg.conversations else []
+    if cfg.conversations and not conversations:
+        raise DataError(f"data.conversations={cfg.conversations}: no conversation in this file")
+    if not cfg.kinds:
+        return list(conversations), len(conversations)
     rows: list[schema.RoleRow] = []
     for kind in cfg.kinds:
         kind_rows = rolebench.read_rows(cfg.source, cfg.lang, cfg.setting, kind, cfg.split, cfg.on_bad_line)
@@ -141,19 +159,31 @@ def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
         repeat = cfg.role_specific_repeat if row.kind == "role_specific" else 1
         for answer in row.answers[:limit]:
             examples.extend([Example(systems[row.role], row.question, answer)] * repeat)
-    return examples, len(rows)
+    return examples + conversations, len(rows) + len(conversations)
 
 
 def tokenize_examples(
-    examples: Sequence[Example], tokenizer, family: str, seq_len: int, stats: DataStats, chunk: int = 1024
+    examples: Sequence[Example | Conversation],
+    tokenizer,
+    family: str,
+    seq_len: int,
+    stats: DataStats,
+    chunk: int = 1024,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(ids, answer_mask)`` per example, truncated to ``seq_len``; counts truncated/dropped."""
+    """``(ids, answer_mask)`` per example (in order), truncated to ``seq_len``; counts truncated/dropped."""
     out = []
     for start in range(0, len(examples), chunk):
         part = examples[start : start + chunk]
-        rendered = chat.render_examples(
-            tokenizer, family, [e.system for e in part], [e.question for e in part], [e.answer for e in part]
+        single = [e for e in part if isinstance(e, Example)]
+        rendered_single = iter(
+            chat.render_examples(
+                tokenizer, family, [e.system for e in single], [e.question for e in single], [e.answer for e in single]
+            )
         )
+        rendered = [
+            next(rendered_single) if isinstance(e, Example) else _render_conversation(tokenizer, family, e)
+            for e in part
+        ]
         for ids, mask in rendered:
             if len(ids) > seq_len:
                 ids, mask = ids[:seq_len], mask[:seq_len]
@@ -163,3 +193,10 @@ def tokenize_examples(
                 stats.truncated += 1
             out.append((np.asarray(ids, np.int32), np.asarray(mask, np.int8)))
     return out
+
+
+def _render_conversation(tokenizer, family: str, conversation: Conversation) -> tuple[list[int], list[int]]:
+    try:
+        return chat.render_conversation(tokenizer, family, conversation.messages)
+    except chat.ChatFormatError as err:
+        raise chat.ChatFormatError(f"{conversation.source}: {err}") from None

@@ -122,7 +122,7 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
         tokenizer_dir = Path(cfg.train.output_dir) / "tokenizer"
         if not (tokenizer_dir / "tokenizer.json").is_file():
             if jax.process_index() == 0:
-                texts = [t for ex in examples for t in (ex.system, ex.question, ex.answer)]
+                texts = [t for ex in examples for t in ex.texts]
                 log.info(
                     "training a %d-token tokenizer on %d texts -> %s",
                     cfg.model.tokenizer_vocab_size,
@@ -210,7 +210,7 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
     curve = plot_loss_curve(
         metrics_path,
         cfg.checkpoint_dir.parent / "loss_curve.png",
-        f"{setup.model_cfg.family} RoCIT ({Path(cfg.data.source).name})",
+        f"{setup.model_cfg.family} RoCIT ({Path(cfg.data.source if cfg.data.kinds else cfg.data.conversations).name})",
     )
     export_dir = _export(cfg, setup, state, frozen) if cfg.train.export else None
     history = read_metrics(metrics_path)  # the whole run, across restarts
