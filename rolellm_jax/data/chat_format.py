@@ -83,7 +83,7 @@ def render_texts(
 
     Default formats leave the start tokens and EOS out of these texts (added as ids).
     """
-    if _has_template(tokenizer):
+    if has_chat_template(tokenizer):
         return _template_texts(tokenizer, system, question, answer)
     fmt = chat_format(family)
     prompt = fmt["prompt"].format(system=system, question=question)
@@ -93,7 +93,7 @@ def render_texts(
 def render_prompts(tokenizer, family: str, systems: Sequence[str], questions: Sequence[str]) -> list[list[int]]:
     """Prompt ids (ending where the answer starts) for a batch of examples."""
     prompts = [render_texts(tokenizer, family, s, q)[0] for s, q in zip(systems, questions, strict=True)]
-    start = [] if _has_template(tokenizer) else _start_ids(tokenizer, family)
+    start = [] if has_chat_template(tokenizer) else start_ids(tokenizer, family)
     return [start + ids for ids in _encode(tokenizer, prompts)]
 
 
@@ -102,7 +102,7 @@ def render_examples(
 ) -> list[tuple[list[int], list[int]]]:
     """``(ids, loss_mask)`` for a batch of examples; tokenised in two batched calls."""
     texts = [render_texts(tokenizer, family, s, q, a) for s, q, a in zip(systems, questions, answers, strict=True)]
-    if _has_template(tokenizer):
+    if has_chat_template(tokenizer):
         texts = [(p, _through_end_of_turn(a, tokenizer.eos_token)) for p, a in texts]
     # A RoleBench row gives one example per reference answer: encode each distinct prompt once.
     unique_prompts = list(dict.fromkeys(p for p, _ in texts))
@@ -112,8 +112,8 @@ def render_examples(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
-    templated = _has_template(tokenizer)
-    start = [] if templated else _start_ids(tokenizer, family)
+    templated = has_chat_template(tokenizer)
+    start = [] if templated else start_ids(tokenizer, family)
     out = []
     for (_, answer_text), p_ids, a_ids in zip(texts, prompt_ids, answer_ids, strict=True):
         # A template ends the turn its own way; it gets EOS only if it does not emit it itself.
@@ -132,51 +132,6 @@ def render_prompt(tokenizer, family: str, system: str, question: str) -> list[in
 def render_example(tokenizer, family: str, system: str, question: str, answer: str) -> tuple[list[int], list[int]]:
     """``(ids, loss_mask)`` of one example."""
     return render_examples(tokenizer, family, [system], [question], [answer])[0]
-
-
-PROBE = ("You are a probe role.\n你好", "Question 1?", "Answer, with a comma.")  # system, question, answer
-
-
-def export_chat_template(tokenizer, family: str) -> str | None:
-    """A Jinja ``chat_template`` for a checkpoint trained with the family's default format, so
-    transformers' ``apply_chat_template`` builds the prompts training used (single-turn:
-    [system,] user[, assistant]); the format's start tokens are this tokenizer's (``_start_ids``).
-
-    None when the tokenizer has a template of its own (it is kept) or when rendering through the
-    new template would not give the very ids of the default format (checked on a probe example:
-    start tokens that are not special tokens would be split when read back from text).
-    """
-    if _has_template(tokenizer):
-        return None
-    fmt = chat_format(family)
-    head, rest = fmt["prompt"].split("{system}")
-    middle, tail = rest.split("{question}")
-    before_answer, after_answer = fmt["answer"].split("{answer}")
-    start = "".join(tokenizer.convert_ids_to_tokens(_start_ids(tokenizer, family)))
-    lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 - a Jinja string literal
-    template = (
-        "{%- if messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
-        "{%- set turns = messages[1:] -%}{%- else -%}{%- set system = '' -%}{%- set turns = messages -%}{%- endif -%}"
-        "{%- if turns|length == 0 or turns|length > 2 or turns[0]['role'] != 'user' -%}"
-        "{{ raise_exception('this model was trained on single-turn conversations: [system,] user[, assistant]') }}"
-        "{%- endif -%}"
-        f"{{{{ {lit(start + head)} + system + {lit(middle)} + turns[0]['content'] + {lit(tail)} }}}}"
-        "{%- if turns|length == 2 -%}"
-        f"{{{{ {lit(before_answer)} + turns[1]['content'] + {lit(after_answer)} + eos_token }}}}"
-        "{%- endif -%}"
-    )
-    if _renders_as_default(tokenizer, family, template):
-        return template
-    return None
-
-
-def _renders_as_default(tokenizer, family: str, template: str) -> bool:
-    default = render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])
-    tokenizer.chat_template = template
-    try:
-        return (render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])) == default
-    finally:
-        tokenizer.chat_template = None
 
 
 def _template_texts(tokenizer, system: str, question: str, answer: str | None) -> tuple[str, str | None]:
@@ -207,7 +162,7 @@ def _through_end_of_turn(answer_text: str, eos_token: str | None) -> str:
     return answer_text
 
 
-def _has_template(tokenizer) -> bool:
+def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
@@ -218,7 +173,7 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _start_ids(tokenizer, family: str) -> list[int]:
+def start_ids(tokenizer, family: str) -> list[int]:
     """The format's start tokens when the tokenizer has them all, else BOS, else nothing."""
     wanted = chat_format(family)["start_tokens"]
     if wanted:
@@ -266,7 +221,7 @@ def render_chat_prompt(tokenizer, family: str, messages: Sequence[dict[str, str]
     as in training (``answer`` + EOS), the next turn opening with the start tokens again.
     """
     check_messages(messages)
-    if _has_template(tokenizer):
+    if has_chat_template(tokenizer):
         return _encode(tokenizer, [_template_chat_text(tokenizer, list(messages))])[0]
     return [i for piece, _ in _default_pieces(tokenizer, family, messages) for i in piece]
 
@@ -290,7 +245,7 @@ def render_conversation(tokenizer, family: str, messages: Sequence[dict[str, str
     error naming the message. No EOS is appended: the template's own end-of-turn is learnt.
     """
     check_messages(messages, answered=True)
-    if not _has_template(tokenizer):
+    if not has_chat_template(tokenizer):
         pieces = _default_pieces(tokenizer, family, messages)
         return [i for p, _ in pieces for i in p], [int(answer) for p, answer in pieces for _ in p]
     messages = _template_messages(tokenizer, list(messages))
@@ -336,7 +291,7 @@ def _default_pieces(tokenizer, family: str, messages: Sequence[dict[str, str]]) 
         raise ChatFormatError(f"family={family!r}: its default chat format is single-turn with a system message")
     if tokenizer.eos_token_id is None:
         raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
-    start = _start_ids(tokenizer, family)
+    start = start_ids(tokenizer, family)
     pieces = []
     for n, i in enumerate(range(0, len(turns), 2), start=1):
         question = turns[i]["content"]

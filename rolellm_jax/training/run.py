@@ -23,7 +23,7 @@ from rolellm_jax.checkpoints.model_folder import (
     save_model_checkpoint,
 )
 from rolellm_jax.checkpoints.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
-from rolellm_jax.data.chat_format import export_chat_template
+from rolellm_jax.data.chat_export import export_chat_template
 from rolellm_jax.data.examples import load_examples
 from rolellm_jax.data.packing import PackedBatches
 from rolellm_jax.data.rolebench_source import show_datasets_progress

@@ -1,5 +1,6 @@
 """A short RoCIT run on multi-turn rows only (data.conversations, data.kinds=[]): it trains, and every
-step's loss counts exactly the assistant tokens of the conversations (each answer and its EOS)."""
+step's loss counts exactly the assistant tokens of the conversations (each answer and its EOS), and the
+export's chat_template renders those rows as training did."""
 
 from __future__ import annotations
 
@@ -35,7 +36,6 @@ def test_run_on_conversations_counts_exactly_the_assistant_tokens(tokenizer_dir,
             "--data.kinds=[]",
             f"--data.seq_len={max(lengths)}",
             "--train.steps=3",
-            "--train.export=false",
             "--checkpoint.every=100",
             "--mesh.fsdp=1",
         )
@@ -44,3 +44,8 @@ def test_run_on_conversations_counts_exactly_the_assistant_tokens(tokenizer_dir,
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 3 and result.last_loss < result.first_loss
     assert [m["loss_tokens"] for m in metrics] == [expected] * 3
+    # the export's chat_template (the default format's) renders the rows as training did, in transformers
+    exported = load_tokenizer(tmp_path / "run" / "export")
+    for r in rows[:2]:
+        ids = exported.apply_chat_template(r["messages"], tokenize=True, return_dict=False)
+        assert list(ids) == render_conversation(tok, "llama", r["messages"])[0]
