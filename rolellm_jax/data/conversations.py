@@ -3,8 +3,9 @@ OpenAI's ``{"messages": [{"role", "content"}, ...]}`` or ShareGPT's ``{"conversa
 "value"}, ...]}`` (``human`` / ``gpt`` / ``system``), each [system,] user, assistant, ..., assistant.
 
 Read with data_gen.files' JSONL reader, so a bad line is ``file:line: <field>: <reason>`` (or
-skipped and counted under ``data.on_bad_line=skip``). Rendering, with the loss on every assistant
-turn, is chat_format.render_conversation.
+skipped and counted under ``data.on_bad_line=skip``). Character cards (``data.cards``) give their
+example dialogues as conversations too. Rendering, with the loss on every assistant turn, is
+chat_format.render_conversation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.files import iter_jsonl
-from rolellm_jax.data.chat_format import check_messages
+from data_gen.pipeline.cards import read_cards
+from rolellm_jax.data.chat_format import check_messages, role_system_text
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
@@ -66,3 +68,29 @@ def _from_sharegpt(turns: Any) -> tuple[dict[str, str], ...]:
 def read_conversations(path: str | Path, on_bad_line: str = "fail") -> list[Conversation]:
     """Every conversation of ``path`` (a JSONL file), each knowing its ``file:line``."""
     return [Conversation(m, f"{path}:{n}") for n, m in iter_jsonl(path, on_bad_line, parse_conversation)]
+
+
+def card_conversations(folder: str | Path) -> list[Conversation]:
+    """The example dialogues (``mes_example``) of every character card in ``folder`` (read by
+    data_gen/pipeline/cards.py) as conversations: the card's role system instruction (as serving the
+    card builds it), the user's lines as user turns, the character's as assistant turns. Lines of one
+    speaker in a row make one turn; a dialogue is cut to open with the user and end with the
+    character, and one left without such an exchange gives no row."""
+    out = []
+    for card in read_cards(folder):
+        system = {"role": "system", "content": role_system_text(card.lang, card.name, card.description)}
+        for n, block in enumerate(card.dialogues):
+            turns: list[dict[str, str]] = []
+            for speaker, text in block:
+                role = "assistant" if speaker == card.name else "user"
+                if turns and turns[-1]["role"] == role:
+                    turns[-1]["content"] += "\n" + text
+                else:
+                    turns.append({"role": role, "content": text})
+            while turns and turns[0]["role"] == "assistant":
+                turns.pop(0)
+            while turns and turns[-1]["role"] == "user":
+                turns.pop()
+            if turns:
+                out.append(Conversation((system, *turns), f"{card.source}: mes_example dialogue {n + 1}"))
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 from data_gen import rolebench as schema
 from rolellm_jax.data import chat_format as chat
 from rolellm_jax.data import rolebench_source as rolebench
-from rolellm_jax.data.conversations import Conversation, read_conversations
+from rolellm_jax.data.conversations import Conversation, card_conversations, read_conversations
 from rolellm_jax.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class DataConfig:
     # A JSONL of multi-turn conversations ({"messages": [...]} or ShareGPT's {"conversations": [...]})
     # mixed in, loss on every assistant turn; with kinds=[] they are the only training rows.
     conversations: str | None = None
+    cards: str | None = None  # a folder of character cards whose example dialogues are mixed in likewise
     role_specific_repeat: int = 1  # times each role-specific example is repeated (upweights knowledge)
     split: str = "train"
     seq_len: int = 1024  # tokens per packed row (the model's T)
@@ -62,10 +63,12 @@ class DataConfig:
             object.__setattr__(self, "lang", schema.canonical_lang(self.lang, "data.lang"))
         except schema.RoleBenchError as e:
             raise DataError(str(e)) from None
-        if (not self.kinds and not self.conversations) or any(k not in schema.KINDS for k in self.kinds):
+        if (not self.kinds and not (self.conversations or self.cards)) or any(
+            k not in schema.KINDS for k in self.kinds
+        ):
             raise DataError(
                 f"data.kinds={list(self.kinds)!r}: expected a subset of {schema.KINDS}, "
-                "non-empty unless data.conversations gives the rows"
+                "non-empty unless data.conversations or data.cards gives the rows"
             )
         for kind in self.kinds:  # lang / setting / kind combination (zh has no role_generalization)
             try:
@@ -128,7 +131,7 @@ class Example:
 
 def load_examples(cfg: DataConfig) -> tuple[list[Example | Conversation], int]:
     """The training examples of ``cfg`` (RoleBench examples, then the conversations of
-    ``data.conversations``) and the number of rows they came from.
+    ``data.conversations`` and ``data.cards``) and the number of rows they came from.
 
     Refuses held-out role-generalisation roles and roles without a description.
     """
@@ -141,6 +144,11 @@ def load_examples(cfg: DataConfig) -> tuple[list[Example | Conversation], int]:
     conversations = read_conversations(cfg.conversations, cfg.on_bad_line) if cfg.conversations else []
     if cfg.conversations and not conversations:
         raise DataError(f"data.conversations={cfg.conversations}: no conversation in this file")
+    if cfg.cards:
+        from_cards = card_conversations(cfg.cards)
+        if not from_cards:
+            raise DataError(f"data.cards={cfg.cards}: no card has an example dialogue with a user turn and an answer")
+        conversations += from_cards
     if not cfg.kinds:
         return list(conversations), len(conversations)
     rows: list[schema.RoleRow] = []

@@ -121,3 +121,28 @@ def test_data_cli_shows_every_assistant_turn_of_a_conversation(tmp_path, capsys)
     out = capsys.readouterr().out
     answers = [part.split("--- prompt ---")[0].strip() for part in out.split("--- answer (in the loss) ---\n")[1:]]
     assert answers == ["Rain 0 is wet, hold the wind!</s>", "Snow 0 is cold.</s>"]
+
+
+def test_character_card_dialogues_become_conversations(tmp_path):
+    from data_gen.pipeline.cards import read_card
+    from rolellm_jax.data.chat_format import role_system_text
+    from tests.helpers.card_fixtures import V2, write_card_folder
+
+    write_card_folder(tmp_path / "cards")
+    extra = dict(
+        V2["data"], name="Pim", mes_example="<START>\n{{char}}: Hello.\n<START>\n{{user}}: Hi?\n{{char}}: Yes."
+    )
+    (tmp_path / "cards" / "pim.json").write_text(json.dumps({**V2, "data": extra}), encoding="utf-8")
+    examples, rows = load_examples(DataConfig(source=str(DEMO), kinds=[], cards=str(tmp_path / "cards")))
+    # Mira and Old Tam Card: 2 dialogues each; Pim: its first dialogue has no user turn, so 1
+    assert rows == len(examples) == 5
+    by_source = {e.source.rsplit("/", 1)[1]: e.messages for e in examples}
+    mira = read_card(tmp_path / "cards" / "mira.json")
+    assert by_source["mira.json: mes_example dialogue 1"] == (
+        {"role": "system", "content": role_system_text("eng", "Mira", mira.description)},  # as serving the card
+        {"role": "user", "content": "How many ships today?"},
+        {"role": "assistant", "content": "Three. One of them twice.\nIt was lost."},
+    )
+    pim = by_source["pim.json: mes_example dialogue 2"]
+    assert pim[1:] == ({"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Yes."})
+    assert "pim.json: mes_example dialogue 1" not in by_source
