@@ -17,6 +17,7 @@ class GenConfig:
     # profiles
     segment_tokens: int = 1500  # token budget of one script segment (estimated tokens)
     desc_temperature: float = 0.2
+    desc_max_tokens: int = 600  # per description request (3rd person, then its 2nd-person rewrite)
     # Context-Instruct
     questions_per_segment: int = 5  # asked for, per segment and kind
     ci_temperature: float = 0.7

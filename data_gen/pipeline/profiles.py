@@ -244,7 +244,7 @@ def build_profiles(
     scripts_dir, out = Path(scripts_dir), Path(work) / f"profiles-{cfg.lang}"
     roles = _roles_of([parse_script(p) for p in check_scripts_dir(scripts_dir)])
     segments = {role: segment_rows(rows, cfg.segment_tokens) for role, (_, rows) in roles.items()}
-    params = {"temperature": cfg.desc_temperature, "max_tokens": 600}
+    params = {"temperature": cfg.desc_temperature, "max_tokens": cfg.desc_max_tokens}
     third, parsed = _third_person(roles, segments, params, cfg, client, templates)
     second, desc = _second_person(parsed, params, cfg, client, templates)
     _write_profiles(out, cfg, roles, segments, desc)

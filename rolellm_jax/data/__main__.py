@@ -1,4 +1,4 @@
-"""``python -m rolellm_jax.data``: check a RoleBench source and show what training sees."""
+"""``python -m rolellm_jax.data``: check a RoleBench source (and conversations) and show what training sees."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lang", default=defaults.lang, type=schema.lang_flag, help=schema.LANG_CHOICES_HELP)
     p.add_argument("--setting", default=defaults.setting, choices=schema.SETTINGS)
     p.add_argument("--split", default=defaults.split)
+    p.add_argument(
+        "--kinds", nargs="*", default=list(defaults.kinds), help="RoleBench kinds (none: conversations only)"
+    )
+    p.add_argument("--conversations", help="a JSONL of multi-turn conversations to mix in (data.conversations)")
     p.add_argument("--seq-len", type=int, default=defaults.seq_len)
     p.add_argument("--references-per-row", default=defaults.references_per_row)
     p.add_argument("--on-bad-line", default=defaults.on_bad_line, choices=("fail", "skip"))
@@ -49,6 +53,8 @@ def _show(args: argparse.Namespace) -> int:
         lang=args.lang,
         setting=args.setting,
         split=args.split,
+        kinds=args.kinds,
+        conversations=args.conversations,
         seq_len=args.seq_len,
         references_per_row=args.references_per_row,
         on_bad_line=args.on_bad_line,
@@ -61,10 +67,14 @@ def _show(args: argparse.Namespace) -> int:
     row = batches.batch(0)
     first = row["segment_ids"][0] == 1
     ids, loss = row["input_ids"][0][first], row["loss_mask"][0][first]
-    answer_from = int(np.argmax(loss)) + 1  # loss at t trains token t+1
+    learnt = np.concatenate([[0], loss[:-1]]) > 0  # loss at t trains token t+1
     print(dataclasses.asdict(batches.stats))
-    print("--- prompt ---\n" + tokenizer.decode(ids[:answer_from]))
-    print("--- answer (in the loss) ---\n" + tokenizer.decode(ids[answer_from:]))
+    edges = [0, *np.flatnonzero(np.diff(learnt)) + 1, len(ids)]  # runs of prompt / answer tokens
+    for begin, end in zip(edges[:-1], edges[1:]):
+        print(
+            ("--- answer (in the loss) ---\n" if learnt[begin] else "--- prompt ---\n")
+            + tokenizer.decode(ids[begin:end])
+        )
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Chat rendering: the one place that turns (system, question[, answer]) into token ids.
+"""Chat rendering: the one place that turns (system, question[, answer]) and whole conversations
+into token ids.
 
-Training (``render_examples``) and generation (``render_prompts``) both come through here, so
+Training (``render_examples``; multi-turn rows: ``render_conversation``) and generation
+(``render_prompts``; serving and the REPL: ``render_chat_prompt``) all come through here, so
 the model is trained on exactly the ids it is later prompted with.
 
 * With a tokenizer ``chat_template``: ``apply_chat_template`` renders
@@ -84,7 +86,7 @@ def render_texts(
 
     Default formats leave the start tokens and EOS out of these texts (added as ids).
     """
-    if _has_template(tokenizer):
+    if has_chat_template(tokenizer):
         return _template_texts(tokenizer, system, question, answer)
     fmt = chat_format(family)
     prompt = fmt["prompt"].format(system=system, question=question)
@@ -94,7 +96,7 @@ def render_texts(
 def render_prompts(tokenizer, family: str, systems: Sequence[str], questions: Sequence[str]) -> list[list[int]]:
     """Prompt ids (ending where the answer starts) for a batch of examples."""
     prompts = [render_texts(tokenizer, family, s, q)[0] for s, q in zip(systems, questions, strict=True)]
-    start = [] if _has_template(tokenizer) else _start_ids(tokenizer, family)
+    start = [] if has_chat_template(tokenizer) else start_ids(tokenizer, family)
     return [start + ids for ids in _encode(tokenizer, prompts)]
 
 
@@ -103,7 +105,7 @@ def render_examples(
 ) -> list[tuple[list[int], list[int]]]:
     """``(ids, loss_mask)`` for a batch of examples; tokenised in two batched calls."""
     texts = [render_texts(tokenizer, family, s, q, a) for s, q, a in zip(systems, questions, answers, strict=True)]
-    if _has_template(tokenizer):
+    if has_chat_template(tokenizer):
         texts = [(p, _through_end_of_turn(a, tokenizer.eos_token)) for p, a in texts]
     # A RoleBench row gives one example per reference answer: encode each distinct prompt once.
     unique_prompts = list(dict.fromkeys(p for p, _ in texts))
@@ -113,8 +115,8 @@ def render_examples(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
-    templated = _has_template(tokenizer)
-    start = [] if templated else _start_ids(tokenizer, family)
+    templated = has_chat_template(tokenizer)
+    start = [] if templated else start_ids(tokenizer, family)
     out = []
     for (_, answer_text), p_ids, a_ids in zip(texts, prompt_ids, answer_ids, strict=True):
         # A template ends the turn its own way; it gets EOS only if it does not emit it itself.
@@ -133,51 +135,6 @@ def render_prompt(tokenizer, family: str, system: str, question: str) -> list[in
 def render_example(tokenizer, family: str, system: str, question: str, answer: str) -> tuple[list[int], list[int]]:
     """``(ids, loss_mask)`` of one example."""
     return render_examples(tokenizer, family, [system], [question], [answer])[0]
-
-
-PROBE = ("You are a probe role.\n你好", "Question 1?", "Answer, with a comma.")  # system, question, answer
-
-
-def export_chat_template(tokenizer, family: str) -> str | None:
-    """A Jinja ``chat_template`` for a checkpoint trained with the family's default format, so
-    transformers' ``apply_chat_template`` builds the prompts training used (single-turn:
-    [system,] user[, assistant]); the format's start tokens are this tokenizer's (``_start_ids``).
-
-    None when the tokenizer has a template of its own (it is kept) or when rendering through the
-    new template would not give the very ids of the default format (checked on a probe example:
-    start tokens that are not special tokens would be split when read back from text).
-    """
-    if _has_template(tokenizer):
-        return None
-    fmt = chat_format(family)
-    head, rest = fmt["prompt"].split("{system}")
-    middle, tail = rest.split("{question}")
-    before_answer, after_answer = fmt["answer"].split("{answer}")
-    start = "".join(tokenizer.convert_ids_to_tokens(_start_ids(tokenizer, family)))
-    lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 - a Jinja string literal
-    template = (
-        "{%- if messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
-        "{%- set turns = messages[1:] -%}{%- else -%}{%- set system = '' -%}{%- set turns = messages -%}{%- endif -%}"
-        "{%- if turns|length == 0 or turns|length > 2 or turns[0]['role'] != 'user' -%}"
-        "{{ raise_exception('this model was trained on single-turn conversations: [system,] user[, assistant]') }}"
-        "{%- endif -%}"
-        f"{{{{ {lit(start + head)} + system + {lit(middle)} + turns[0]['content'] + {lit(tail)} }}}}"
-        "{%- if turns|length == 2 -%}"
-        f"{{{{ {lit(before_answer)} + turns[1]['content'] + {lit(after_answer)} + eos_token }}}}"
-        "{%- endif -%}"
-    )
-    if _renders_as_default(tokenizer, family, template):
-        return template
-    return None
-
-
-def _renders_as_default(tokenizer, family: str, template: str) -> bool:
-    default = render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])
-    tokenizer.chat_template = template
-    try:
-        return (render_example(tokenizer, family, *PROBE), render_prompt(tokenizer, family, *PROBE[:2])) == default
-    finally:
-        tokenizer.chat_template = None
 
 
 def _template_texts(tokenizer, system: str, question: str, answer: str | None) -> tuple[str, str | None]:
@@ -208,7 +165,7 @@ def _through_end_of_turn(answer_text: str, eos_token: str | None) -> str:
     return answer_text
 
 
-def _has_template(tokenizer) -> bool:
+def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
@@ -219,7 +176,7 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _start_ids(tokenizer, family: str) -> list[int]:
+def start_ids(tokenizer, family: str) -> list[int]:
     """The format's start tokens when the tokenizer has them all, else BOS, else nothing."""
     wanted = chat_format(family)["start_tokens"]
     if wanted:
@@ -229,15 +186,17 @@ def _start_ids(tokenizer, family: str) -> list[int]:
     return [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
 
 
-# ---------------------------------------------------------------- multi-turn (serving, the REPL)
+# ---------------------------------------------------------------- multi-turn (serving, the REPL, training)
 CHAT_ROLES = ("system", "user", "assistant")
 
 
-def check_messages(messages: Sequence[dict[str, str]]) -> None:
-    """[system,] user, assistant, user, ..., user: refused otherwise, naming the message."""
+def check_messages(messages: Sequence[dict[str, str]], answered: bool = False) -> None:
+    """[system,] user, assistant, user, ..., user (``answered``: ..., assistant): refused otherwise,
+    naming the message."""
     for i, m in enumerate(messages):
-        if m.get("role") not in CHAT_ROLES:
-            raise ChatFormatError(f"messages[{i}].role={m.get('role')!r}: expected one of {CHAT_ROLES}")
+        if not isinstance(m, dict) or m.get("role") not in CHAT_ROLES:
+            got = m.get("role") if isinstance(m, dict) else m
+            raise ChatFormatError(f"messages[{i}].role={got!r}: expected one of {CHAT_ROLES}")
         if not isinstance(m.get("content"), str):
             raise ChatFormatError(f"messages[{i}].content: must be a string")
     offset = 1 if messages and messages[0]["role"] == "system" else 0
@@ -249,8 +208,10 @@ def check_messages(messages: Sequence[dict[str, str]]) -> None:
                 f"messages[{offset + j}].role={m['role']!r}: expected {want!r} "
                 "(an optional system message first, then user and assistant turns in turn)"
             )
-    if not turns or turns[-1]["role"] != "user":
-        raise ChatFormatError("messages: the last message must be the user's (the model answers it)")
+    last = "assistant" if answered else "user"
+    if not turns or turns[-1]["role"] != last:
+        why = "a training conversation ends with an answer" if answered else "the model answers it"
+        raise ChatFormatError(f"messages: the last message must be the {last}'s ({why})")
 
 
 def render_chat_prompt(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -263,36 +224,109 @@ def render_chat_prompt(tokenizer, family: str, messages: Sequence[dict[str, str]
     as in training (``answer`` + EOS), the next turn opening with the start tokens again.
     """
     check_messages(messages)
-    if _has_template(tokenizer):
+    if has_chat_template(tokenizer):
         return _encode(tokenizer, [_template_chat_text(tokenizer, list(messages))])[0]
+    return [i for piece, _ in _default_pieces(tokenizer, family, messages) for i in piece]
+
+
+def render_conversation(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """``(ids, loss_mask)`` of a whole training conversation ([system,] user, assistant, ...,
+    assistant): the mask is 1 on every assistant turn's content and its end-of-turn, 0 elsewhere.
+
+    Without a chat_template: the pieces of ``render_chat_prompt`` (so the prompt of turn k is a token
+    prefix of the row and serving sees the ids training did) with each answer + EOS masked; one
+    answered turn is exactly ``render_example``.
+
+    With a chat_template the conversation is rendered once and tokenised once, so the ids are
+    exactly ``apply_chat_template(messages)``'s. Encoding turn by turn would not be: a template's
+    text tokenised in pieces can split differently at the seams than the whole text does (and
+    transformers, vLLM or our server tokenise the whole text). The assistant spans are found by
+    rendering prefixes: the generation prompt of messages[:k] and the text of messages[:k+1] must
+    both be text prefixes of the whole (a template that rewrites earlier turns is refused); the span
+    between them, through the EOS when the template writes it (ChatML's newline after it is not
+    learnt), is mapped to tokens by the tokenizer's offsets. A token across a span's edge is an
+    error naming the message. No EOS is appended: the template's own end-of-turn is learnt.
+    """
+    check_messages(messages, answered=True)
+    if not has_chat_template(tokenizer):
+        pieces = _default_pieces(tokenizer, family, messages)
+        return [i for p, _ in pieces for i in p], [int(answer) for p, answer in pieces for _ in p]
+    messages = _template_messages(tokenizer, list(messages))
+    render = functools.partial(_apply_template, tokenizer)
+    full = render(messages, False)
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] == "assistant":
+            head, through = render(messages[:k], True), render(messages[: k + 1], False)
+            if not (
+                full.startswith(through) and through.startswith(head) and m["content"].strip() in through[len(head) :]
+            ):
+                raise ChatFormatError(
+                    f"messages[{k}]: the tokenizer's chat_template renders the conversation so that this answer's "
+                    "span cannot be found (a template that rewrites earlier turns?)"
+                )
+            spans.append(
+                (k, len(head), len(head) + len(_through_end_of_turn(through[len(head) :], tokenizer.eos_token)))
+            )
+    if not getattr(tokenizer, "is_fast", False):
+        raise ChatFormatError(f"{type(tokenizer).__name__}: multi-turn training needs a fast tokenizer (its offsets)")
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    mask = [0] * len(ids)
+    for k, begin, end in spans:
+        for t, (s, e) in enumerate(offsets):
+            if s < begin < e or s < end < e:
+                raise ChatFormatError(
+                    f"messages[{k}]: token {t} ({tokenizer.convert_ids_to_tokens(ids[t])!r}) crosses the edge of "
+                    "the assistant turn, so its loss mask is ambiguous"
+                )
+            if begin <= s < end:
+                mask[t] = 1
+    return ids, mask
+
+
+def _default_pieces(tokenizer, family: str, messages: Sequence[dict[str, str]]) -> list[tuple[list[int], bool]]:
+    """``(ids, is_answer)`` pieces of a conversation in the family's default format, in order."""
     fmt = chat_format(family)
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
     turns = messages[1:] if system is not None else messages
-    if "turn" not in fmt and (system is None or len(turns) > 1):
+    if "turn" not in fmt and (system is None or len(turns) > 2):
         raise ChatFormatError(f"family={family!r}: its default chat format is single-turn with a system message")
-    start = _start_ids(tokenizer, family)
-    ids: list[int] = []
+    if tokenizer.eos_token_id is None:
+        raise ChatFormatError("tokenizer has no eos_token: an answer must end with EOS so the model learns to stop")
+    start = start_ids(tokenizer, family)
+    pieces = []
     for n, i in enumerate(range(0, len(turns), 2), start=1):
         question = turns[i]["content"]
         if n == 1 and system is not None:
             text = fmt["prompt"].format(system=system, question=question)
         else:
             text = fmt["turn"].format(question=question, round=n)
-        ids += start + _encode(tokenizer, [text])[0]
+        pieces.append((start + _encode(tokenizer, [text])[0], False))
         if i + 1 < len(turns):
-            ids += _encode(tokenizer, [fmt["answer"].format(answer=turns[i + 1]["content"])])[0]
-            ids.append(tokenizer.eos_token_id)
-    return ids
+            answer = _encode(tokenizer, [fmt["answer"].format(answer=turns[i + 1]["content"])])[0]
+            pieces.append((answer + [tokenizer.eos_token_id], True))
+    return pieces
 
 
-def _template_chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
+def _apply_template(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _template_messages(tokenizer, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages``, or, for a template that rejects a system message, the system text put on top
+    of the first user message (as training's single-turn rendering does)."""
     from jinja2.exceptions import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        _apply_template(tokenizer, messages, messages[-1]["role"] != "assistant")
+        return messages
     except TemplateError:
         if messages[0]["role"] != "system":
             raise
         system, first, *rest = messages
-        merged = [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
-        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+
+
+def _template_chat_text(tokenizer, messages: list[dict[str, str]]) -> str:
+    return _apply_template(tokenizer, _template_messages(tokenizer, messages), True)

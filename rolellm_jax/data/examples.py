@@ -1,6 +1,7 @@
 """RoleBench rows -> training examples: one per reference answer (``references_per_row``), each
-with its role's system instruction; then rendered and tokenised (chat_format, batched) and cut
-to ``seq_len``. Packing them into batches is packing.py.
+with its role's system instruction; plus, with ``data.conversations``, multi-turn rows
+(conversations.py, loss on every assistant turn); then rendered and tokenised (chat_format,
+batched) and cut to ``seq_len``. Packing them into batches is packing.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from data_gen import rolebench as schema
 from rolellm_jax.data import chat_format as chat
 from rolellm_jax.data import rolebench_source as rolebench
+from rolellm_jax.data.conversations import Conversation, card_conversations, read_conversations
 from rolellm_jax.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ class DataConfig:
     # Which kinds are mixed into training: a list for every language, or a mapping from each of
     # ``lang``'s languages to its own list ({zh: [general, role_specific], eng: [role_specific]})
     kinds: tuple[str, ...] | dict[str, tuple[str, ...]] = ("general", "role_specific")
+    # A JSONL of multi-turn conversations ({"messages": [...]} or ShareGPT's {"conversations": [...]})
+    # mixed in, loss on every assistant turn; with kinds=[] they are the only training rows.
+    conversations: str | None = None
+    cards: str | None = None  # a folder of character cards whose example dialogues are mixed in likewise
     role_specific_repeat: int = 1  # times each role-specific example is repeated (upweights knowledge)
     split: str = "train"
     seq_len: int = 1024  # tokens per packed row (the model's T)
@@ -75,10 +81,15 @@ class DataConfig:
                 object.__setattr__(self, "kinds", _kind_tuple(self.kinds))
         except schema.RoleBenchError as e:
             raise DataError(str(e)) from None
-        for lang in self.langs:
+        if not self.kinds and not (self.conversations or self.cards):
+            raise DataError(
+                f"data.kinds=[]: expected a subset of {schema.KINDS}, "
+                "non-empty unless data.conversations or data.cards gives the rows"
+            )
+        for lang in self.langs if self.kinds else ():
             kinds = self.kinds_of(lang)
             if not kinds or any(k not in schema.KINDS for k in kinds):
-                raise DataError(f"data.kinds={kinds!r}: expected a non-empty subset of {schema.KINDS}")
+                raise DataError(f"data.kinds={list(kinds)!r}: expected a non-empty subset of {schema.KINDS}")
             for kind in kinds:  # lang / setting / kind combination (zh has no role_generalization)
                 try:
                     schema.config_name(lang, self.setting, kind)
@@ -147,9 +158,14 @@ class Example:
     question: str
     answer: str
 
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.system, self.question, self.answer)
 
-def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
-    """The training examples of ``cfg`` and the number of rows they came from.
+
+def load_examples(cfg: DataConfig) -> tuple[list[Example | Conversation], int]:
+    """The training examples of ``cfg`` (RoleBench examples, then the conversations of
+    ``data.conversations`` and ``data.cards``) and the number of rows they came from.
 
     Refuses held-out role-generalisation roles and roles without a description.
     """
@@ -159,13 +175,21 @@ def load_examples(cfg: DataConfig) -> tuple[list[Example], int]:
             "scores on this split will not be held out",
             cfg.split,
         )
-    examples: list[Example] = []
+    conversations = read_conversations(cfg.conversations, cfg.on_bad_line) if cfg.conversations else []
+    if cfg.conversations and not conversations:
+        raise DataError(f"data.conversations={cfg.conversations}: no conversation in this file")
+    if cfg.cards:
+        from_cards = card_conversations(cfg.cards)
+        if not from_cards:
+            raise DataError(f"data.cards={cfg.cards}: no card has an example dialogue with a user turn and an answer")
+        conversations += from_cards
+    examples: list[Example | Conversation] = []
     rows_read = 0
-    for lang in cfg.langs:
+    for lang in cfg.langs if cfg.kinds else ():
         lang_examples, lang_rows = _examples_of_lang(cfg, lang)
         examples += lang_examples
         rows_read += lang_rows
-    return examples, rows_read
+    return examples + conversations, rows_read + len(conversations)
 
 
 def _examples_of_lang(cfg: DataConfig, lang: str) -> tuple[list[Example], int]:
@@ -189,15 +213,27 @@ def _examples_of_lang(cfg: DataConfig, lang: str) -> tuple[list[Example], int]:
 
 
 def tokenize_examples(
-    examples: Sequence[Example], tokenizer, family: str, seq_len: int, stats: DataStats, chunk: int = 1024
+    examples: Sequence[Example | Conversation],
+    tokenizer,
+    family: str,
+    seq_len: int,
+    stats: DataStats,
+    chunk: int = 1024,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(ids, answer_mask)`` per example, truncated to ``seq_len``; counts truncated/dropped."""
+    """``(ids, answer_mask)`` per example (in order), truncated to ``seq_len``; counts truncated/dropped."""
     out = []
     for start in range(0, len(examples), chunk):
         part = examples[start : start + chunk]
-        rendered = chat.render_examples(
-            tokenizer, family, [e.system for e in part], [e.question for e in part], [e.answer for e in part]
+        single = [e for e in part if isinstance(e, Example)]
+        rendered_single = iter(
+            chat.render_examples(
+                tokenizer, family, [e.system for e in single], [e.question for e in single], [e.answer for e in single]
+            )
         )
+        rendered = [
+            next(rendered_single) if isinstance(e, Example) else _render_conversation(tokenizer, family, e)
+            for e in part
+        ]
         for ids, mask in rendered:
             if len(ids) > seq_len:
                 ids, mask = ids[:seq_len], mask[:seq_len]
@@ -207,3 +243,10 @@ def tokenize_examples(
                 stats.truncated += 1
             out.append((np.asarray(ids, np.int32), np.asarray(mask, np.int8)))
     return out
+
+
+def _render_conversation(tokenizer, family: str, conversation: Conversation) -> tuple[list[int], list[int]]:
+    try:
+        return chat.render_conversation(tokenizer, family, conversation.messages)
+    except chat.ChatFormatError as err:
+        raise chat.ChatFormatError(f"{conversation.source}: {err}") from None

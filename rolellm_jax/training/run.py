@@ -23,7 +23,7 @@ from rolellm_jax.checkpoints.model_folder import (
     save_model_checkpoint,
 )
 from rolellm_jax.checkpoints.tokenizer import TokenizerError, load_tokenizer, train_tokenizer
-from rolellm_jax.data.chat_format import export_chat_template
+from rolellm_jax.data.chat_export import export_chat_template
 from rolellm_jax.data.examples import load_examples
 from rolellm_jax.data.packing import PackedBatches
 from rolellm_jax.data.rolebench_source import show_datasets_progress
@@ -122,7 +122,7 @@ def _tokenizer_and_model_config(cfg: RunConfig, examples: list) -> tuple[Any, Mo
         tokenizer_dir = Path(cfg.train.output_dir) / "tokenizer"
         if not (tokenizer_dir / "tokenizer.json").is_file():
             if jax.process_index() == 0:
-                texts = [t for ex in examples for t in (ex.system, ex.question, ex.answer)]
+                texts = [t for ex in examples for t in ex.texts]
                 log.info(
                     "training a %d-token tokenizer on %d texts -> %s",
                     cfg.model.tokenizer_vocab_size,
@@ -207,10 +207,9 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
         meta_base=meta_base,
         model_cfg=setup.model_cfg,
     )
+    data_name = Path(cfg.data.source if cfg.data.kinds else cfg.data.conversations or cfg.data.cards).name
     curve = plot_loss_curve(
-        metrics_path,
-        cfg.checkpoint_dir.parent / "loss_curve.png",
-        f"{setup.model_cfg.family} RoCIT ({Path(cfg.data.source).name})",
+        metrics_path, cfg.checkpoint_dir.parent / "loss_curve.png", f"{setup.model_cfg.family} RoCIT ({data_name})"
     )
     export_dir = _export(cfg, setup, state, frozen) if cfg.train.export else None
     history = read_metrics(metrics_path)  # the whole run, across restarts

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from rolellm_jax.data import chat_export
 from rolellm_jax.data import chat_format as chat
 from tests.helpers.rolebench_fixtures import all_texts, tiny_tokenizer
 
@@ -158,7 +159,7 @@ def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, fam
     if start_tokens:
         t.add_special_tokens({"additional_special_tokens": start_tokens})
     trained = [chat.render_example(t, family, SYSTEM, q, ANSWER) for q in (QUESTION, "你是谁？")]
-    template = chat.export_chat_template(t, family)
+    template = chat_export.export_chat_template(t, family)
     assert template is not None and t.chat_template is None  # the probe leaves the tokenizer as it was
     t.save_pretrained(tmp_path)
     (tmp_path / "chat_template.jinja").write_text(template, encoding="utf-8")  # as the export writes it
@@ -169,14 +170,23 @@ def test_export_template_makes_transformers_prompt_as_training_did(tmp_path, fam
     assert list(ids) == trained[0][0][: trained[0][1].index(1)]  # transformers' prompt == training's prompt ids
     # and our own rendering through the template (a run started from the export) is unchanged too
     assert [chat.render_example(exported, family, SYSTEM, q, ANSWER) for q in (QUESTION, "你是谁？")] == trained
-    with pytest.raises(Exception, match="single-turn"):
-        exported.apply_chat_template(
-            messages + [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]
-        )
+    # multi-turn too (a model trained on data.conversations): transformers' ids are the training row's,
+    # and serving's prompt of a later turn
+    conversation = [*messages, {"role": "assistant", "content": ANSWER}, {"role": "user", "content": "你好?"}]
+    conversation.append({"role": "assistant", "content": "Snow."})
+    row = chat.render_conversation(t, family, conversation)
+    assert list(exported.apply_chat_template(conversation, tokenize=True, return_dict=False)) == row[0]
+    assert chat.render_conversation(exported, family, conversation) == row  # and the same loss mask
+    later = exported.apply_chat_template(
+        conversation[1:4], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    assert list(later) == chat.render_chat_prompt(t, family, conversation[1:4])
+    with pytest.raises(Exception, match="take turns"):
+        exported.apply_chat_template([messages[1], messages[1]])
 
 
 def test_export_template_keeps_a_tokenizers_own():
-    assert chat.export_chat_template(template_tok(CHATML), "llama") is None
+    assert chat_export.export_chat_template(template_tok(CHATML), "llama") is None
 
 
 # ---------------------------------------------------------------- multi-turn rendering

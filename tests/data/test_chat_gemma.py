@@ -8,6 +8,7 @@ system message. The loss mask must cover exactly the model turn: the answer and 
 import pytest
 
 from rolellm_jax.data import chat_format as chat
+from rolellm_jax.data.chat_export import export_chat_template
 from tests.data.test_chat import ANSWER, CONVERSATION, QUESTION, SYSTEM, encode
 from tests.helpers.rolebench_fixtures import all_texts, tiny_tokenizer
 
@@ -82,7 +83,7 @@ def test_template_whose_turn_end_is_not_eos_learns_the_turn_and_eos():
 def test_exported_template_renders_the_default_format_for_transformers():
     """A Gemma trained without a chat_template exports one that gives transformers the training prompt."""
     t = gemma_tok()
-    template = chat.export_chat_template(t, "gemma3")
+    template = export_chat_template(t, "gemma3")
     assert template is not None
     t.chat_template = template
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
