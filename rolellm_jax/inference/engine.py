@@ -1,9 +1,9 @@
 """Continuous batching: many requests decode together over a fixed number of KV-cache slots.
 
-A background thread runs the loop: admit waiting requests into free slots (oldest first, up to a
-power of two of them per prefill call, batched, kv_slots.prefill_rows; at most ``prefill_budget``
-prompt slots per step, so decoding requests are not stalled long), then one jitted step advances
-every active slot by a token (kv_slots.decode_rows), attending only over the window of the cache
+A background thread runs the loop: admit waiting requests into free slots (oldest first, 1, 4,
+16, ... of them per batched prefill call, kv_slots.prefill_rows; at most ``prefill_budget`` prompt
+slots per step, so decoding requests are not stalled long), then one jitted step advances every
+active slot by a token (kv_slots.decode_rows), attending only over the window of the cache
 that is live (``min_span`` is its smallest width). A slot is freed at EOS, a stop string,
 ``max_tokens``, or when its request is cancelled (its client went away); the next waiting request
 takes it at the next step. If a batched prefill fails, its requests are retried one by one, so a
@@ -118,7 +118,7 @@ class Engine:
         self.prefill_budget = prefill_budget
         self.buckets = kv_slots.prompt_buckets(max_len)
         self.prefill_shapes = kv_slots.prefill_shapes(self.buckets, slots, prefill_budget)
-        self.decode_widths = kv_slots.decode_widths(slots)
+        self.decode_widths = kv_slots.row_counts(slots)
         self.spans = kv_slots.prompt_buckets(max_len, smallest=min(min_span, max_len))
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
@@ -236,7 +236,7 @@ class Engine:
 
     def _next_group(self, budget: int, first: bool) -> tuple[list[Handle], int]:
         """Waiting requests for one prefill call, oldest first: as many as free rows, a prefill shape
-        (k a power of two) and the budget allow (the step's first call takes at least one)."""
+        (k one of kv_slots.row_counts) and the budget allow (the step's first call takes at least one)."""
         free = len(self.table.free_rows())
         group, width, cancelled = [], 0, []
         with self._wake:
@@ -250,8 +250,8 @@ class Engine:
                     break
                 group.append(self._waiting.popleft())
                 width = wider
-            k = 1 << (len(group).bit_length() - 1) if group else 0
-            for handle in reversed(group[k:]):  # beyond the largest power of two: the next call's
+            k = max((k for k in kv_slots.row_counts(self.slots) if k <= len(group)), default=0)
+            for handle in reversed(group[k:]):  # beyond the largest row count: the next call's
                 self._waiting.appendleft(handle)
             group = group[:k]
             if group:

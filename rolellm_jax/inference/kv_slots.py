@@ -17,9 +17,9 @@ When the index reaches the end of the cache, every row is shifted left by the st
 live row (``shift_cache``); before a prefill needs ``index >= P``, rows shift right. Either way the
 live part of every row is kept, so a request of ``prompt + max_tokens <= cache length`` always fits.
 
-Compiled shapes: one prefill per (k, bucket) of ``prefill_shapes`` (k a power of two, k * P within
-the engine's prefill budget), one decode step per (width, span) (widths: the leading rows it
-advances, powers of two up to ``slots``; requests take the lowest free row), one shift; nothing
+Compiled shapes: one prefill per (k, bucket) of ``prefill_shapes`` (k of ``row_counts``: 1, 4, 16, ...;
+k * P within the engine's prefill budget), one decode step per (width, span) (widths: the leading
+rows it advances, also ``row_counts``; requests take the lowest free row), one shift; nothing
 depends on a request.
 """
 
@@ -59,11 +59,21 @@ def new_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Arr
     return dict(cache, k=constrain(cache["k"], CACHE_AXES), v=constrain(cache["v"], CACHE_AXES), seen=seen)
 
 
+def row_counts(slots: int) -> tuple[int, ...]:
+    """How many rows a prefill or decode call may take: powers of 4 below ``slots``, and ``slots``.
+    Each count is one more compiled shape per bucket / span: powers of 4 keep them few (a prefill of
+    4 prompts costs per token about what one of 16 does on a CPU, benchmarks/RESULTS.md)."""
+    counts, k = [], 1
+    while k < slots:
+        counts.append(k)
+        k *= 4
+    return (*counts, slots)
+
+
 def prefill_shapes(buckets: tuple[int, ...], slots: int, budget: int) -> tuple[tuple[int, int], ...]:
-    """``(k, width)`` of every prefill call: k requests (a power of two up to ``slots``) of one bucket,
+    """``(k, width)`` of every prefill call: k requests (a count of ``row_counts``) of one bucket,
     k * width within the budget (a single request always fits)."""
-    ks = [1 << i for i in range(slots.bit_length())]
-    return tuple((k, width) for width in buckets for k in ks if k == 1 or k * width <= budget)
+    return tuple((k, width) for width in buckets for k in row_counts(slots) if k == 1 or k * width <= budget)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
@@ -121,7 +131,7 @@ def decode_rows(
     """One token for each of the first ``n = len(last)`` rows: ``last`` [n] (the row's newest token,
     not yet in the cache) goes in at ``index`` with its position and segment id; rows with segment
     0 are idle (their output is junk). Rows from n on are left as they are: with few requests, a
-    step costs a few rows, not all (n is a power of two, so there are few shapes).
+    step costs a few rows, not all (n is one of ``row_counts``, so there are few shapes).
 
     Attention reads only the window of ``span`` slots ``[lo, lo + span)`` (static span, ``lo <=
     every live row's start``, ``index < lo + span``): a step's cost follows what is live, not the
@@ -150,11 +160,6 @@ def decode_rows(
         "seen": put(cache["seen"], mark_seen(seen, tokens), (0, 0)),
     }
     return cache, tokens
-
-
-def decode_widths(slots: int) -> tuple[int, ...]:
-    """How many leading rows a decode step may advance: powers of two, and ``slots``."""
-    return prompt_buckets(slots, smallest=1)
 
 
 @functools.partial(jax.jit, donate_argnames=("cache",))
