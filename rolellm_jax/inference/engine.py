@@ -227,10 +227,13 @@ class Engine:
             if not group:
                 return
             budget -= len(group) * width
+            if len(group) == 1:
+                self._prefill_alone(group[0])
+                continue
             try:
                 self._prefill(group, width)
             except Exception:  # one bad request must not stop the others: retry each alone
-                logger.exception("prefill of %d requests failed", len(group))
+                logger.exception("prefill of %d requests failed: each is tried alone", len(group))
                 for handle in group:
                     self._prefill_alone(handle)
 

@@ -94,6 +94,32 @@ def test_requests_prefilled_together_equal_each_alone(served, monkeypatch) -> No
     assert together[0].token_ids == hot_alone.token_ids
 
 
+def test_a_failing_prefill_batch_fails_only_its_bad_request(served, monkeypatch) -> None:
+    model, tokenizer, eos = served
+    prompts = random_prompts((6, 13, 4, 9), seed=6)
+    poison = prompts[2][0]
+    real_prefill, shapes = kv_slots.prefill_rows, []
+
+    def failing(g, s, cache, ids, *args):
+        shapes.append(ids.shape)
+        if (ids == poison).any():
+            raise RuntimeError("injected prefill failure")
+        return real_prefill(g, s, cache, ids, *args)
+
+    monkeypatch.setattr(kv_slots, "prefill_rows", failing)
+    want = [generate(model, [p], SamplingConfig(max_new_tokens=6, eos_token_ids=eos), batch_size=1)[0] for p in prompts]
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=4, max_len=48)
+    handles = [engine.submit(Request(tuple(p), 6)) for p in prompts]
+    engine.start()
+    try:
+        done = [list(h)[-1] for h in handles]
+    finally:
+        engine.stop()
+    assert shapes[0][0] == 4 and [s[0] for s in shapes[1:]] == [1, 1, 1, 1], shapes  # the batch, then each alone
+    assert done[2].reason == "error" and "injected prefill failure" in done[2].error
+    assert [list(f.token_ids) for i, f in enumerate(done) if i != 2] == [w for i, w in enumerate(want) if i != 2]
+
+
 def test_repetition_penalty_equals_generate(served) -> None:
     model, tokenizer, eos = served
     prompts = random_prompts((5, 17, 3))
