@@ -40,7 +40,7 @@ from smollm2_workload import CHAT_QUESTIONS, SMOLLM2_135M  # noqa: E402
 
 from rolellm_jax.checkpoints.tokenizer import train_tokenizer  # noqa: E402
 from rolellm_jax.data.chat_format import render_chat_prompt  # noqa: E402
-from rolellm_jax.inference.engine import Engine  # noqa: E402
+from rolellm_jax.inference.engine import Engine, Request  # noqa: E402
 from rolellm_jax.inference.generate import SamplingConfig, generate  # noqa: E402
 from rolellm_jax.inference.server import ServedModel, build_app  # noqa: E402
 from rolellm_jax.models import build_model  # noqa: E402
@@ -127,8 +127,14 @@ def main() -> None:
     start = time.perf_counter()
     engine.warmup()
     warmup_s = time.perf_counter() - start
+    # the same prompts submitted straight to the engine: what HTTP / SSE and the clients add is the difference
+    print(load_line("before the engine alone"))
+    engine.start()
+    start = time.perf_counter()
+    handles = [engine.submit(Request(tuple(p), args.new)) for p in prompts]
+    alone = sum(list(h)[-1].completion_tokens for h in handles) / (time.perf_counter() - start)
     rows = []
-    with live_server(build_app(ServedModel(engine.start(), tokenizer, "llama", "bench"))) as url:
+    with live_server(build_app(ServedModel(engine, tokenizer, "llama", "bench"))) as url:
         for clients in args.clients:
             requests = qs[: max(clients, 4)]
             print(load_line(f"before {clients} clients"))
@@ -141,7 +147,8 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; model {params / 1e6:.1f}M params ({label})")
     print(f"prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {args.new} new tokens each, no EOS")
     print(f"offline generate() batch {args.slots}: {offline:.1f} tokens/s ({offline_s:.2f} s)")
-    print(f"engine warm-up (all prefill buckets, decode step): {warmup_s:.1f} s")
+    print(f"engine warm-up (every prefill and decode shape, compiled ahead): {warmup_s:.1f} s")
+    print(f"engine alone, {len(prompts)} requests at once, no HTTP: {alone:.1f} tokens/s ({alone / offline:.0%})")
     print("| clients | requests | tokens/s | vs offline | TTFT p50 (s) | TTFT p95 (s) |")
     print("|---|---|---|---|---|---|")
     for clients, n, tps, p50, p95 in rows:

@@ -1,9 +1,13 @@
 """Continuous batching: many requests decode together over a fixed number of KV-cache slots.
 
-A background thread runs the loop: admit waiting requests into free slots (each prefilled alone,
-kv_slots.prefill_into_row), then one jitted step advances every active slot by a token
-(kv_slots.decode_rows). A slot is freed at EOS, a stop string, ``max_tokens``, or when its request
-is cancelled (its client went away); the next waiting request takes it at the next step.
+A background thread runs the loop: admit waiting requests into free slots (oldest first, 1, 4,
+16, ... of them per batched prefill call, kv_slots.prefill_rows; at most ``prefill_budget`` prompt
+slots per step, so decoding requests are not stalled long), then one jitted step advances every
+active slot by a token (kv_slots.decode_rows), attending only over the window of the cache
+that is live (``min_span`` is its smallest width). A slot is freed at EOS, a stop string,
+``max_tokens``, or when its request is cancelled (its client went away); the next waiting request
+takes it at the next step. If a batched prefill fails, its requests are retried one by one, so a
+bad request fails alone.
 
 Requests stream out through a sink (any callable; default a ``queue.Queue`` read by iterating the
 handle): ``Piece`` events as text arrives, then one ``Finished``. Rendering is the caller's
@@ -104,6 +108,7 @@ class Engine:
         max_len: int = 2048,
         max_queue: int = 64,
         prefill_budget: int = 1024,
+        min_span: int = 64,
         mesh: jax.sharding.Mesh | None = None,
     ):
         self.cfg = model.cfg
@@ -112,7 +117,9 @@ class Engine:
         self.slots, self.max_len, self.max_queue = slots, max_len, max_queue
         self.prefill_budget = prefill_budget
         self.buckets = kv_slots.prompt_buckets(max_len)
-        self.decode_widths = kv_slots.decode_widths(slots)
+        self.prefill_shapes = kv_slots.prefill_shapes(self.buckets, slots, prefill_budget)
+        self.decode_widths = kv_slots.row_counts(slots)
+        self.spans = kv_slots.prompt_buckets(max_len, smallest=min(min_span, max_len))
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
         with self._mesh():
@@ -173,22 +180,22 @@ class Engine:
             self._thread = None
 
     def warmup(self) -> None:
-        """Compile every shape the loop uses (each prefill bucket, each decode width, the shift)."""
+        """Compile every shape the loop uses: each prefill (k requests x bucket), each decode step
+        (width x attention span), the shift. Compiled ahead of time, not run (running the widest
+        prefills would cost more than compiling them)."""
         if self._thread is not None:
             raise RuntimeError("warm up before start()")
-        table = self.table
+        table, g, state = self.table, self.graphdef, self.state
         with self._mesh():
-            for width in self.buckets:
-                ids = np.zeros((1, width), np.int32)
-                table.cache, _ = kv_slots.prefill_into_row(
-                    self.graphdef, self.state, table.cache, ids, ids, *table.idle_prefill_args(width)
-                )
-            for width in self.decode_widths:
-                table.cache, _ = kv_slots.decode_rows(
-                    self.graphdef, self.state, table.cache, *table.idle_decode_args(width)
-                )
-            table.cache = kv_slots.shift_cache(table.cache, np.int32(0))
-            jax.block_until_ready(table.cache)
+            for k, width in self.prefill_shapes:
+                ids = np.zeros((k, width), np.int32)
+                kv_slots.prefill_rows.lower(
+                    g, state, table.cache, ids, ids, *table.idle_prefill_args(k, width)
+                ).compile()
+            for n in self.decode_widths:
+                for span in self.spans:
+                    kv_slots.decode_rows.lower(g, state, table.cache, *table.idle_decode_args(n), span=span).compile()
+            kv_slots.shift_cache.lower(table.cache, np.int32(0)).compile()
 
     # ------------------------------------------------------------------ the loop
     def _mesh(self):
@@ -213,49 +220,86 @@ class Engine:
                 self._emit(self._waiting.popleft(), Finished("cancelled", 0, 0))
 
     def _admit(self) -> None:
+        """Prefill waiting requests into free rows, several per call, within the step's budget."""
         budget = self.prefill_budget
         while self.table.free_rows():
-            with self._wake:
-                if not self._waiting:
-                    return
-                width = kv_slots.bucket_for(len(self._waiting[0].request.prompt_ids), self.buckets)
-                if width > budget and budget < self.prefill_budget:
-                    return  # the step's prefill budget is spent: decode the others first
-                handle = self._waiting.popleft()
-            budget -= width
-            if handle.cancelled.is_set():
-                self._emit(handle, Finished("cancelled", len(handle.request.prompt_ids), 0))
+            group, width = self._next_group(budget, first=budget == self.prefill_budget)
+            if not group:
+                return
+            budget -= len(group) * width
+            if len(group) == 1:
+                self._prefill_alone(group[0])
                 continue
             try:
-                self._prefill(handle, width)
-            except Exception as err:  # one bad request must not stop the others
-                logger.exception("prefill failed")
-                error = f"{type(err).__name__}: {err}"
-                self._emit(handle, Finished("error", len(handle.request.prompt_ids), 0, error=error))
+                self._prefill(group, width)
+            except Exception:  # one bad request must not stop the others: retry each alone
+                logger.exception("prefill of %d requests failed: each is tried alone", len(group))
+                for handle in group:
+                    self._prefill_alone(handle)
 
-    def _prefill(self, handle: Handle, width: int) -> None:
-        req = handle.request
+    def _next_group(self, budget: int, first: bool) -> tuple[list[Handle], int]:
+        """Waiting requests for one prefill call, oldest first: as many as free rows, a prefill shape
+        (k one of kv_slots.row_counts) and the budget allow (the step's first call takes at least one)."""
+        free = len(self.table.free_rows())
+        group, width, cancelled = [], 0, []
+        with self._wake:
+            while self._waiting and len(group) < free:
+                handle = self._waiting[0]
+                if handle.cancelled.is_set():
+                    cancelled.append(self._waiting.popleft())
+                    continue
+                wider = max(width, kv_slots.bucket_for(len(handle.request.prompt_ids), self.buckets))
+                if (len(group) + 1) * wider > budget and not (first and not group):
+                    break
+                group.append(self._waiting.popleft())
+                width = wider
+            k = max((k for k in kv_slots.row_counts(self.slots) if k <= len(group)), default=0)
+            for handle in reversed(group[k:]):  # beyond the largest row count: the next call's
+                self._waiting.appendleft(handle)
+            group = group[:k]
+            if group:
+                width = max(kv_slots.bucket_for(len(h.request.prompt_ids), self.buckets) for h in group)
+        for handle in cancelled:
+            self._emit(handle, Finished("cancelled", len(handle.request.prompt_ids), 0))
+        return group, width
+
+    def _prefill_alone(self, handle: Handle) -> None:
+        try:
+            self._prefill([handle], kv_slots.bucket_for(len(handle.request.prompt_ids), self.buckets))
+        except Exception as err:
+            logger.exception("prefill failed")
+            error = f"{type(err).__name__}: {err}"
+            self._emit(handle, Finished("error", len(handle.request.prompt_ids), 0, error=error))
+
+    def _prefill(self, group: list[Handle], width: int) -> None:
         table = self.table
         table.cache = table.make_room(width, kv_slots.shift_cache)
-        row, args = table.claim(
-            handle, TextStream(self.tokenizer, req.stop), len(req.prompt_ids), self._seed(req), width
-        )
-        ids = np.zeros((1, width), np.int32)
-        ids[0, width - len(req.prompt_ids) :] = req.prompt_ids
-        mask = (np.arange(width) >= width - len(req.prompt_ids)).astype(np.int32)[None]
+        ids, mask = np.zeros((len(group), width), np.int32), np.zeros((len(group), width), np.int32)
+        rows = []
+        for i, handle in enumerate(group):
+            req = handle.request
+            rows.append(table.claim(handle, TextStream(self.tokenizer, req.stop), len(req.prompt_ids), self._seed(req)))
+            ids[i, width - len(req.prompt_ids) :] = req.prompt_ids
+            mask[i, width - len(req.prompt_ids) :] = 1
         try:
-            table.cache, first = kv_slots.prefill_into_row(self.graphdef, self.state, table.cache, ids, mask, *args)
+            table.cache, first = kv_slots.prefill_rows(
+                self.graphdef, self.state, table.cache, ids, mask, *table.prefill_args(rows)
+            )
+            first = np.asarray(first)
         except Exception:
-            table.release(row)
+            for row in rows:
+                table.release(row)
             raise
-        self._take_safely(row, int(first))
+        for row, token in zip(rows, first):
+            self._take_safely(row, int(token))
 
     def _decode(self) -> None:
         table = self.table
         try:
             table.cache = table.room_to_decode(kv_slots.shift_cache)
+            lo, span = table.window(self.spans)
             table.cache, tokens = kv_slots.decode_rows(
-                self.graphdef, self.state, table.cache, *table.decode_args(self.decode_widths)
+                self.graphdef, self.state, table.cache, *table.decode_args(self.decode_widths, lo), span=span
             )
             tokens = np.asarray(tokens)
         except Exception as err:  # the cache may be gone with it: fail the active requests, start afresh

@@ -2,19 +2,25 @@
 decoded together by one jitted step, within the models' cache contract (models/__init__.py).
 
 The contract has one write index for the whole batch, so the rows share a clock: every decode step
-writes all rows at slot ``index``. A request is prefilled alone (batch 1, its prompt left-padded to
-a power-of-two bucket) and its keys / values are copied into its row at ``[index - P, index)``, the
-slots right before the shared index: from then on it decodes in step with the others. Each request
-gets a segment id of its own, so a row never attends to what an earlier request left in it, and
-rotary positions are passed per row, so where a row's tokens sit in the cache does not matter.
+writes all rows at slot ``index``. Requests are prefilled k at a time (``prefill_rows``: their
+prompts left-padded to one power-of-two bucket P, batch k) and each one's keys / values are copied
+into its own row at ``[index - P, index)``, the slots right before the shared index: from then on
+it decodes in step with the others. Each request gets a segment id of its own, so a row never
+attends to what an earlier request left in it, and rotary positions are passed per row, so where a
+row's tokens sit in the cache does not matter.
+
+A decode step (``decode_rows``) attends over a window of ``span`` slots (a power of two) that holds
+every live row's ``[start, index]``, not over the whole cache: its cost follows the longest live
+request, and only the slot it writes goes back into the cache.
 
 When the index reaches the end of the cache, every row is shifted left by the start of the oldest
 live row (``shift_cache``); before a prefill needs ``index >= P``, rows shift right. Either way the
 live part of every row is kept, so a request of ``prompt + max_tokens <= cache length`` always fits.
 
-Compiled shapes: one prefill per bucket, one decode step per width (the leading rows it advances:
-powers of two up to ``slots``; requests take the lowest free row), one shift; nothing depends on a
-request.
+Compiled shapes: one prefill per (k, bucket) of ``prefill_shapes`` (k of ``row_counts``: 1, 4, 16, ...;
+k * P within the engine's prefill budget), one decode step per (width, span) (widths: the leading
+rows it advances, also ``row_counts``; requests take the lowest free row), one shift; nothing
+depends on a request.
 """
 
 from __future__ import annotations
@@ -53,57 +59,107 @@ def new_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Arr
     return dict(cache, k=constrain(cache["k"], CACHE_AXES), v=constrain(cache["v"], CACHE_AXES), seen=seen)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
-def prefill_into_row(graphdef, state, cache, ids, mask, row, segment, index, seed, temperature, top_k, top_p, penalty):
-    """Prefill one left-padded prompt ids/mask [1, P] and write it into ``row`` at ``[index-P, index)``.
+def row_counts(slots: int) -> tuple[int, ...]:
+    """How many rows a prefill or decode call may take: powers of 4 below ``slots``, and ``slots``.
+    Each count is one more compiled shape per bucket / span: powers of 4 keep them few (a prefill of
+    4 prompts costs per token about what one of 16 does on a CPU, benchmarks/RESULTS.md)."""
+    counts, k = [], 1
+    while k < slots:
+        counts.append(k)
+        k *= 4
+    return (*counts, slots)
 
-    Returns the cache and the request's first token (sampled with its settings, step 0 of its seed).
+
+def prefill_shapes(buckets: tuple[int, ...], slots: int, budget: int) -> tuple[tuple[int, int], ...]:
+    """``(k, width)`` of every prefill call: k requests (a count of ``row_counts``) of one bucket,
+    k * width within the budget (a single request always fits)."""
+    return tuple((k, width) for width in buckets for k in row_counts(slots) if k == 1 or k * width <= budget)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def prefill_rows(graphdef, state, cache, ids, mask, rows, segments, index, seeds, temperature, top_k, top_p, penalty):
+    """Prefill k left-padded prompts ids/mask [k, P] together and write prompt i into cache row
+    ``rows[i]`` at slots ``[index - P, index)`` with segment id ``segments[i]``.
+
+    Returns the cache and each request's first token [k] (sampled with its settings, step 0 of its seed).
     """
     model = nnx.merge(graphdef, state)
-    width = ids.shape[1]
+    k, width = ids.shape
     positions = jnp.clip(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
-    alone = model.init_cache(1, width, cache["k"].dtype)
-    logits, alone = model(ids, positions=positions, segment_ids=mask, cache=alone)
+    fresh = model.init_cache(k, width, cache["k"].dtype)
+    logits, fresh = model(ids, positions=positions, segment_ids=mask, cache=fresh)
     start = index - width
-    k = jax.lax.dynamic_update_slice(cache["k"], alone["k"], (0, row, start, 0, 0))
-    v = jax.lax.dynamic_update_slice(cache["v"], alone["v"], (0, row, start, 0, 0))
-    segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], mask * segment, (row, start))
-    keys = row_keys(seed[None], jnp.zeros((1,), jnp.int32))
+
+    def write(i, cache):  # row by row, in place (the cache is donated)
+        one = lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=1)
+        return dict(
+            cache,
+            k=jax.lax.dynamic_update_slice(cache["k"], one(fresh["k"]), (0, rows[i], start, 0, 0)),
+            v=jax.lax.dynamic_update_slice(cache["v"], one(fresh["v"]), (0, rows[i], start, 0, 0)),
+            segment_ids=jax.lax.dynamic_update_slice(
+                cache["segment_ids"], (mask[i] * segments[i])[None], (rows[i], start)
+            ),
+        )
+
+    cache = jax.lax.fori_loop(0, k, write, cache)
     seen = seen_tokens(ids, mask, cache["seen"].shape[1])
-    first = sample_rows(logits[:, -1], keys, temperature[None], top_k[None], top_p[None], seen, penalty[None])
-    seen = jax.lax.dynamic_update_slice(cache["seen"], mark_seen(seen, first), (row, 0))
-    return dict(cache, k=k, v=v, segment_ids=segment_ids, seen=seen), first[0]
+    first = sample_rows(
+        logits[:, -1], row_keys(seeds, jnp.zeros((k,), jnp.int32)), temperature, top_k, top_p, seen, penalty
+    )
+    return dict(cache, seen=cache["seen"].at[rows].set(mark_seen(seen, first))), first
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "span"), donate_argnames=("cache",))
 def decode_rows(
-    graphdef, state, cache, index, last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty
+    graphdef,
+    state,
+    cache,
+    index,
+    lo,
+    last,
+    positions,
+    segments,
+    seeds,
+    steps,
+    temperature,
+    top_k,
+    top_p,
+    penalty,
+    *,
+    span,
 ):
     """One token for each of the first ``n = len(last)`` rows: ``last`` [n] (the row's newest token,
     not yet in the cache) goes in at ``index`` with its position and segment id; rows with segment
     0 are idle (their output is junk). Rows from n on are left as they are: with few requests, a
-    step costs a few rows, not all (n is a power of two, so there are few shapes). Each row's
+    step costs a few rows, not all (n is one of ``row_counts``, so there are few shapes).
+
+    Attention reads only the window of ``span`` slots ``[lo, lo + span)`` (static span, ``lo <=
+    every live row's start``, ``index < lo + span``): a step's cost follows what is live, not the
+    cache length. Only the slot written at ``index`` goes back into the cache. Each row's
     seen-token mask (ours, not the model's) feeds its repetition penalty."""
     model = nnx.merge(graphdef, state)
     n = last.shape[0]
-    rows = {"k": cache["k"][:, :n], "v": cache["v"][:, :n], "segment_ids": cache["segment_ids"][:n], "index": index}
+    layers, _, _, heads, dim = cache["k"].shape
+    window = lambda a: jax.lax.dynamic_slice(a, (0, 0, lo, 0, 0), (layers, n, span, heads, dim))
+    rows = {
+        "k": window(cache["k"]),
+        "v": window(cache["v"]),
+        "segment_ids": jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span)),
+        "index": index - lo,
+    }
     logits, rows = model(last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=rows)
     seen = cache["seen"][:n]
     tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
-    put = lambda full, part: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), (0,) * full.ndim)
+    slot = lambda a: jax.lax.dynamic_slice_in_dim(a, index - lo, 1, axis=2)  # the one slot this step wrote
+    put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)
     cache = {
-        "k": put(cache["k"], rows["k"]) if n < cache["k"].shape[1] else rows["k"],
-        "v": put(cache["v"], rows["v"]) if n < cache["v"].shape[1] else rows["v"],
-        "segment_ids": put(cache["segment_ids"], rows["segment_ids"]),
-        "index": rows["index"],
-        "seen": put(cache["seen"], mark_seen(seen, tokens)),
+        "k": put(cache["k"], slot(rows["k"]), (0, 0, index, 0, 0)),
+        "v": put(cache["v"], slot(rows["v"]), (0, 0, index, 0, 0)),
+        "segment_ids": put(cache["segment_ids"], segments[:, None], (0, index)),
+        "index": index + 1,
+        "seen": put(cache["seen"], mark_seen(seen, tokens), (0, 0)),
     }
     return cache, tokens
-
-
-def decode_widths(slots: int) -> tuple[int, ...]:
-    """How many leading rows a decode step may advance: powers of two, and ``slots``."""
-    return prompt_buckets(slots, smallest=1)
 
 
 @functools.partial(jax.jit, donate_argnames=("cache",))

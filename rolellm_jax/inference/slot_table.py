@@ -67,24 +67,28 @@ class SlotTable:
             raise RuntimeError(f"KV cache full: a row holds all {self.max_len} slots")
         return self._shift(self.cache, shift, shift_fn)
 
-    def claim(self, handle, stream, prompt_len: int, seed: int, width: int) -> tuple[int, tuple]:
-        """A free row for a new request; returns it and the prefill call's scalar arguments."""
+    def claim(self, handle, stream, prompt_len: int, seed: int) -> int:
+        """A free row for a new request, its prompt to be written right below the index."""
         row = self.free_rows()[0]
         segment = self._next_segment
         self._next_segment = self._next_segment % (2**31 - 2) + 1  # never 0 (0 = empty / padding)
         self.rows[row] = Slot(handle, stream, prompt_len, segment, self.index - prompt_len, seed)
-        req = handle.request
-        args = (
-            np.int32(row),
-            np.int32(segment),
+        return row
+
+    def prefill_args(self, rows: list[int]) -> tuple:
+        """The per-request arguments of one prefill call of the claimed ``rows``."""
+        slots = [self.rows[r] for r in rows]
+        reqs = [slot.handle.request for slot in slots]
+        return (
+            np.asarray(rows, np.int32),
+            np.asarray([slot.segment for slot in slots], np.int32),
             np.int32(self.index),
-            np.uint32(seed),
-            np.float32(req.temperature),
-            np.int32(req.top_k),
-            np.float32(req.top_p),
-            np.float32(req.repetition_penalty),
+            np.asarray([slot.seed for slot in slots], np.uint32),
+            np.asarray([r.temperature for r in reqs], np.float32),
+            np.asarray([r.top_k for r in reqs], np.int32),
+            np.asarray([r.top_p for r in reqs], np.float32),
+            np.asarray([r.repetition_penalty for r in reqs], np.float32),
         )
-        return row, args
 
     def release(self, row: int) -> Slot:
         slot, self.rows[row] = self.rows[row], None
@@ -93,9 +97,16 @@ class SlotTable:
     def advance(self) -> None:
         self.index += 1
 
-    def decode_args(self, widths: tuple[int, ...]) -> tuple:
+    def window(self, spans: tuple[int, ...]) -> tuple[int, int]:
+        """``(lo, span)`` of the next decode step: the narrowest of ``spans`` (ascending, the last one
+        ``max_len``) whose window ``[lo, lo + span)`` holds every live row's ``[start, index]``."""
+        need = self.index + 1 - min(self.rows[r].start for r in self.active_rows())
+        span = next(s for s in spans if s >= need)
+        return min(max(self.index + 1 - span, 0), self.max_len - span), span
+
+    def decode_args(self, widths: tuple[int, ...], lo: int) -> tuple:
         """Arguments of a decode step over the fewest leading rows (a width of ``widths``) that hold
-        every active row."""
+        every active row, reading the window from ``lo``."""
         highest = max(self.active_rows(), default=0)
         n = next(w for w in widths if w > highest)
         last, positions, segments, steps, top_k = (np.zeros(n, np.int32) for _ in range(5))
@@ -112,24 +123,28 @@ class SlotTable:
                 req.top_p,
                 req.repetition_penalty,
             )
-        return np.int32(self.index), last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty
+        index = np.int32(self.index)
+        return index, np.int32(lo), last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty
 
-    def idle_prefill_args(self, width: int) -> tuple:
-        """Scalars of a prefill that writes nothing live (segment 0): for compiling ahead."""
+    def idle_prefill_args(self, k: int, width: int) -> tuple:
+        """Arguments of a prefill of k requests that writes nothing live (segment 0): for compiling ahead."""
+        zeros = np.zeros(k, np.int32)
         return (
-            np.int32(0),
-            np.int32(0),
+            np.arange(k, dtype=np.int32),
+            zeros,
             np.int32(width),
-            np.uint32(0),
-            np.float32(0),
-            np.int32(0),
-            np.float32(1),
-            np.float32(1),
+            np.zeros(k, np.uint32),
+            np.zeros(k, np.float32),
+            zeros,
+            np.ones(k, np.float32),
+            np.ones(k, np.float32),
         )
 
     def idle_decode_args(self, n: int) -> tuple:
+        """Arguments of a decode step of n idle rows at slot 0: for compiling ahead."""
         zeros = np.zeros(n, np.int32)
         return (
+            np.int32(0),
             np.int32(0),
             zeros,
             zeros,

@@ -69,6 +69,57 @@ def test_greedy_equals_generate_among_requests_that_come_and_go(served, monkeypa
     assert any(x > 0 for x in shifts) and any(x < 0 for x in shifts), shifts
 
 
+def test_requests_prefilled_together_equal_each_alone(served, monkeypatch) -> None:
+    model, tokenizer, eos = served
+    shapes = []
+    real_prefill = kv_slots.prefill_rows
+    monkeypatch.setattr(
+        kv_slots, "prefill_rows", lambda g, s, c, ids, *a: (shapes.append(ids.shape), real_prefill(g, s, c, ids, *a))[1]
+    )
+    prompts = random_prompts((3, 9, 14, 5, 30, 2, 11, 7), seed=5)
+    want = [generate(model, [p], SamplingConfig(max_new_tokens=9, eos_token_ids=eos), batch_size=1)[0] for p in prompts]
+    hot = Request(tuple(prompts[0]), 9, temperature=1.2, top_k=40, seed=11)
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=8, max_len=64)
+    # submitted before the loop runs: all nine wait; the first prefill call takes eight of them (the
+    # sampled one among them), the last one joins in the next call while those eight decode
+    handles = [engine.submit(r) for r in [hot] + [Request(tuple(p), 9) for p in prompts]]
+    engine.start()
+    try:
+        together = [list(h)[-1] for h in handles]
+        hot_alone = run_all(engine, [hot])[0][1]
+    finally:
+        engine.stop()
+    assert shapes[:2] == [(8, 32), (1, 16)], shapes  # prompts of 2..30 tokens left-padded to one bucket
+    assert [list(f.token_ids) for f in together[1:]] == want
+    assert together[0].token_ids == hot_alone.token_ids
+
+
+def test_a_failing_prefill_batch_fails_only_its_bad_request(served, monkeypatch) -> None:
+    model, tokenizer, eos = served
+    prompts = random_prompts((6, 13, 4, 9), seed=6)
+    poison = prompts[2][0]
+    real_prefill, shapes = kv_slots.prefill_rows, []
+
+    def failing(g, s, cache, ids, *args):
+        shapes.append(ids.shape)
+        if (ids == poison).any():
+            raise RuntimeError("injected prefill failure")
+        return real_prefill(g, s, cache, ids, *args)
+
+    monkeypatch.setattr(kv_slots, "prefill_rows", failing)
+    want = [generate(model, [p], SamplingConfig(max_new_tokens=6, eos_token_ids=eos), batch_size=1)[0] for p in prompts]
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=4, max_len=48)
+    handles = [engine.submit(Request(tuple(p), 6)) for p in prompts]
+    engine.start()
+    try:
+        done = [list(h)[-1] for h in handles]
+    finally:
+        engine.stop()
+    assert shapes[0][0] == 4 and [s[0] for s in shapes[1:]] == [1, 1, 1, 1], shapes  # the batch, then each alone
+    assert done[2].reason == "error" and "injected prefill failure" in done[2].error
+    assert [list(f.token_ids) for i, f in enumerate(done) if i != 2] == [w for i, w in enumerate(want) if i != 2]
+
+
 def test_repetition_penalty_equals_generate(served) -> None:
     model, tokenizer, eos = served
     prompts = random_prompts((5, 17, 3))
@@ -85,16 +136,26 @@ def test_repetition_penalty_equals_generate(served) -> None:
     assert [list(f.token_ids) for _, f in got[:3]] == want
 
 
-def test_no_compilation_after_warmup(served) -> None:
+def test_no_compilation_after_warmup(served, monkeypatch) -> None:
     model, tokenizer, eos = served
-    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=3, max_len=40)
-    lowered = []
+    # min_span 16: decode steps read windows of 16, 32 or all 64 slots as the live span grows
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=64, min_span=16)
+    lowered, prefills, spans = [], [], []
     listener = lambda event, _secs, **_: lowered.append(event) if event == LOWERING_EVENT else None
     monitoring.register_event_duration_secs_listener(listener)
     try:
         engine.warmup()
         assert lowered, "the listener sees the warm-up's compilations"
         lowered.clear()
+        real_prefill, real_decode = kv_slots.prefill_rows, kv_slots.decode_rows
+        monkeypatch.setattr(
+            kv_slots,
+            "prefill_rows",
+            lambda g, s, c, ids, *a: (prefills.append(ids.shape), real_prefill(g, s, c, ids, *a))[1],
+        )
+        monkeypatch.setattr(
+            kv_slots, "decode_rows", lambda *a, span: (spans.append(span), real_decode(*a, span=span))[1]
+        )
         engine.start()
         requests = [
             Request(tuple(p), m, temperature=t, top_p=tp, top_k=k, seed=s, stop=stop, repetition_penalty=rp)
@@ -114,6 +175,8 @@ def test_no_compilation_after_warmup(served) -> None:
         engine.stop()
         monitoring.unregister_event_duration_listener(listener)
     assert lowered == []
+    # what ran covers batched prefills and several attention windows, so the count above means something
+    assert any(k > 1 for k, _ in prefills) and len(set(spans)) >= 2 and min(spans) < 64, (prefills, spans)
 
 
 def test_sampled_requests_depend_on_their_own_seed_only(served) -> None:

@@ -244,7 +244,7 @@ def test_client_that_leaves_a_whole_reply_while_it_decodes_frees_its_slot(one_sl
 
     real = kv_slots.decode_rows
     # a token every 20 ms: pieces keep arriving, yet the client's departure must be noticed
-    monkeypatch.setattr(kv_slots, "decode_rows", lambda *a: (time.sleep(0.02), real(*a))[1])
+    monkeypatch.setattr(kv_slots, "decode_rows", lambda *a, **kw: (time.sleep(0.02), real(*a, **kw))[1])
     c, finished = one_slot
     where = urlparse(str(c.base_url))
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)

@@ -130,7 +130,7 @@ def test_missing_or_wrong_key_is_401_and_the_key_is_never_logged(server, caplog)
 
 
 def test_one_failing_request_leaves_the_others_alone(server, monkeypatch) -> None:
-    real = kv_slots.prefill_into_row
+    real = kv_slots.prefill_rows
     poison = server[1]("poison", add_special_tokens=False)["input_ids"][-1]
 
     def failing(graphdef, state, cache, ids, *args):
@@ -138,7 +138,7 @@ def test_one_failing_request_leaves_the_others_alone(server, monkeypatch) -> Non
             raise RuntimeError("injected prefill failure")
         return real(graphdef, state, cache, ids, *args)
 
-    monkeypatch.setattr(kv_slots, "prefill_into_row", failing)
+    monkeypatch.setattr(kv_slots, "prefill_rows", failing)
     results = {}
 
     def ask(name, content):
