@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from rolellm_jax.inference import kv_slots
-from rolellm_jax.inference.generate import GenerationError, SamplingConfig, decoding_layout
+from rolellm_jax.inference.generate import GenerationError, SamplingConfig
 from rolellm_jax.inference.slot_table import SlotTable
 from rolellm_jax.inference.text_stream import TextStream
 
@@ -121,8 +121,7 @@ class Engine:
         self.decode_widths = kv_slots.row_counts(slots)
         self.spans = kv_slots.prompt_buckets(max_len, smallest=min(min_span, max_len))
         self.mesh = mesh
-        # on a CPU the per-layer weight layout (XLA:CPU copies stacked weights before each dot)
-        self.graphdef, self.state = nnx.split(decoding_layout(model))
+        self.graphdef, self.state = nnx.split(model)
         with self._mesh():
             cache = kv_slots.new_cache(self.graphdef, self.state, slots=slots, max_len=max_len)
         self.table = SlotTable(slots, max_len, cache)

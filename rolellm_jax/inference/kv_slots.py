@@ -37,15 +37,6 @@ from rolellm_jax.parallel.sharding import constrain
 CACHE_AXES = (None, "activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
 
 
-def map_kv(fn, *kvs):
-    """``fn(*arrays, lead)`` on caches' keys or values (several caches of one layout: layer by layer),
-    whichever layout the model has: one stacked [L, B, S, KV, hd] array (``lead`` 1: batch is axis 1)
-    or the CPU decoding layout's per-layer [B, S, KV, hd] arrays (``lead`` 0; models/cpu_decoding.py)."""
-    if isinstance(kvs[0], tuple):
-        return tuple(fn(*layer, 0) for layer in zip(*kvs, strict=True))
-    return fn(*kvs, 1)
-
-
 def prompt_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
     """Prefill widths: powers of two from ``smallest``, and ``max_len`` itself as the last one."""
     buckets, width = [], smallest
@@ -65,8 +56,7 @@ def new_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Arr
     cache = model.init_cache(slots, max_len)
     # seen: which tokens each row's request has seen (prompt and generated), for repetition_penalty
     seen = jnp.zeros((slots, model.cfg.vocab_size), bool)
-    place = lambda a, lead: constrain(a, CACHE_AXES[1 - lead :])  # noqa: E731
-    return dict(cache, k=map_kv(place, cache["k"]), v=map_kv(place, cache["v"]), seen=seen)
+    return dict(cache, k=constrain(cache["k"], CACHE_AXES), v=constrain(cache["v"], CACHE_AXES), seen=seen)
 
 
 def row_counts(slots: int) -> tuple[int, ...]:
@@ -96,19 +86,16 @@ def prefill_rows(graphdef, state, cache, ids, mask, rows, segments, index, seeds
     model = nnx.merge(graphdef, state)
     k, width = ids.shape
     positions = jnp.clip(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
-    fresh = model.init_cache(k, width, jax.tree.leaves(cache["k"])[0].dtype)
+    fresh = model.init_cache(k, width, cache["k"].dtype)
     logits, fresh = model(ids, positions=positions, segment_ids=mask, cache=fresh)
     start = index - width
 
     def write(i, cache):  # row by row, in place (the cache is donated)
-        def put(full, part, lead):
-            one = jax.lax.dynamic_slice_in_dim(part, i, 1, axis=lead)
-            return jax.lax.dynamic_update_slice(full, one, (0,) * lead + (rows[i], start, 0, 0))
-
+        one = lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=1)
         return dict(
             cache,
-            k=map_kv(put, cache["k"], fresh["k"]),
-            v=map_kv(put, cache["v"], fresh["v"]),
+            k=jax.lax.dynamic_update_slice(cache["k"], one(fresh["k"]), (0, rows[i], start, 0, 0)),
+            v=jax.lax.dynamic_update_slice(cache["v"], one(fresh["v"]), (0, rows[i], start, 0, 0)),
             segment_ids=jax.lax.dynamic_update_slice(
                 cache["segment_ids"], (mask[i] * segments[i])[None], (rows[i], start)
             ),
@@ -152,28 +139,22 @@ def decode_rows(
     seen-token mask (ours, not the model's) feeds its repetition penalty."""
     model = nnx.merge(graphdef, state)
     n = last.shape[0]
-
-    def window(a, lead):
-        return jax.lax.dynamic_slice(a, (0,) * lead + (0, lo, 0, 0), a.shape[:lead] + (n, span) + a.shape[-2:])
-
+    layers, _, _, heads, dim = cache["k"].shape
+    window = lambda a: jax.lax.dynamic_slice(a, (0, 0, lo, 0, 0), (layers, n, span, heads, dim))
     rows = {
-        "k": map_kv(window, cache["k"]),
-        "v": map_kv(window, cache["v"]),
+        "k": window(cache["k"]),
+        "v": window(cache["v"]),
         "segment_ids": jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span)),
         "index": index - lo,
     }
     logits, rows = model(last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=rows)
     seen = cache["seen"][:n]
     tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
-    put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)  # noqa: E731
-
-    def put_slot(full, part, lead):  # the one slot this step wrote
-        slot = jax.lax.dynamic_slice_in_dim(part, index - lo, 1, axis=lead + 1)
-        return put(full, slot, (0,) * lead + (0, index, 0, 0))
-
+    slot = lambda a: jax.lax.dynamic_slice_in_dim(a, index - lo, 1, axis=2)  # the one slot this step wrote
+    put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)
     cache = {
-        "k": map_kv(put_slot, cache["k"], rows["k"]),
-        "v": map_kv(put_slot, cache["v"], rows["v"]),
+        "k": put(cache["k"], slot(rows["k"]), (0, 0, index, 0, 0)),
+        "v": put(cache["v"], slot(rows["v"]), (0, 0, index, 0, 0)),
         "segment_ids": put(cache["segment_ids"], segments[:, None], (0, index)),
         "index": index + 1,
         "seen": put(cache["seen"], mark_seen(seen, tokens), (0, 0)),
@@ -186,8 +167,5 @@ def shift_cache(cache, shift):
     """Every row moved ``shift`` slots left (right when negative). The caller keeps each row's live
     slots ``[start, index)`` inside the cache, so only dead slots wrap around (none of them carries
     the segment id of its row's request: nothing reads them)."""
-    roll = lambda a, axis: jnp.roll(a, -shift, axis=axis)  # noqa: E731
-    roll_kv = lambda a, lead: roll(a, lead + 1)  # noqa: E731
-    return dict(
-        cache, k=map_kv(roll_kv, cache["k"]), v=map_kv(roll_kv, cache["v"]), segment_ids=roll(cache["segment_ids"], 1)
-    )
+    roll = lambda a, axis: jnp.roll(a, -shift, axis=axis)
+    return dict(cache, k=roll(cache["k"], 2), v=roll(cache["v"], 2), segment_ids=roll(cache["segment_ids"], 1))
