@@ -367,12 +367,10 @@ class CausalLM(nnx.Module):
     def _unstacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs):
         """The layer stack of :func:`cpu_decoding.for_cpu_decoding`: each layer's weights and KV cache are arrays of
         their own, so its dots read them where they are and its cache write happens in place."""
-        kv_out = ([], [])
+        kvs = []
         for i, layer in enumerate(self.layers):
             kv = None if kv_in is None else (kv_in[0][i], kv_in[1][i])
             inputs = None if layer_inputs is None else jax.tree.map(lambda a, i=i: a[i], layer_inputs)
             x, kv = layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs)
-            if kv_in is not None:
-                kv_out[0].append(kv[0])
-                kv_out[1].append(kv[1])
-        return x, None if kv_in is None else (tuple(kv_out[0]), tuple(kv_out[1]))
+            kvs.append(kv)
+        return x, None if kv_in is None else tuple(zip(*kvs, strict=True))  # (keys per layer, values per layer)

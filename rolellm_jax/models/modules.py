@@ -44,7 +44,7 @@ def embed_rows(table: jax.Array, ids: jax.Array, dtype) -> jax.Array:
     whole [V, D] table first), and a 16-bit table is gathered as its uint16 bits, because XLA:CPU
     runs a bf16 gather by converting the whole table to float32 on every call (113 MB for
     SmolLM2's embedding at every decode step). Same values either way."""
-    if table.dtype.itemsize == 2 and jnp.issubdtype(table.dtype, jnp.floating):
+    if cpu_matmul.is_16bit_float(table.dtype):
         return _gather_16bit(table, ids).astype(dtype)
     return jnp.take(table, ids, axis=0).astype(dtype)
 

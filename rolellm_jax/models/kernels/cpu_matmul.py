@@ -79,13 +79,19 @@ def _matmul_bwd(out_dtype, cpu_layout, transposed, residuals, dy):
     return dx, dw.T if transposed else dw
 
 
+def is_16bit_float(dtype) -> bool:
+    """bf16 / fp16: the dtypes XLA:CPU upcasts to float32 copies in a dot with such a result, and in a gather."""
+    dtype = jnp.dtype(dtype)
+    return dtype.itemsize == 2 and jnp.issubdtype(dtype, jnp.floating)
+
+
 def _f32_result_matmul(a, b, preferred_element_type):
     """``a @ b`` in ``preferred_element_type``; for 16-bit results computed as float32 and cast.
     Same values: XLA:CPU computes a bf16 x bf16 -> bf16 dot by upcasting both operands to float32
     copies first (every weight, every call: benchmarks/RESULTS.md), and with a float32 result it
     runs the 16-bit GEMM on the operands as they are."""
     out = jnp.dtype(preferred_element_type)
-    if out.itemsize == 2 and jnp.issubdtype(out, jnp.floating):
+    if is_16bit_float(out):
         return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(out)
     return jnp.matmul(a, b, preferred_element_type=out)
 
@@ -112,7 +118,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
         and kwargs.get("out_sharding") is None
     ):
         result = jnp.result_type(lhs, rhs) if preferred_element_type is None else jnp.dtype(preferred_element_type)
-        if result.itemsize == 2 and jnp.issubdtype(result, jnp.floating):  # see _f32_result_matmul
+        if is_16bit_float(result):  # see _f32_result_matmul
             return matmul(lhs, rhs, jnp.float32).astype(result)
         return matmul(lhs, rhs, preferred_element_type)
     return jax.lax.dot_general(
