@@ -38,6 +38,11 @@ Generation with a KV cache (static shapes; all rows advance in lockstep)::
   A call with T tokens writes them at slots ``index .. index+T-1`` (they may attend to every earlier
   slot with the same segment id, and causally among themselves) and returns ``index + T``.
   The caller keeps ``index + T <= max_len``; nothing checks it under jit.
+- A window of the cache (the serving engine's decode step): with ``window_start`` (int32 scalar) in
+  the dict and ``segment_ids`` [B', S'] narrower than ``k`` / ``v`` (B' <= B rows, S' <= max_len
+  slots), a call of B' rows writes its keys at the absolute ``index`` of rows ``[0, B')`` and attends
+  only over slots ``[window_start, window_start + S')``; it returns the whole ``k`` / ``v`` (written
+  in place when donated) and the window's ``segment_ids``.
 - Left-padded prompts: pad on the left with segment id 0 and positions ``cumsum(mask) - 1``
   (clipped at 0); real tokens use segment id 1. Each decode step then passes
   ``positions = last position + 1`` per row and segment id 1. Logits at padded slots are junk.

@@ -99,9 +99,13 @@ class Attention(nnx.Module):
         kv_cache: tuple[jax.Array, jax.Array] | None = None,
         cache_index: jax.Array | int = 0,
         layer_inputs: dict[str, jax.Array] | None = None,
+        window_start: jax.Array | int = 0,
     ):
         """``layer_inputs``: this layer's ``window`` (int32 scalar) and ``inv_freq`` (float32 [r/2]) where
-        layers differ (CausalLM.per_layer_inputs); None: the config's, the same in every layer."""
+        layers differ (CausalLM.per_layer_inputs); None: the config's, the same in every layer.
+        ``kv_segment_ids`` [B', S'] narrower than the cache (fewer rows, fewer slots): attention reads only
+        the cache's rows ``[0, B')`` and slots ``[window_start, window_start + S')`` (the CausalLM
+        cache contract's window)."""
         window, inv_freq = self.window, self.inv_freq
         if layer_inputs is not None:
             window, inv_freq = layer_inputs["window"], layer_inputs["inv_freq"]
@@ -120,6 +124,10 @@ class Attention(nnx.Module):
             cache_axes = (BATCH, LENGTH, "activation_kv_heads", "activation_head_dim")
             k_all, v_all = constrain(k_all, cache_axes), constrain(v_all, cache_axes)  # rows stay on their devices
             kv_cache = (k_all, v_all)
+            rows, span = kv_segment_ids.shape
+            if (rows, span) != k_all.shape[:2]:  # a window: only it is read (copied), not the whole cache
+                read = lambda a: jax.lax.dynamic_slice(a, (0, window_start, 0, 0), (rows, span, *a.shape[2:]))
+                k_all, v_all = read(k_all), read(v_all)
             k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
         out = attention(
             q,
@@ -127,7 +135,7 @@ class Attention(nnx.Module):
             v,
             q_segment_ids,
             kv_segment_ids,
-            q_offset=cache_index,
+            q_offset=cache_index - window_start,
             impl=self.impl,
             window=window,
             scale=self.scale,
@@ -180,11 +188,21 @@ class DecoderLayer(nnx.Module):
         self.mlp = GatedMLP(cfg, family.fused_gate_up, family.mlp_activation, rngs=rngs)
         self.post_norms = family.norm_names.post_attn is not None  # False skips them (a test's wrong detail)
 
-    def __call__(self, x, positions, q_segment_ids, kv_segment_ids, kv_cache=None, cache_index=0, layer_inputs=None):
+    def __call__(
+        self,
+        x,
+        positions,
+        q_segment_ids,
+        kv_segment_ids,
+        kv_cache=None,
+        cache_index=0,
+        layer_inputs=None,
+        window_start=0,
+    ):
         names = self.norm_names
         h = getattr(self, names.pre_attn)(x)
         attn_out, kv_cache = self.self_attn(
-            h, positions, q_segment_ids, kv_segment_ids, kv_cache, cache_index, layer_inputs
+            h, positions, q_segment_ids, kv_segment_ids, kv_cache, cache_index, layer_inputs, window_start
         )
         mlp = self.mlp
         if self.post_norms:
@@ -314,11 +332,12 @@ class CausalLM(nnx.Module):
             segment_ids = jnp.ones((b, t), jnp.int32)
         segment_ids = segment_ids.astype(jnp.int32)
         index = cache["index"] if cache is not None else 0
+        window_start = cache.get("window_start", 0) if cache is not None else 0
         if positions is None:
             positions = jnp.broadcast_to(index + jnp.arange(t, dtype=jnp.int32), (b, t))
         kv_segment_ids = segment_ids
         if cache is not None:
-            kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
+            kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index - window_start))
 
         x = embed_rows(self.embed_tokens.embedding[...], input_ids, cfg.dtype)
         if self.scale_embeddings:
@@ -326,7 +345,8 @@ class CausalLM(nnx.Module):
         x = constrain(x, (BATCH, LENGTH, EMBED))
         kv_in = (cache["k"], cache["v"]) if cache is not None else None
         layers = self._unstacked_layers if self.unstacked else self._stacked_layers
-        x, kv_out = layers(x, positions, segment_ids, kv_segment_ids, kv_in, index, self.per_layer_inputs())
+        per_layer = self.per_layer_inputs()
+        x, kv_out = layers(x, positions, segment_ids, kv_segment_ids, kv_in, index, per_layer, window_start)
         x = self.norm(x)
         # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
         # backward GEMMs run in the compute dtype (models/kernels/cpu_matmul.py)
@@ -340,9 +360,11 @@ class CausalLM(nnx.Module):
         if cache is None:
             return logits
         new_cache = {"k": kv_out[0], "v": kv_out[1], "segment_ids": kv_segment_ids, "index": index + t}
+        if "window_start" in cache:
+            new_cache["window_start"] = window_start
         return logits, new_cache
 
-    def _stacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs):
+    def _stacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs, window_start):
         """The layer stack on params stacked on a leading L axis: scanned or unrolled."""
         cfg = self.cfg
         graphdef, layer_state = nnx.split(self.layers)
@@ -350,7 +372,7 @@ class CausalLM(nnx.Module):
         def layer_step(x, per_layer):
             params, kv, inputs = per_layer
             layer = nnx.merge(graphdef, params)
-            return layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs)
+            return layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs, window_start)
 
         if cfg.remat_policy != "none":
             layer_step = jax.checkpoint(
@@ -364,13 +386,13 @@ class CausalLM(nnx.Module):
             outs.append(kv)
         return x, None if kv_in is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-    def _unstacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs):
+    def _unstacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs, window_start):
         """The layer stack of :func:`cpu_decoding.for_cpu_decoding`: each layer's weights and KV cache are arrays of
         their own, so its dots read them where they are and its cache write happens in place."""
         kvs = []
         for i, layer in enumerate(self.layers):
             kv = None if kv_in is None else (kv_in[0][i], kv_in[1][i])
             inputs = None if layer_inputs is None else jax.tree.map(lambda a, i=i: a[i], layer_inputs)
-            x, kv = layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs)
+            x, kv = layer(x, positions, segment_ids, kv_segment_ids, kv, index, inputs, window_start)
             kvs.append(kv)
         return x, None if kv_in is None else tuple(zip(*kvs, strict=True))  # (keys per layer, values per layer)

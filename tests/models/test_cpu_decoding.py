@@ -52,6 +52,41 @@ def test_cpu_layout_prefill_and_steps_match_transformers(kv_heads, tie):
     assert diff <= TOL, diff
 
 
+@pytest.mark.parametrize("layout", ["cpu", "stacked"])
+def test_a_window_of_a_larger_cache_reads_only_its_rows_and_slots(layout):
+    """The cache-window contract (the serving engine's decode step): a batch of 2 rows over a cache of
+    3 rows, at slots [4, 4 + span) of 4 + span + 2, gives transformers' logits although every slot
+    outside the window holds junk; the step's keys land in place and nothing else changes."""
+    hf = hf_llama(kv_heads=2)
+    model = ported(hf)
+    model = for_cpu_decoding(model) if layout == "cpu" else model
+    ids, mask, pos, seg = left_padded_batch(2, (0, 3))
+    lo, span = 4, T + 2
+    junk = model.init_cache(3, lo + span + 2)
+    rng = np.random.default_rng(0)
+    fill = lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype)
+    full = {"k": jax.tree.map(fill, junk["k"]), "v": jax.tree.map(fill, junk["v"])}
+    before = jax.tree.map(np.asarray, full)
+    cache = dict(full, segment_ids=jnp.zeros((2, span), jnp.int32), index=jnp.int32(lo), window_start=jnp.int32(lo))
+    logits, cache = _step(model, ids[:, :5], pos[:, :5], seg[:, :5], cache)
+    got = [np.asarray(logits)]
+    for t in range(5, ids.shape[1]):
+        logits, cache = _step(model, ids[:, t : t + 1], pos[:, t : t + 1], seg[:, t : t + 1], cache)
+        got.append(np.asarray(logits))
+    diff = max_diff_on_real_tokens(np.concatenate(got, axis=1), hf_logits(hf, ids, mask, pos), mask)
+    assert diff <= TOL, diff
+    assert int(cache["index"]) == lo + ids.shape[1] and int(cache["window_start"]) == lo
+    written = slice(lo, lo + ids.shape[1])
+    for name in ("k", "v"):
+        for new, old in zip(jax.tree.leaves(cache[name]), jax.tree.leaves(before[name]), strict=True):
+            new, rows, slots = np.asarray(new), (slice(None),) * (new.ndim - 4), (slice(None),) * (new.ndim - 3)
+            assert np.array_equal(new[(*rows, 2)], old[(*rows, 2)])  # the third row: untouched
+            untouched = np.ones(new.shape[new.ndim - 3], bool)
+            untouched[written] = False
+            assert np.array_equal(new[(*slots, untouched)], old[(*slots, untouched)])
+            assert not np.array_equal(new[(*rows, slice(0, 2), written)], old[(*rows, slice(0, 2), written)])
+
+
 def test_cpu_layout_on_the_8_device_mesh():
     hf = hf_llama(kv_heads=2)
     model = ported(hf)
