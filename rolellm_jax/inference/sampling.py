@@ -43,6 +43,15 @@ def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
     """
     batch, vocab = logits.shape
     logits = logits / _per_row(temperature, batch)
+    top_k, top_p = jnp.asarray(top_k), jnp.asarray(top_p)
+    # no row filters (transformers adds no top-k / top-p warper then): skip the sort over the vocabulary,
+    # which costs more than a decode step's matmuls on a CPU
+    filtering = jnp.any(top_k > 0) | jnp.any(top_p < 1)
+    return jax.lax.cond(filtering, _top_k_top_p, lambda lg, *_: lg, logits, top_k, top_p)
+
+
+def _top_k_top_p(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    batch, vocab = logits.shape
     sorted_desc = -jnp.sort(-logits, axis=-1)
     # top-k (0 = off): keep logits >= the k-th largest (ties kept, as transformers does)
     top_k = _per_row(top_k, batch)
