@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from rolellm_jax.inference import kv_slots
-from rolellm_jax.inference.generate import GenerationError, SamplingConfig
+from rolellm_jax.inference.generate import GenerationError, SamplingConfig, decoding_layout
 from rolellm_jax.inference.slot_table import SlotTable
 from rolellm_jax.inference.text_stream import TextStream
 
@@ -121,7 +121,7 @@ class Engine:
         self.decode_widths = kv_slots.row_counts(slots)
         self.spans = kv_slots.prompt_buckets(max_len, smallest=min(min_span, max_len))
         self.mesh = mesh
-        self.graphdef, self.state = nnx.split(model)
+        self.graphdef, self.state = nnx.split(decoding_layout(model))  # generate()'s layout: per-layer on a CPU
         with self._mesh():
             cache = kv_slots.new_cache(self.graphdef, self.state, slots=slots, max_len=max_len)
         self.table = SlotTable(slots, max_len, cache)
@@ -180,22 +180,24 @@ class Engine:
             self._thread = None
 
     def warmup(self) -> None:
-        """Compile every shape the loop uses: each prefill (k requests x bucket), each decode step
-        (width x attention span), the shift. Compiled ahead of time, not run (running the widest
-        prefills would cost more than compiling them)."""
+        """Compile and run once every shape the loop uses: each prefill (k requests x bucket), each
+        decode step (width x attention span), the shift, on idle rows (segment 0: nothing live is
+        written). Run, not only compiled: an executable's first run on a CPU costs up to a few times a
+        later one (its kernels are set up then), which the first requests would otherwise pay."""
         if self._thread is not None:
             raise RuntimeError("warm up before start()")
         table, g, state = self.table, self.graphdef, self.state
         with self._mesh():
             for k, width in self.prefill_shapes:
                 ids = np.zeros((k, width), np.int32)
-                kv_slots.prefill_rows.lower(
-                    g, state, table.cache, ids, ids, *table.idle_prefill_args(k, width)
-                ).compile()
+                args = table.idle_prefill_args(k, width)
+                table.cache, first = kv_slots.prefill_rows(g, state, table.cache, ids, ids, *args)
             for n in self.decode_widths:
                 for span in self.spans:
-                    kv_slots.decode_rows.lower(g, state, table.cache, *table.idle_decode_args(n), span=span).compile()
-            kv_slots.shift_cache.lower(table.cache, np.int32(0)).compile()
+                    args = table.idle_decode_args(n)
+                    table.cache, first = kv_slots.decode_rows(g, state, table.cache, *args, span=span)
+            table.cache = kv_slots.shift_cache(table.cache, np.int32(0))
+            jax.block_until_ready(first)
 
     # ------------------------------------------------------------------ the loop
     def _mesh(self):

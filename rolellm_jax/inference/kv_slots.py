@@ -11,7 +11,9 @@ row's tokens sit in the cache does not matter.
 
 A decode step (``decode_rows``) attends over a window of ``span`` slots (a power of two) that holds
 every live row's ``[start, index]``, not over the whole cache: its cost follows the longest live
-request, and only the slot it writes goes back into the cache.
+request. On the per-layer cache of a CPU-layout model (models/cpu_decoding.py) the step writes its
+slot in place and each layer reads only the window (the models' cache-window contract); on a
+stacked cache the window is copied out first and only the written slot goes back.
 
 When the index reaches the end of the cache, every row is shifted left by the start of the oldest
 live row (``shift_cache``); before a prefill needs ``index >= P``, rows shift right. Either way the
@@ -34,7 +36,13 @@ from flax import nnx
 from rolellm_jax.inference.sampling import mark_seen, row_keys, sample_rows, seen_tokens
 from rolellm_jax.parallel.sharding import constrain
 
-CACHE_AXES = (None, "activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
+CACHE_AXES = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
+
+
+def _layered(fn, keys):
+    """``fn(array, lead)`` on a cache's ``k`` / ``v``: a stacked [L, B, S, KV, hd] array (lead 1) or a
+    tuple of per-layer [B, S, KV, hd] arrays (lead 0, the CPU layout)."""
+    return jax.tree.map(lambda a: fn(a, a.ndim - 4), keys)
 
 
 def prompt_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
@@ -50,13 +58,22 @@ def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
     return next(b for b in buckets if b >= length)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "slots", "max_len"))
 def new_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
+    """An empty cache, committed to its devices as a step's outputs are: a cache that turned from
+    uncommitted (zeros that depend on no input) to committed after its first step would compile
+    every prefill and decode shape a second time, warm-up or not."""
+    cache = _empty_cache(graphdef, state, slots=slots, max_len=max_len)
+    return jax.tree.map(lambda a: jax.device_put(a, a.sharding), cache)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "slots", "max_len"))
+def _empty_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(slots, max_len)
     # seen: which tokens each row's request has seen (prompt and generated), for repetition_penalty
     seen = jnp.zeros((slots, model.cfg.vocab_size), bool)
-    return dict(cache, k=constrain(cache["k"], CACHE_AXES), v=constrain(cache["v"], CACHE_AXES), seen=seen)
+    place = lambda a, lead: constrain(a, (None,) * lead + CACHE_AXES)
+    return dict(cache, k=_layered(place, cache["k"]), v=_layered(place, cache["v"]), seen=seen)
 
 
 def row_counts(slots: int) -> tuple[int, ...]:
@@ -86,16 +103,20 @@ def prefill_rows(graphdef, state, cache, ids, mask, rows, segments, index, seeds
     model = nnx.merge(graphdef, state)
     k, width = ids.shape
     positions = jnp.clip(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
-    fresh = model.init_cache(k, width, cache["k"].dtype)
+    fresh = model.init_cache(k, width, jax.tree.leaves(cache["k"])[0].dtype)
     logits, fresh = model(ids, positions=positions, segment_ids=mask, cache=fresh)
     start = index - width
 
     def write(i, cache):  # row by row, in place (the cache is donated)
-        one = lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=1)
+        def put(full, part):
+            lead = full.ndim - 4
+            row = jax.lax.dynamic_slice_in_dim(part, i, 1, axis=lead)
+            return jax.lax.dynamic_update_slice(full, row, (0,) * lead + (rows[i], start, 0, 0))
+
         return dict(
             cache,
-            k=jax.lax.dynamic_update_slice(cache["k"], one(fresh["k"]), (0, rows[i], start, 0, 0)),
-            v=jax.lax.dynamic_update_slice(cache["v"], one(fresh["v"]), (0, rows[i], start, 0, 0)),
+            k=jax.tree.map(put, cache["k"], fresh["k"]),
+            v=jax.tree.map(put, cache["v"], fresh["v"]),
             segment_ids=jax.lax.dynamic_update_slice(
                 cache["segment_ids"], (mask[i] * segments[i])[None], (rows[i], start)
             ),
@@ -139,22 +160,28 @@ def decode_rows(
     seen-token mask (ours, not the model's) feeds its repetition penalty."""
     model = nnx.merge(graphdef, state)
     n = last.shape[0]
-    layers, _, _, heads, dim = cache["k"].shape
-    window = lambda a: jax.lax.dynamic_slice(a, (0, 0, lo, 0, 0), (layers, n, span, heads, dim))
-    rows = {
-        "k": window(cache["k"]),
-        "v": window(cache["v"]),
-        "segment_ids": jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span)),
-        "index": index - lo,
-    }
-    logits, rows = model(last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=rows)
+    segment_window = jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span))
+    step = lambda kv_cache: model(
+        last[:, None], positions=positions[:, None], segment_ids=segments[:, None], cache=kv_cache
+    )
+    if isinstance(cache["k"], tuple):  # per-layer arrays: written in place, each layer reads the window
+        window = {"k": cache["k"], "v": cache["v"], "segment_ids": segment_window, "index": index, "window_start": lo}
+        logits, out = step(window)
+        keys, values = out["k"], out["v"]
+    else:  # stacked [L, ...]: copy the window out (the scan would rewrite the whole cache), put back one slot
+        layers, _, _, heads, dim = cache["k"].shape
+        copy = lambda a: jax.lax.dynamic_slice(a, (0, 0, lo, 0, 0), (layers, n, span, heads, dim))
+        window = {"k": copy(cache["k"]), "v": copy(cache["v"]), "segment_ids": segment_window, "index": index - lo}
+        logits, out = step(window)
+        slot = lambda a: jax.lax.dynamic_slice_in_dim(a, index - lo, 1, axis=2)  # the one slot this step wrote
+        put_slot = lambda full, part: jax.lax.dynamic_update_slice(full, slot(part), (0, 0, index, 0, 0))
+        keys, values = put_slot(cache["k"], out["k"]), put_slot(cache["v"], out["v"])
     seen = cache["seen"][:n]
     tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
-    slot = lambda a: jax.lax.dynamic_slice_in_dim(a, index - lo, 1, axis=2)  # the one slot this step wrote
     put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)
     cache = {
-        "k": put(cache["k"], slot(rows["k"]), (0, 0, index, 0, 0)),
-        "v": put(cache["v"], slot(rows["v"]), (0, 0, index, 0, 0)),
+        "k": keys,
+        "v": values,
         "segment_ids": put(cache["segment_ids"], segments[:, None], (0, index)),
         "index": index + 1,
         "seen": put(cache["seen"], mark_seen(seen, tokens), (0, 0)),
@@ -168,4 +195,7 @@ def shift_cache(cache, shift):
     slots ``[start, index)`` inside the cache, so only dead slots wrap around (none of them carries
     the segment id of its row's request: nothing reads them)."""
     roll = lambda a, axis: jnp.roll(a, -shift, axis=axis)
-    return dict(cache, k=roll(cache["k"], 2), v=roll(cache["v"], 2), segment_ids=roll(cache["segment_ids"], 1))
+    slots = lambda a, lead: roll(a, lead + 1)
+    return dict(
+        cache, k=_layered(slots, cache["k"]), v=_layered(slots, cache["v"]), segment_ids=roll(cache["segment_ids"], 1)
+    )

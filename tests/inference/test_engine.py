@@ -39,8 +39,15 @@ def run_all(engine: Engine, requests: list[Request]) -> list[tuple[str, Finished
     return out
 
 
-def test_greedy_equals_generate_among_requests_that_come_and_go(served, monkeypatch) -> None:
+@pytest.mark.parametrize("layout", ["cpu", "stacked"])
+def test_greedy_equals_generate_among_requests_that_come_and_go(served, monkeypatch, layout) -> None:
+    """On a CPU the engine runs generate()'s per-layer layout (its cache written in place, each layer
+    reading the live window); "stacked" is the layout of GPUs and TPUs (the window copied out)."""
+    from rolellm_jax.inference import engine as engine_module
+
     model, tokenizer, eos = served
+    if layout == "stacked":
+        monkeypatch.setattr(engine_module, "decoding_layout", lambda m: m)
     shifts = []
     real_shift = kv_slots.shift_cache
     monkeypatch.setattr(
@@ -54,6 +61,7 @@ def test_greedy_equals_generate_among_requests_that_come_and_go(served, monkeypa
     ]
     # 2 slots for 8 requests, 48 cache slots: rows are taken as others finish and the cache shifts
     engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=48, prefill_budget=16).start()
+    assert isinstance(engine.table.cache["k"], tuple) == (layout == "cpu")
     try:
         together = run_all(engine, [Request(tuple(p), m) for p, m in zip(prompts, budgets)])
         alone = [run_all(engine, [Request(tuple(p), m)])[0] for p, m in zip(prompts[:2], budgets[:2])]
@@ -137,7 +145,13 @@ def test_repetition_penalty_equals_generate(served) -> None:
 
 
 def test_no_compilation_after_warmup(served, monkeypatch) -> None:
-    model, tokenizer, eos = served
+    import jax
+    from flax import nnx
+
+    _, tokenizer, eos = served
+    model, _ = tiny_serving_model()
+    # params committed to their device, as load_model leaves them: every step's outputs are then committed
+    nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
     # min_span 16: decode steps read windows of 16, 32 or all 64 slots as the live span grows
     engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=64, min_span=16)
     lowered, prefills, spans = [], [], []
@@ -273,7 +287,7 @@ def test_greedy_on_8_device_mesh_equals_single_device(served) -> None:
     finally:
         engine.stop()
     assert [list(f.token_ids) for _, f in got] == want
-    assert len(engine.table.cache["k"].sharding.device_set) == 8
+    assert all(len(a.sharding.device_set) == 8 for a in engine.table.cache["k"])
 
 
 def test_a_request_that_fails_mid_way_ends_alone(served, monkeypatch) -> None:
