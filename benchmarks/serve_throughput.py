@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is reported")
     parser.add_argument("--real", action="store_true", help="the real SmolLM2-135M-Instruct and chat questions")
     parser.add_argument("--hf-dir", type=Path, help="with --real: its HF folder (default: built from the wheel)")
     parser.add_argument("--dtype", default="float32", help="with --real: compute and parameter dtype")
@@ -118,10 +119,13 @@ def main() -> None:
     sampling = SamplingConfig(max_new_tokens=args.new)
     generate(model, prompts, sampling, batch_size=args.slots)  # compile
     print(load_line("before offline generate()"))
-    start = time.perf_counter()
-    out = generate(model, prompts, sampling, batch_size=args.slots)
-    offline_s = time.perf_counter() - start
-    offline = sum(map(len, out)) / offline_s
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        out = generate(model, prompts, sampling, batch_size=args.slots)
+        seconds = time.perf_counter() - start
+        runs.append((sum(map(len, out)) / seconds, seconds))
+    offline, offline_s = sorted(runs)[len(runs) // 2]
 
     engine = Engine(model, tokenizer, eos_token_ids=(), slots=args.slots, max_len=args.max_len)
     start = time.perf_counter()
@@ -130,24 +134,31 @@ def main() -> None:
     # the same prompts submitted straight to the engine: what HTTP / SSE and the clients add is the difference
     print(load_line("before the engine alone"))
     engine.start()
-    start = time.perf_counter()
-    handles = [engine.submit(Request(tuple(p), args.new)) for p in prompts]
-    alone = sum(list(h)[-1].completion_tokens for h in handles) / (time.perf_counter() - start)
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        handles = [engine.submit(Request(tuple(p), args.new)) for p in prompts]
+        runs.append(sum(list(h)[-1].completion_tokens for h in handles) / (time.perf_counter() - start))
+    alone = sorted(runs)[len(runs) // 2]
     rows = []
     with live_server(build_app(ServedModel(engine, tokenizer, "llama", "bench"))) as url:
         for clients in args.clients:
             requests = qs[: max(clients, 4)]
             print(load_line(f"before {clients} clients"))
-            wall, ttft, tokens = asyncio.run(run_clients(url + "/v1", requests, clients, args.new))
-            rows.append((clients, len(requests), tokens / wall, np.percentile(ttft, 50), np.percentile(ttft, 95)))
+            runs = []
+            for _ in range(args.repeats):
+                wall, ttft, tokens = asyncio.run(run_clients(url + "/v1", requests, clients, args.new))
+                runs.append((tokens / wall, np.percentile(ttft, 50), np.percentile(ttft, 95)))
+            rows.append((clients, len(requests), *sorted(runs)[len(runs) // 2]))
     engine.stop()
     print(load_line("at the end"))
 
     print(f"date: {datetime.date.today()}  host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; model {params / 1e6:.1f}M params ({label})")
     print(f"prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, {args.new} new tokens each, no EOS")
+    print(f"each figure: the median of {args.repeats} runs (tokens/s; TTFT from the median run)")
     print(f"offline generate() batch {args.slots}: {offline:.1f} tokens/s ({offline_s:.2f} s)")
-    print(f"engine warm-up (every prefill and decode shape, compiled ahead): {warmup_s:.1f} s")
+    print(f"engine warm-up (every prefill and decode shape compiled and run once): {warmup_s:.1f} s")
     print(f"engine alone, {len(prompts)} requests at once, no HTTP: {alone:.1f} tokens/s ({alone / offline:.0%})")
     print("| clients | requests | tokens/s | vs offline | TTFT p50 (s) | TTFT p95 (s) |")
     print("|---|---|---|---|---|---|")
