@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mesh.data", dest="mesh_data", type=int, default=1, help="data-parallel mesh size")
     p.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=int, default=-1, help="FSDP mesh size (-1 = the rest)")
     p.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel mesh size")
-    p.add_argument("--no-warmup", action="store_true", help="compile shapes on first use instead of at start")
+    p.add_argument("--no-warmup", action="store_true", help="compile and first-run shapes on first use, not at start")
     return p.parse_args(argv)
 
 
@@ -76,7 +76,11 @@ def serve(args: argparse.Namespace) -> int:
         mesh=mesh,
     )
     if not args.no_warmup:
-        logging.getLogger(__name__).warning("compiling %d prefill shapes and the decode step...", len(engine.buckets))
+        logging.getLogger(__name__).warning(
+            "warming up: compiling and running %d prefill and %d decode shapes once...",
+            len(engine.prefill_shapes),
+            len(engine.decode_widths) * len(engine.spans),
+        )
         engine.warmup()
     model_id = args.model_id or Path(args.ckpt).resolve().name
     app = build_app(ServedModel(engine.start(), tokenizer, cfg.family, model_id, roles), api_key=args.api_key)
