@@ -121,9 +121,10 @@ class Engine:
         self.decode_widths = kv_slots.row_counts(slots)
         self.spans = kv_slots.prompt_buckets(max_len, smallest=min(min_span, max_len))
         self.mesh = mesh
-        self.graphdef, self.state = nnx.split(decoding_layout(model))  # generate()'s layout: per-layer on a CPU
+        graphdef, self.state = nnx.split(decoding_layout(model))  # generate()'s layout: per-layer on a CPU
+        self.model_def = kv_slots.ModelDef(graphdef)
         with self._mesh():
-            cache = kv_slots.new_cache(self.graphdef, self.state, slots=slots, max_len=max_len)
+            cache = kv_slots.new_cache(self.model_def, self.state, slots=slots, max_len=max_len)
         self.table = SlotTable(slots, max_len, cache)
         self._waiting: deque[Handle] = deque()
         self._wake = threading.Condition()
@@ -186,7 +187,7 @@ class Engine:
         later one (its kernels are set up then), which the first requests would otherwise pay."""
         if self._thread is not None:
             raise RuntimeError("warm up before start()")
-        table, g, state = self.table, self.graphdef, self.state
+        table, g, state = self.table, self.model_def, self.state
         with self._mesh():
             for k, width in self.prefill_shapes:
                 ids = np.zeros((k, width), np.int32)
@@ -285,7 +286,7 @@ class Engine:
             mask[i, width - len(req.prompt_ids) :] = 1
         try:
             table.cache, first = kv_slots.prefill_rows(
-                self.graphdef, self.state, table.cache, ids, mask, *table.prefill_args(rows)
+                self.model_def, self.state, table.cache, ids, mask, *table.prefill_args(rows)
             )
             first = np.asarray(first)
         except Exception:
@@ -301,14 +302,14 @@ class Engine:
             table.cache = table.room_to_decode(kv_slots.shift_cache)
             lo, span = table.window(self.spans)
             table.cache, tokens = kv_slots.decode_rows(
-                self.graphdef, self.state, table.cache, *table.decode_args(self.decode_widths, lo), span=span
+                self.model_def, self.state, table.cache, *table.decode_args(self.decode_widths, lo), span=span
             )
             tokens = np.asarray(tokens)
         except Exception as err:  # the cache may be gone with it: fail the active requests, start afresh
             logger.exception("decode step failed")
             for row in table.active_rows():
                 self._finish(row, "error", error=f"{type(err).__name__}: {err}")
-            table.cache = kv_slots.new_cache(self.graphdef, self.state, slots=self.slots, max_len=self.max_len)
+            table.cache = kv_slots.new_cache(self.model_def, self.state, slots=self.slots, max_len=self.max_len)
             return
         table.advance()
         for row in table.active_rows():

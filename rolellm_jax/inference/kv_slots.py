@@ -58,17 +58,28 @@ def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
     return next(b for b in buckets if b >= length)
 
 
-def new_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
+class ModelDef:
+    """A model's nnx graphdef as the steps' static jit argument, hashed and compared by identity:
+    nnx's GraphDef hashes its whole node tree on every call (~3 ms at 30 layers, a few % of a
+    16-row decode step and more of a 1-row one), and the engine makes a call per token."""
+
+    __slots__ = ("graphdef",)
+
+    def __init__(self, graphdef):
+        self.graphdef = graphdef
+
+
+def new_cache(model_def: ModelDef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
     """An empty cache, committed to its devices as a step's outputs are: a cache that turned from
     uncommitted (zeros that depend on no input) to committed after its first step would compile
     every prefill and decode shape a second time, warm-up or not."""
-    cache = _empty_cache(graphdef, state, slots=slots, max_len=max_len)
+    cache = _empty_cache(model_def, state, slots=slots, max_len=max_len)
     return jax.tree.map(lambda a: jax.device_put(a, a.sharding), cache)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "slots", "max_len"))
-def _empty_cache(graphdef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
-    model = nnx.merge(graphdef, state)
+@functools.partial(jax.jit, static_argnames=("model_def", "slots", "max_len"))
+def _empty_cache(model_def: ModelDef, state, *, slots: int, max_len: int) -> dict[str, jax.Array]:
+    model = nnx.merge(model_def.graphdef, state)
     cache = model.init_cache(slots, max_len)
     # seen: which tokens each row's request has seen (prompt and generated), for repetition_penalty
     seen = jnp.zeros((slots, model.cfg.vocab_size), bool)
@@ -93,14 +104,14 @@ def prefill_shapes(buckets: tuple[int, ...], slots: int, budget: int) -> tuple[t
     return tuple((k, width) for width in buckets for k in row_counts(slots) if k == 1 or k * width <= budget)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
-def prefill_rows(graphdef, state, cache, ids, mask, rows, segments, index, seeds, temperature, top_k, top_p, penalty):
+@functools.partial(jax.jit, static_argnames=("model_def",), donate_argnames=("cache",))
+def prefill_rows(model_def, state, cache, ids, mask, rows, segments, index, seeds, temperature, top_k, top_p, penalty):
     """Prefill k left-padded prompts ids/mask [k, P] together and write prompt i into cache row
     ``rows[i]`` at slots ``[index - P, index)`` with segment id ``segments[i]``.
 
     Returns the cache and each request's first token [k] (sampled with its settings, step 0 of its seed).
     """
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(model_def.graphdef, state)
     k, width = ids.shape
     positions = jnp.clip(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
     fresh = model.init_cache(k, width, jax.tree.leaves(cache["k"])[0].dtype)
@@ -130,9 +141,9 @@ def prefill_rows(graphdef, state, cache, ids, mask, rows, segments, index, seeds
     return dict(cache, seen=cache["seen"].at[rows].set(mark_seen(seen, first))), first
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "span"), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("model_def", "span"), donate_argnames=("cache",))
 def decode_rows(
-    graphdef,
+    model_def,
     state,
     cache,
     index,
@@ -158,7 +169,7 @@ def decode_rows(
     every live row's start``, ``index < lo + span``): a step's cost follows what is live, not the
     cache length. Only the slot written at ``index`` goes back into the cache. Each row's
     seen-token mask (ours, not the model's) feeds its repetition penalty."""
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(model_def.graphdef, state)
     n = last.shape[0]
     segment_window = jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span))
     step = lambda kv_cache: model(
