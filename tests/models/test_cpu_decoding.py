@@ -76,15 +76,16 @@ def test_a_window_of_a_larger_cache_reads_only_its_rows_and_slots(layout):
     diff = max_diff_on_real_tokens(np.concatenate(got, axis=1), hf_logits(hf, ids, mask, pos), mask)
     assert diff <= TOL, diff
     assert int(cache["index"]) == lo + ids.shape[1] and int(cache["window_start"]) == lo
-    written = slice(lo, lo + ids.shape[1])
+    written = np.zeros(lo + span + 2, bool)
+    written[lo : lo + ids.shape[1]] = True
     for name in ("k", "v"):
         for new, old in zip(jax.tree.leaves(cache[name]), jax.tree.leaves(before[name]), strict=True):
-            new, rows, slots = np.asarray(new), (slice(None),) * (new.ndim - 4), (slice(None),) * (new.ndim - 3)
-            assert np.array_equal(new[(*rows, 2)], old[(*rows, 2)])  # the third row: untouched
-            untouched = np.ones(new.shape[new.ndim - 3], bool)
-            untouched[written] = False
-            assert np.array_equal(new[(*slots, untouched)], old[(*slots, untouched)])
-            assert not np.array_equal(new[(*rows, slice(0, 2), written)], old[(*rows, slice(0, 2), written)])
+            # [L, B, S, KV, hd] stacked, [B, KV, S, hd] per layer: as [B, ., S, ...], rows first, slots third
+            new = np.asarray(new).swapaxes(0, 1) if new.ndim == 5 else np.asarray(new)
+            old = old.swapaxes(0, 1) if old.ndim == 5 else old
+            assert np.array_equal(new[2], old[2])  # the third row: untouched
+            assert np.array_equal(new[:, :, ~written], old[:, :, ~written])
+            assert not np.array_equal(new[:2][:, :, written], old[:2][:, :, written])
 
 
 def test_cpu_layout_on_the_8_device_mesh():
