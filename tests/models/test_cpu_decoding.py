@@ -164,6 +164,35 @@ def test_compiled_decode_step_moves_no_weight(dtype):
     assert weight_sized_moves(stacked_hlo, smallest_weight)
 
 
+def test_compiled_decode_step_reads_the_kv_cache_in_place():
+    """The per-layer cache is [B, KV, S, hd] so the attention dots read it as it is; with the slots
+    before the heads, XLA:CPU transposes every layer's whole K and V on every step (the reason)."""
+    hf = hf_llama(kv_heads=2)
+    model = for_cpu_decoding(ported(hf))
+    batch, slots = 4, 64
+    per_layer = batch * 2 * slots * 8  # elements of one layer's K (kv heads 2, head_dim 8)
+
+    def cache_transposes(model, cache) -> list[str]:
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def step(state, token, cache):
+            m = nnx.merge(graphdef, state)
+            return m(token, positions=jnp.zeros_like(token), segment_ids=jnp.ones_like(token), cache=cache)
+
+        hlo = step.lower(state, jnp.ones((batch, 1), jnp.int32), cache).compile().as_text()
+        shapes = re.findall(r"%[\w.-]*transpose[\w.-]* = \w+\[([\d,]*)\]", hlo)
+        return [s for s in shapes if np.prod([int(d) for d in s.split(",")]) >= per_layer]
+
+    assert cache_transposes(model, model.init_cache(batch, slots)) == []
+    for _, module in nnx.iter_modules(model):  # the old layout: slots before heads
+        if hasattr(module, "heads_major_cache"):
+            module.heads_major_cache = False
+    old = model.init_cache(batch, slots)
+    old = dict(old, k=tuple(a.swapaxes(1, 2) for a in old["k"]), v=tuple(a.swapaxes(1, 2) for a in old["v"]))
+    assert cache_transposes(model, old)
+
+
 def test_16bit_embedding_rows_without_converting_the_table():
     rng = np.random.default_rng(0)
     table = jnp.asarray(rng.normal(size=(300, 64)), jnp.bfloat16)
