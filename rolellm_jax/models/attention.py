@@ -100,15 +100,17 @@ def attention(
 def _grouped_attention(q, k, v, allowed, scale: float, softcap: float | None, heads_major: bool = False) -> jax.Array:
     """transformers' eager attention as two grouped einsums: float32 scores (soft-capped where the
     model has it; jax.nn.dot_product_attention has no soft-cap), masked, float32 softmax cast to the
-    compute dtype, times v. k, v [B, S, KV, hd], or [B, KV, S, hd] with ``heads_major``."""
+    compute dtype, times v. k, v [B, S, KV, hd], or [B, KV, S, hd] with ``heads_major``; q is cast to
+    their dtype (the CPU layout's float32 cache with 16-bit compute)."""
     b, t, h, hd = q.shape
     kv = k.shape[1] if heads_major else k.shape[2]
     keys = "bksd" if heads_major else "bskd"
-    grouped = q.reshape(b, t, kv, h // kv, hd)  # query head h reads kv head h // (H/KV)
+    out_dtype = q.dtype
+    grouped = q.reshape(b, t, kv, h // kv, hd).astype(k.dtype)  # query head h reads kv head h // (H/KV)
     scores = jnp.einsum(f"btkgd,{keys}->bkgts", grouped, k, preferred_element_type=jnp.float32) * scale
     if softcap is not None:
         scores = soft_capped(scores, softcap)
     scores = jnp.where(allowed[:, None, None], scores, MASKED_SCORE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum(f"bkgts,{keys}->btkgd", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, h, hd).astype(q.dtype)
+    return out.reshape(b, t, h, hd).astype(out_dtype)

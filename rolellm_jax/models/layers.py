@@ -145,7 +145,8 @@ class Attention(nnx.Module):
                 start, size = [0, 0, 0, 0], [rows, *k_all.shape[1:]]
                 start[slots], size[slots] = window_start, span
                 k_all, v_all = (jax.lax.dynamic_slice(a, start, size) for a in (k_all, v_all))
-            k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
+            # the CPU layout's float32 cache stays float32 (init_cache): no per-step convert of it
+            k, v = (k_all, v_all) if heads_major else (k_all.astype(q.dtype), v_all.astype(q.dtype))
         out = attention(
             q,
             k,
@@ -302,12 +303,16 @@ class CausalLM(nnx.Module):
     # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, Any]:
         """``k`` / ``v`` [L, B, max_len, KV, hd]; for an unstacked model, tuples of L arrays
-        [B, KV, max_len, hd] (each layer's own buffer, updated in place, heads before slots)."""
+        [B, KV, max_len, hd] (each layer's own buffer, updated in place, heads before slots; float32
+        where the compute dtype is 16-bit)."""
         cfg = self.cfg
         shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_size)
         dtype = dtype or cfg.dtype
         if self.unstacked:
             shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_size)
+            # float32 even for 16-bit compute: XLA:CPU's batched (attention) dots have no bf16 x bf16 ->
+            # float32 kernel, and a 16-bit cache would be converted whole on every step
+            dtype = jnp.float32 if cpu_matmul.is_16bit_float(dtype) else dtype
             k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
             v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
         else:

@@ -164,6 +164,19 @@ def test_compiled_decode_step_moves_no_weight(dtype):
     assert weight_sized_moves(stacked_hlo, smallest_weight)
 
 
+def test_bf16_cpu_layout_decodes_a_batch_near_float32():
+    """Run, not only compiled: XLA:CPU has no bf16 x bf16 -> float32 kernel for the batched attention
+    dots (it fails at run time), so the CPU layout keeps its cache in float32 for 16-bit compute."""
+    hf = hf_llama(kv_heads=2, tie=True)
+    ids, mask, pos, seg = left_padded_batch(4, (0, 3, 1, 2))
+    want = cached_logits(for_cpu_decoding(ported(hf)), ids, pos, seg)
+    model = for_cpu_decoding(in_dtype(ported(hf, dtype="bfloat16", param_dtype="bfloat16"), "bfloat16"))
+    assert all(a.dtype == jnp.float32 for a in model.init_cache(4, 8)["k"])
+    got = cached_logits(model, ids, pos, seg)
+    scale = np.abs(want[mask.astype(bool)]).max()
+    assert max_diff_on_real_tokens(got, want, mask) <= 0.05 * scale
+
+
 def test_compiled_decode_step_reads_the_kv_cache_in_place():
     """The per-layer cache is [B, KV, S, hd] so the attention dots read it as it is; with the slots
     before the heads, XLA:CPU transposes every layer's whole K and V on every step (the reason)."""
