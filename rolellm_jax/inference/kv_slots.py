@@ -34,20 +34,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rolellm_jax.inference.sampling import mark_seen, row_keys, sample_rows, seen_tokens
-from rolellm_jax.models.layers import cache_logical_axes
 from rolellm_jax.parallel.sharding import constrain
 
-# where a row (request) and a slot (position) sit in a cache's k / v arrays: a stacked [L, B, S, KV, hd]
-# array, or each of the per-layer [B, KV, S, hd] arrays of the CPU layout (models/cpu_decoding.py)
-SLOT_AXIS = 2
+CACHE_AXES = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
 
 
-def _row_axis(a: jax.Array) -> int:
-    return 1 if a.ndim == 5 else 0
-
-
-def _cache_axes(a: jax.Array) -> tuple:
-    return (None, *cache_logical_axes(False)) if a.ndim == 5 else cache_logical_axes(True)
+def _layered(fn, keys):
+    """``fn(array, lead)`` on a cache's ``k`` / ``v``: a stacked [L, B, S, KV, hd] array (lead 1) or a
+    tuple of per-layer [B, S, KV, hd] arrays (lead 0, the CPU layout)."""
+    return jax.tree.map(lambda a: fn(a, a.ndim - 4), keys)
 
 
 def prompt_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
@@ -88,8 +83,8 @@ def _empty_cache(model_def: ModelDef, state, *, slots: int, max_len: int) -> dic
     cache = model.init_cache(slots, max_len)
     # seen: which tokens each row's request has seen (prompt and generated), for repetition_penalty
     seen = jnp.zeros((slots, model.cfg.vocab_size), bool)
-    place = lambda a: constrain(a, _cache_axes(a))
-    return dict(cache, k=jax.tree.map(place, cache["k"]), v=jax.tree.map(place, cache["v"]), seen=seen)
+    place = lambda a, lead: constrain(a, (None,) * lead + CACHE_AXES)
+    return dict(cache, k=_layered(place, cache["k"]), v=_layered(place, cache["v"]), seen=seen)
 
 
 def row_counts(slots: int) -> tuple[int, ...]:
@@ -125,9 +120,9 @@ def prefill_rows(model_def, state, cache, ids, mask, rows, segments, index, seed
 
     def write(i, cache):  # row by row, in place (the cache is donated)
         def put(full, part):
-            at = [0] * full.ndim
-            at[_row_axis(full)], at[SLOT_AXIS] = rows[i], start
-            return jax.lax.dynamic_update_slice(full, jax.lax.dynamic_slice_in_dim(part, i, 1, _row_axis(part)), at)
+            lead = full.ndim - 4
+            row = jax.lax.dynamic_slice_in_dim(part, i, 1, axis=lead)
+            return jax.lax.dynamic_update_slice(full, row, (0,) * lead + (rows[i], start, 0, 0))
 
         return dict(
             cache,
@@ -211,10 +206,7 @@ def shift_cache(cache, shift):
     slots ``[start, index)`` inside the cache, so only dead slots wrap around (none of them carries
     the segment id of its row's request: nothing reads them)."""
     roll = lambda a, axis: jnp.roll(a, -shift, axis=axis)
-    slots = lambda a: roll(a, SLOT_AXIS)
+    slots = lambda a, lead: roll(a, lead + 1)
     return dict(
-        cache,
-        k=jax.tree.map(slots, cache["k"]),
-        v=jax.tree.map(slots, cache["v"]),
-        segment_ids=roll(cache["segment_ids"], 1),
+        cache, k=_layered(slots, cache["k"]), v=_layered(slots, cache["v"]), segment_ids=roll(cache["segment_ids"], 1)
     )

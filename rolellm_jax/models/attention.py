@@ -39,7 +39,6 @@ def attention(
     window: int | jax.Array | None = None,
     scale: float | None = None,
     softcap: float | None = None,
-    heads_major: bool = False,
 ) -> jax.Array:
     """Causal, segment-masked (grouped-query) attention: the ONE place attention is computed.
 
@@ -55,9 +54,6 @@ def attention(
     ``softcap`` (Gemma 2's attn_logit_softcapping) then maps them to softcap * tanh(scores / softcap)
     before the mask, as transformers' eager attention does ("xla" only).
 
-    ``heads_major``: k, v are [B, KV, S, hd] (the CPU decoding cache, models/cpu_decoding.py), read by
-    grouped einsums with no transposed copy ("xla" only).
-
     impl: "xla" (any backend, fp32 ok; a full causal sequence of 128+ tokens runs as causal query
     blocks with a flash-attention-style backward, models/kernels/blocked_attention.py), "cudnn" (GPU,
     needs bf16/fp16 compute), "splash" (the TPU Pallas kernel plugged in here, models/kernels/splash.py;
@@ -67,10 +63,6 @@ def attention(
     check_attention_impl(impl)
     if softcap is not None and impl != "xla":
         raise ConfigError(f"attention_impl={impl!r} does not implement attn_logit_softcapping: use 'xla'")
-    default_scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if heads_major:
-        allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
-        return _grouped_attention(q, k, v, allowed, default_scale, softcap, heads_major=True)
     t, s = q.shape[1], k.shape[1]
     full_sequence = isinstance(q_offset, int) and q_offset == 0 and t == s  # no KV cache offset
     if impl == "splash" and window is not None:
@@ -87,7 +79,7 @@ def attention(
     if blocks == 1:
         allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
         if softcap is not None:
-            return _grouped_attention(q, k, v, allowed, default_scale, softcap)
+            return _soft_capped_attention(q, k, v, allowed, q.shape[-1] ** -0.5 if scale is None else scale, softcap)
         # The mask already holds causality; telling cuDNN too lets its kernels skip the tiles above the
         # diagonal (with a mask alone they compute all T x S logits). XLA gains nothing from it.
         causal = impl == "cudnn" and full_sequence
@@ -97,20 +89,14 @@ def attention(
     return causal_blocks_attention(q, k, v, q_segment_ids, kv_segment_ids, blocks, window, scale, softcap)
 
 
-def _grouped_attention(q, k, v, allowed, scale: float, softcap: float | None, heads_major: bool = False) -> jax.Array:
-    """transformers' eager attention as two grouped einsums: float32 scores (soft-capped where the
-    model has it; jax.nn.dot_product_attention has no soft-cap), masked, float32 softmax cast to the
-    compute dtype, times v. k, v [B, S, KV, hd], or [B, KV, S, hd] with ``heads_major``; q is cast to
-    their dtype (the CPU layout's float32 cache with 16-bit compute)."""
+def _soft_capped_attention(q, k, v, allowed, scale: float, softcap: float) -> jax.Array:
+    """transformers' eager attention with soft-capping (jax.nn.dot_product_attention has none):
+    float32 scores, capped, masked, float32 softmax cast to the compute dtype, times v."""
     b, t, h, hd = q.shape
-    kv = k.shape[1] if heads_major else k.shape[2]
-    keys = "bksd" if heads_major else "bskd"
-    out_dtype = q.dtype
-    grouped = q.reshape(b, t, kv, h // kv, hd).astype(k.dtype)  # query head h reads kv head h // (H/KV)
-    scores = jnp.einsum(f"btkgd,{keys}->bkgts", grouped, k, preferred_element_type=jnp.float32) * scale
-    if softcap is not None:
-        scores = soft_capped(scores, softcap)
-    scores = jnp.where(allowed[:, None, None], scores, MASKED_SCORE)
+    kv = k.shape[2]
+    grouped = q.reshape(b, t, kv, h // kv, hd)  # query head h reads kv head h // (H/KV)
+    scores = jnp.einsum("btkgd,bskd->bkgts", grouped, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(allowed[:, None, None], soft_capped(scores, softcap), MASKED_SCORE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum(f"bkgts,{keys}->btkgd", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, h, hd).astype(out_dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, hd).astype(q.dtype)

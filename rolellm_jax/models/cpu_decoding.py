@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from rolellm_jax.models.kernels import cpu_matmul
-from rolellm_jax.models.layers import Attention, CausalLM
+from rolellm_jax.models.layers import CausalLM
 
 
 def for_cpu_decoding(model: CausalLM) -> CausalLM:
@@ -16,10 +16,8 @@ def for_cpu_decoding(model: CausalLM) -> CausalLM:
     weights out of the stacked [L, ...] arrays before every dot, and upcasts the weights of a dot
     with a bf16 result to float32 copies (benchmarks/RESULTS.md, "Where a decode step goes"), so a
     step moved ~3x the weight bytes it needs. Same values up to float rounding order; the KV cache
-    of :meth:`CausalLM.init_cache` becomes per-layer tuples of [B, KV, S, hd] arrays (heads before
-    slots: with [B, S, KV, hd] every decode step transposed each layer's whole K and V for its
-    dots). The stacked model is untouched (its layer params are copied: twice their memory while
-    both are alive)."""
+    of :meth:`CausalLM.init_cache` becomes per-layer tuples. The stacked model is untouched (its
+    layer params are copied: twice their memory while both are alive)."""
     if model.unstacked:
         return model
     graphdef, state = nnx.split(model)
@@ -31,6 +29,4 @@ def for_cpu_decoding(model: CausalLM) -> CausalLM:
     for _, module in nnx.iter_modules(copy):
         if isinstance(module, nnx.Linear):
             module.dot_general = cpu_matmul.dot_general
-        if isinstance(module, Attention):
-            module.heads_major_cache = True
     return copy

@@ -67,13 +67,6 @@ class NormNames(NamedTuple):
     post_mlp: str | None = None
 
 
-def cache_logical_axes(heads_major: bool) -> tuple[str, ...]:
-    """Logical axes of one layer's K or V cache: [B, S, KV, hd], or [B, KV, S, hd] (the CPU layout)."""
-    if heads_major:
-        return (BATCH, "activation_kv_heads", LENGTH, "activation_head_dim")
-    return (BATCH, LENGTH, "activation_kv_heads", "activation_head_dim")
-
-
 class Attention(nnx.Module):
     """q/k/v projections (optional bias), optional per-head RMSNorm on q and k (Qwen3, Gemma 3; before
     rotary), rotary, attention() (scale, soft-cap and window from the config), bias-free output projection."""
@@ -96,9 +89,6 @@ class Attention(nnx.Module):
         self.window = cfg.sliding_window
         self.scale = None if cfg.query_pre_attn_scalar is None else float(cfg.query_pre_attn_scalar) ** -0.5
         self.softcap = cfg.attn_logit_softcapping
-        # cpu_decoding.for_cpu_decoding sets it: the KV cache is then [B, KV, S, hd] (heads before slots),
-        # which XLA:CPU's attention dots read in place; [B, S, KV, hd] cost them two transposed copies
-        self.heads_major_cache = False
 
     def __call__(
         self,
@@ -128,25 +118,17 @@ class Attention(nnx.Module):
         q = constrain(q, (BATCH, LENGTH, "activation_heads", "activation_head_dim"))
         q = apply_rotary(q, positions, inv_freq, self.rotary_layout)
         k = apply_rotary(k, positions, inv_freq, self.rotary_layout)
-        heads_major = kv_cache is not None and self.heads_major_cache
         if kv_cache is not None:  # write this step's keys/values at the cache index, read all slots
-            slots = 2 if heads_major else 1  # the cache's slot axis: [B, KV, S, hd] or [B, S, KV, hd]
-            if heads_major:
-                k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
-            at = [0, 0, 0, 0]
-            at[slots] = cache_index
-            k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), at)
-            v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), at)
-            cache_axes = cache_logical_axes(heads_major)
+            k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, cache_index, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, cache_index, 0, 0))
+            cache_axes = (BATCH, LENGTH, "activation_kv_heads", "activation_head_dim")
             k_all, v_all = constrain(k_all, cache_axes), constrain(v_all, cache_axes)  # rows stay on their devices
             kv_cache = (k_all, v_all)
             rows, span = kv_segment_ids.shape
-            if (rows, span) != (k_all.shape[0], k_all.shape[slots]):  # a window: only it is read (copied)
-                start, size = [0, 0, 0, 0], [rows, *k_all.shape[1:]]
-                start[slots], size[slots] = window_start, span
-                k_all, v_all = (jax.lax.dynamic_slice(a, start, size) for a in (k_all, v_all))
-            # the CPU layout's float32 cache stays float32 (init_cache): no per-step convert of it
-            k, v = (k_all, v_all) if heads_major else (k_all.astype(q.dtype), v_all.astype(q.dtype))
+            if (rows, span) != k_all.shape[:2]:  # a window: only it is read (copied), not the whole cache
+                read = lambda a: jax.lax.dynamic_slice(a, (0, window_start, 0, 0), (rows, span, *a.shape[2:]))
+                k_all, v_all = read(k_all), read(v_all)
+            k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
         out = attention(
             q,
             k,
@@ -158,7 +140,6 @@ class Attention(nnx.Module):
             window=window,
             scale=self.scale,
             softcap=self.softcap,
-            heads_major=heads_major,
         )
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), kv_cache
 
@@ -303,16 +284,11 @@ class CausalLM(nnx.Module):
     # -- KV cache: a plain pytree, so it passes through jit / donation like any array dict
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> dict[str, Any]:
         """``k`` / ``v`` [L, B, max_len, KV, hd]; for an unstacked model, tuples of L arrays
-        [B, KV, max_len, hd] (each layer's own buffer, updated in place, heads before slots; float32
-        where the compute dtype is 16-bit)."""
+        [B, max_len, KV, hd] (each layer's own buffer, updated in place)."""
         cfg = self.cfg
         shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_size)
         dtype = dtype or cfg.dtype
         if self.unstacked:
-            shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_size)
-            # float32 even for 16-bit compute: XLA:CPU's batched (attention) dots have no bf16 x bf16 ->
-            # float32 kernel, and a 16-bit cache would be converted whole on every step
-            dtype = jnp.float32 if cpu_matmul.is_16bit_float(dtype) else dtype
             k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
             v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
         else:
