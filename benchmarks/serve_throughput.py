@@ -56,6 +56,11 @@ def questions(n: int, words: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=words)) + f" ({i})?" for i in range(n)]
 
 
+def median_run(runs: list):
+    """The median of repeated measurements (tuples: ordered by their first figure)."""
+    return sorted(runs)[len(runs) // 2]
+
+
 async def run_clients(url: str, qs: list[str], clients: int, new: int) -> tuple[float, list[float], int]:
     """(wall seconds, time to first token per request, completion tokens) with ``clients`` at a time."""
     gate = asyncio.Semaphore(clients)
@@ -125,7 +130,7 @@ def main() -> None:
         out = generate(model, prompts, sampling, batch_size=args.slots)
         seconds = time.perf_counter() - start
         runs.append((sum(map(len, out)) / seconds, seconds))
-    offline, offline_s = sorted(runs)[len(runs) // 2]
+    offline, offline_s = median_run(runs)
 
     engine = Engine(model, tokenizer, eos_token_ids=(), slots=args.slots, max_len=args.max_len)
     start = time.perf_counter()
@@ -139,7 +144,7 @@ def main() -> None:
         start = time.perf_counter()
         handles = [engine.submit(Request(tuple(p), args.new)) for p in prompts]
         runs.append(sum(list(h)[-1].completion_tokens for h in handles) / (time.perf_counter() - start))
-    alone = sorted(runs)[len(runs) // 2]
+    alone = median_run(runs)
     rows = []
     with live_server(build_app(ServedModel(engine, tokenizer, "llama", "bench"))) as url:
         for clients in args.clients:
@@ -149,7 +154,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 wall, ttft, tokens = asyncio.run(run_clients(url + "/v1", requests, clients, args.new))
                 runs.append((tokens / wall, np.percentile(ttft, 50), np.percentile(ttft, 95)))
-            rows.append((clients, len(requests), *sorted(runs)[len(runs) // 2]))
+            rows.append((clients, len(requests), *median_run(runs)))
     engine.stop()
     print(load_line("at the end"))
 

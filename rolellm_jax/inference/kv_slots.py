@@ -39,10 +39,11 @@ from rolellm_jax.parallel.sharding import constrain
 CACHE_AXES = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
 
 
-def _layered(fn, keys):
-    """``fn(array, lead)`` on a cache's ``k`` / ``v``: a stacked [L, B, S, KV, hd] array (lead 1) or a
-    tuple of per-layer [B, S, KV, hd] arrays (lead 0, the CPU layout)."""
-    return jax.tree.map(lambda a: fn(a, a.ndim - 4), keys)
+def _layered(fn, keys, *more):
+    """``fn(array, *arrays_alike, lead)`` on a cache's ``k`` / ``v`` (and caches of the same layout):
+    a stacked [L, B, S, KV, hd] array (lead 1) or a tuple of per-layer [B, S, KV, hd] arrays (lead 0,
+    the CPU layout)."""
+    return jax.tree.map(lambda a, *rest: fn(a, *rest, lead=a.ndim - 4), keys, *more)
 
 
 def prompt_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
@@ -83,7 +84,7 @@ def _empty_cache(model_def: ModelDef, state, *, slots: int, max_len: int) -> dic
     cache = model.init_cache(slots, max_len)
     # seen: which tokens each row's request has seen (prompt and generated), for repetition_penalty
     seen = jnp.zeros((slots, model.cfg.vocab_size), bool)
-    place = lambda a, lead: constrain(a, (None,) * lead + CACHE_AXES)
+    place = lambda a, *, lead: constrain(a, (None,) * lead + CACHE_AXES)
     return dict(cache, k=_layered(place, cache["k"]), v=_layered(place, cache["v"]), seen=seen)
 
 
@@ -119,15 +120,14 @@ def prefill_rows(model_def, state, cache, ids, mask, rows, segments, index, seed
     start = index - width
 
     def write(i, cache):  # row by row, in place (the cache is donated)
-        def put(full, part):
-            lead = full.ndim - 4
+        def put(full, part, *, lead):
             row = jax.lax.dynamic_slice_in_dim(part, i, 1, axis=lead)
             return jax.lax.dynamic_update_slice(full, row, (0,) * lead + (rows[i], start, 0, 0))
 
         return dict(
             cache,
-            k=jax.tree.map(put, cache["k"], fresh["k"]),
-            v=jax.tree.map(put, cache["v"], fresh["v"]),
+            k=_layered(put, cache["k"], fresh["k"]),
+            v=_layered(put, cache["v"], fresh["v"]),
             segment_ids=jax.lax.dynamic_update_slice(
                 cache["segment_ids"], (mask[i] * segments[i])[None], (rows[i], start)
             ),
@@ -167,8 +167,9 @@ def decode_rows(
 
     Attention reads only the window of ``span`` slots ``[lo, lo + span)`` (static span, ``lo <=
     every live row's start``, ``index < lo + span``): a step's cost follows what is live, not the
-    cache length. Only the slot written at ``index`` goes back into the cache. Each row's
-    seen-token mask (ours, not the model's) feeds its repetition penalty."""
+    cache length. A per-layer cache is written in place; from a stacked one the window is copied
+    out and only the slot written at ``index`` goes back. Each row's seen-token mask (ours, not the
+    model's) feeds its repetition penalty."""
     model = nnx.merge(model_def.graphdef, state)
     n = last.shape[0]
     segment_window = jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span))
@@ -206,7 +207,7 @@ def shift_cache(cache, shift):
     slots ``[start, index)`` inside the cache, so only dead slots wrap around (none of them carries
     the segment id of its row's request: nothing reads them)."""
     roll = lambda a, axis: jnp.roll(a, -shift, axis=axis)
-    slots = lambda a, lead: roll(a, lead + 1)
+    slots = lambda a, *, lead: roll(a, lead + 1)
     return dict(
         cache, k=_layered(slots, cache["k"]), v=_layered(slots, cache["v"]), segment_ids=roll(cache["segment_ids"], 1)
     )
