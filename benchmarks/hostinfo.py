@@ -6,9 +6,13 @@ a figure says how much of the machine other processes had while it was measured.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import platform
+import time
 from pathlib import Path
+
+import numpy as np
 
 # the lscpu / /proc/cpuinfo flags that decide which matmul kernels XLA, oneDNN and ggml can use
 MATMUL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
@@ -33,3 +37,18 @@ def cpu_line() -> str:
 def load_line(what: str = "") -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average{' ' + what if what else ''}: {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
+    """Bytes/s of a numpy copy split over ``threads`` (numpy releases the GIL), best of ``repeats``."""
+    n = int(gib * 2**30) // 8
+    src, dst = np.ones(n), np.empty(n)
+    chunks = np.array_split(np.arange(n), threads)
+    bounds = [(int(c[0]), int(c[-1]) + 1) for c in chunks]
+    best = float("inf")
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(lambda b: np.copyto(dst[b[0] : b[1]], src[b[0] : b[1]]), bounds))
+            best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best

