@@ -8,8 +8,8 @@ once per step, so weight bytes / time is the rate a decode step can reach at bes
 beside the streaming bandwidth measured in the same run. Train: the forward GEMMs of one
 8 x 512-token microbatch (every projection shape and the LM head once), in GFLOP/s.
 
-Random weights of the real shapes (the values do not change a GEMM's speed). 16-bit GEMMs ask for
-a float32 result, as models/kernels/cpu_matmul.py does.
+Random weights of the real shapes (the values do not change a GEMM's speed). The jax side calls the
+model's own dot (models/kernels/cpu_matmul.py: 16-bit GEMMs ask for a float32 result).
 
     python benchmarks/cpu_gemm_floor.py [--repeats 5] [--tokens 4096]
 """
@@ -19,13 +19,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 from hostinfo import cpu_line, load_line, memory_bandwidth  # (benchmarks/ is this script's folder)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rolellm_jax.models.kernels import cpu_matmul  # noqa: E402
 
 D, F, KV, LAYERS, VOCAB = 576, 1536, 192, 30, 49152
 # one layer's projections as the model holds them ([in, out]), in the order a decode step runs them
@@ -59,26 +64,22 @@ def chain(x, layers, head, matmul, head_matmul):
     return head_matmul(x, head)
 
 
-def jax_side(dtype: str):
-    dt = jnp.dtype(dtype)
-    out = jnp.float32 if dt.itemsize == 2 else dt
+def jax_matmul(x, w):
+    """The dense layers' dot as the model's CPU layout runs it (nnx.Linear's dot_general there)."""
+    return cpu_matmul.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
-    def mm(x, w):
-        return jnp.dot(x, w, preferred_element_type=out).astype(dt)
 
-    def head_mm(x, e):  # the tied head [V, D] contracted on its own last axis, as the model does
-        return jax.lax.dot_general(x, e, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-
-    return dt, jax.jit(lambda x, layers, head: chain(x, layers, head, mm, head_mm)), mm
+def jax_head(x, embedding):
+    """The tied LM head as the model computes it: the [V, D] embedding read in place, float32 logits."""
+    return cpu_matmul.matmul(x, embedding, jnp.float32, transposed=True)
 
 
 def decode_rows(dtype: str, batches: list[int], repeats: int) -> list[tuple]:
     layers, head = decode_chain_weights()
-    nbytes = (sum(i * o for _, i, o in LAYER) * LAYERS + VOCAB * D) * np.dtype(
-        np.float16 if dtype != "float32" else dtype
-    ).itemsize
+    dt = jnp.dtype(dtype)
+    nbytes = (sum(i * o for _, i, o in LAYER) * LAYERS + VOCAB * D) * dt.itemsize
     rows = []
-    dt, fn, _ = jax_side(dtype)
+    fn = jax.jit(lambda x, layers, head: chain(x, layers, head, jax_matmul, jax_head))
     j_layers = jax.tree.map(lambda a: jnp.asarray(a, dt), layers)
     j_head = jnp.asarray(head, dt)
     t_dtype = getattr(torch, dtype)
@@ -110,10 +111,9 @@ def train_rows(dtype: str, tokens: int, repeats: int) -> list[tuple]:
     flops = 2 * tokens * sum(i * o for i, o in shapes)
     x_by_in = {i: rng.standard_normal((tokens, i), np.float32) for i in {i for i, _ in shapes}}
     ws = [rng.standard_normal(s, np.float32) * 0.02 for s in shapes]
-    dt, _, mm = jax_side(dtype)
-    jw = [jnp.asarray(w, dt) for w in ws]
-    jx = {i: jnp.asarray(a, dt) for i, a in x_by_in.items()}
-    jitted = jax.jit(lambda xs, ws: [mm(xs[w.shape[0]], w) for w in ws])
+    jw = [jnp.asarray(w, dtype) for w in ws]
+    jx = {i: jnp.asarray(a, dtype) for i, a in x_by_in.items()}
+    jitted = jax.jit(lambda xs, ws: [jax_matmul(xs[w.shape[0]], w) for w in ws])
     t_dtype = getattr(torch, dtype)
     tw = [torch.from_numpy(w.T.copy()).to(t_dtype) for w in ws]
     tx = {i: torch.from_numpy(a).to(t_dtype) for i, a in x_by_in.items()}
