@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens of the train-step GEMMs (8 x 512)")
     parser.add_argument("--bandwidth-gib", type=float, default=2.0)
     args = parser.parse_args()
+    for name in ("repeats", "tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(os.cpu_count())
     print(f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {cpu_line()}")
     print(
