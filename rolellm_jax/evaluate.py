@@ -117,6 +117,18 @@ def _add_run_parser(sub) -> None:
         default=1.0,
         help="transformers' repetition_penalty: seen tokens' logits divided by it (1 = off; ~1.1-1.3 curbs loops)",
     )
+    p.add_argument(
+        "--min-new-tokens",
+        type=int,
+        default=0,
+        help="transformers' min_new_tokens: no EOS before this many new tokens (0 = off; <= --max-new-tokens)",
+    )
+    p.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="transformers' no_repeat_ngram_size: no n-gram of tokens twice in prompt + answer (0 = off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-rows", type=_positive_int, help="first N rows of each test file (smoke runs)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype override")

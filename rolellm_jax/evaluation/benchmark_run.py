@@ -212,10 +212,13 @@ def run_benchmark(args) -> dict[str, Any]:
         top_k=args.top_k,
         top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
+        min_new_tokens=args.min_new_tokens,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
         seed=args.seed,
         eos_token_ids=stop_token_ids(args.ckpt, tokenizer),
         pad_token_id=tokenizer.pad_token_id or 0,
     )
+    sampling.check(cfg.vocab_size)  # before any split runs: a bad setting fails in one line, not mid-run
     run = BenchmarkRun(
         model,
         cfg,

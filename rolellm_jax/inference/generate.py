@@ -12,7 +12,9 @@ cache holds ``prompt_len + max_new_tokens`` slots. Every step samples one token 
 - randomness from ``seed`` only: step s uses ``fold_in(PRNGKey(seed), s)``, so a run is
   reproducible for the same prompts, batch size and settings;
 - a row stops at an EOS id (returned without it) or after ``max_new_tokens``; the loop ends when
-  every row has stopped.
+  every row has stopped. ``min_new_tokens`` (transformers' meaning) keeps the EOS ids' logits at
+  -inf until a row has that many new tokens; ``no_repeat_ngram_size`` bans every token that would
+  repeat an n-gram of the row's prompt and new tokens (transformers' too).
 
 Pass ``mesh`` to run under ``jax.set_mesh`` (params already placed with ``sharding.shard_params``):
 activations follow the models' logical-axis constraints, batch over (data, fsdp).
@@ -31,7 +33,14 @@ import numpy as np
 from flax import nnx
 
 from rolellm_jax.errors import UserError
-from rolellm_jax.inference.sampling import mark_seen, penalize_repeats, sample_tokens, seen_tokens
+from rolellm_jax.inference.sampling import (
+    ban_repeated_ngrams,
+    hold_eos,
+    mark_seen,
+    penalize_repeats,
+    sample_tokens,
+    seen_tokens,
+)
 from rolellm_jax.models.cpu_decoding import for_cpu_decoding
 from rolellm_jax.models.layers import CausalLM
 
@@ -43,7 +52,8 @@ class GenerationError(UserError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     """How tokens are chosen. ``temperature == 0`` is greedy; ``top_k == 0`` / ``top_p == 1`` /
-    ``repetition_penalty == 1`` are off (transformers' meanings)."""
+    ``repetition_penalty == 1`` / ``min_new_tokens == 0`` / ``no_repeat_ngram_size == 0`` are off
+    (transformers' meanings)."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -53,6 +63,8 @@ class SamplingConfig:
     eos_token_ids: tuple[int, ...] = ()
     pad_token_id: int = 0
     repetition_penalty: float = 1.0
+    min_new_tokens: int = 0
+    no_repeat_ngram_size: int = 0
 
     def check(self, vocab_size: int) -> None:
         if self.max_new_tokens < 1:
@@ -65,9 +77,15 @@ class SamplingConfig:
             raise GenerationError(f"top_p={self.top_p}: must be in (0, 1] (1 = off)")
         if not self.repetition_penalty > 0:
             raise GenerationError(f"repetition_penalty={self.repetition_penalty}: must be > 0 (1 = off)")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise GenerationError(
+                f"min_new_tokens={self.min_new_tokens}: must be in [0, max_new_tokens={self.max_new_tokens}] (0 = off)"
+            )
+        if self.no_repeat_ngram_size < 0:
+            raise GenerationError(f"no_repeat_ngram_size={self.no_repeat_ngram_size}: must be >= 0 (0 = off)")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "no_repeat_ngram_size"))
 def _generate_padded(
     graphdef,
     state,
@@ -78,11 +96,13 @@ def _generate_padded(
     top_k,
     top_p,
     repetition_penalty,
+    min_new_tokens,
     eos,
     pad_id,
     *,
     max_new_tokens: int,
     greedy: bool,
+    no_repeat_ngram_size: int = 0,
 ):
     """New tokens [B, max_new_tokens] (pad after a row stops) and the number of steps run."""
     model = nnx.merge(graphdef, state)
@@ -91,14 +111,20 @@ def _generate_padded(
     cache = model.init_cache(batch, prompt_len + max_new_tokens)
     logits, cache = model(input_ids, positions=positions, segment_ids=prompt_mask, cache=cache)
 
-    def sample(logits, seen, key):
+    is_eos = jnp.isin(jnp.arange(logits.shape[-1]), eos)
+
+    def sample(logits, seen, out, step):
         logits = penalize_repeats(logits.astype(jnp.float32), seen, repetition_penalty)
-        token = sample_tokens(logits, key, temperature, top_k, top_p, greedy=greedy)
+        logits = hold_eos(logits, is_eos, step, min_new_tokens)
+        history = jnp.concatenate([jnp.where(prompt_mask > 0, input_ids, -1), out], axis=1)
+        logits = ban_repeated_ngrams(logits, history, prompt_len + step, no_repeat_ngram_size)
+        token = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_k, top_p, greedy=greedy)
         return token, mark_seen(seen, token)
 
     seen = seen_tokens(input_ids, prompt_mask, logits.shape[-1])
-    first, seen = sample(logits[:, -1], seen, jax.random.fold_in(key, 0))
-    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
+    first, seen = sample(logits[:, -1], seen, out, 0)
+    out = out.at[:, 0].set(first)
     done = jnp.isin(first, eos)
     ones = jnp.ones((batch, 1), jnp.int32)
 
@@ -109,7 +135,7 @@ def _generate_padded(
     def decode_step(carry):
         step, cache, last, position, done, out, seen = carry
         logits, cache = model(last[:, None], positions=position[:, None], segment_ids=ones, cache=cache)
-        token, seen = sample(logits[:, 0], seen, jax.random.fold_in(key, step))
+        token, seen = sample(logits[:, 0], seen, out, step)
         token = jnp.where(done, pad_id, token)
         out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
         return step + 1, cache, token, position + 1, done | jnp.isin(token, eos), out, seen
@@ -184,10 +210,12 @@ def generate(
                 jnp.int32(sampling.top_k),
                 jnp.float32(sampling.top_p),
                 jnp.float32(sampling.repetition_penalty),
+                jnp.int32(sampling.min_new_tokens),
                 eos,
                 jnp.int32(sampling.pad_token_id),
                 max_new_tokens=sampling.max_new_tokens,
                 greedy=sampling.temperature == 0,
+                no_repeat_ngram_size=sampling.no_repeat_ngram_size,
             )
             out = np.asarray(out)
             for r, index in enumerate(group):

@@ -1,5 +1,5 @@
 """Token sampling from logits: greedy, temperature, top-k and top-p (nucleus), after an optional
-repetition penalty. The one implementation, used by batched ``generate()`` (one setting for the
+repetition penalty and minimum length. The one implementation, used by batched ``generate()`` (one setting for the
 batch) and by the serving engine (a setting per row, rows of different requests side by side).
 
 Settings are traced: scalars or one value per row [B], so changing them never recompiles.
@@ -34,6 +34,34 @@ def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty) -> jax.Array:
     penalty = _per_row(penalty, logits.shape[0])
     penalized = jnp.where(logits < 0, logits * penalty, logits / penalty)
     return jnp.where(seen, penalized, logits)
+
+
+def hold_eos(logits: jax.Array, is_eos: jax.Array, steps, min_new_tokens) -> jax.Array:
+    """transformers' ``min_new_tokens``: the EOS ids' logits (``is_eos`` [V] bool) at -inf in the rows
+    that have fewer than ``min_new_tokens`` new tokens. ``steps`` (new tokens so far) and
+    ``min_new_tokens`` are scalars or one per row [B]; 0 is off."""
+    batch = logits.shape[0]
+    holding = _per_row(steps, batch) < _per_row(min_new_tokens, batch)
+    return jnp.where(is_eos[None, :] & holding, -jnp.inf, logits)
+
+
+def ban_repeated_ngrams(logits: jax.Array, history: jax.Array, length, n: int) -> jax.Array:
+    """transformers' ``no_repeat_ngram_size``: -inf on every token that would complete an n-gram the
+    row already holds. ``history`` [B, H]: the row's prompt and new tokens so far (padding as -1,
+    never part of an n-gram); ``length``: how many of its leading slots are filled (the same for
+    every row: prompts are left-padded). ``n`` is static (0 = off)."""
+    if n == 0:
+        return logits
+    batch, width = history.shape
+    starts = jnp.arange(width - n + 1)
+    prefix = jax.lax.dynamic_slice_in_dim(history, length - (n - 1), n - 1, axis=1)  # the last n-1 tokens
+    match = (starts + n <= length)[None, :] & (prefix[:, :1] >= 0)
+    for k in range(n - 1):
+        match &= history[:, k : k + starts.size] == prefix[:, k : k + 1]
+    following = history[:, n - 1 :]  # the token after each (n-1)-gram
+    rows = jnp.broadcast_to(jnp.arange(batch)[:, None], following.shape)
+    banned = jnp.zeros(logits.shape, bool).at[rows, jnp.maximum(following, 0)].max(match & (following >= 0))
+    return jnp.where(banned & (length >= n - 1), -jnp.inf, logits)
 
 
 def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:

@@ -197,3 +197,19 @@ def test_a_run_with_no_test_rows_is_an_error_not_an_empty_table(capsys, tmp_path
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and err.startswith("error: ") and "no test rows to evaluate" in err
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_length_and_ngram_options_reach_generation(capsys, tmp_path, ckpt) -> None:
+    data = write_original_layout(tmp_path / "rolebench")
+    out = tmp_path / "out"
+    split = ["--split", "instruction_generalization_en", "--max-rows", "2", "--max-new-tokens", "6", "--no-progress"]
+    rc = main(run_args(ckpt, data, out, *split, "--min-new-tokens", "6", "--no-repeat-ngram-size", "2"))
+    assert rc == 0, capsys.readouterr().err
+    sampling = json.loads((out / "metrics.json").read_text())["sampling"]
+    assert sampling["min_new_tokens"] == 6 and sampling["no_repeat_ngram_size"] == 2
+    rows = [json.loads(line) for line in (out / "predictions/instruction_generalization_en-general.jsonl").open()]
+    assert rows and all(r["generated"][0] for r in rows)  # no EOS before 6 tokens: never an empty answer
+    bad = run_args(ckpt, data, tmp_path / "o", *split, "--min-new-tokens", "7")
+    assert main(bad) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "min_new_tokens=7: must be in [0, max_new_tokens=6]" in err

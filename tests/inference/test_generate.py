@@ -26,7 +26,7 @@ def prompts(lengths=(5, 11, 3, 8), seed: int = 0) -> list[list[int]]:
     return [rng.integers(2, 128, size=n).tolist() for n in lengths]
 
 
-def hf_greedy(hf, batch: list[list[int]], eos: int | None = None) -> list[list[int]]:
+def hf_greedy(hf, batch: list[list[int]], eos: int | None = None, **options) -> list[list[int]]:
     """transformers greedy generate on a left-padded batch, cut at EOS (excluded)."""
     width = max(map(len, batch))
     ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -36,7 +36,13 @@ def hf_greedy(hf, batch: list[list[int]], eos: int | None = None) -> list[list[i
         mask[r, width - len(p) :] = 1
     with torch.no_grad():
         out = hf.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False, pad_token_id=0, eos_token_id=eos
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=NEW,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=eos,
+            **options,
         )
     rows = out[:, width:].tolist()
     return [row[: row.index(eos)] if eos is not None and eos in row else row for row in rows]
@@ -83,6 +89,32 @@ def test_rows_stop_at_their_own_eos(pair) -> None:
     assert got == want and len(got[0]) < NEW
 
 
+def test_min_new_tokens_equals_transformers(pair) -> None:
+    hf, model = pair
+    batch = prompts()
+    eos = hf_greedy(hf, batch)[0][2]  # row 0 would stop after 2 tokens
+    want = hf_greedy(hf, batch, eos=eos, min_new_tokens=7)
+    got = generate(
+        model, batch, SamplingConfig(max_new_tokens=NEW, eos_token_ids=(eos,), min_new_tokens=7), batch_size=4
+    )
+    assert got == want and len(got[0]) >= 7  # EOS held back: row 0 went on past its 3rd token
+    assert got != generate(model, batch, SamplingConfig(max_new_tokens=NEW, eos_token_ids=(eos,)), batch_size=4)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_no_repeat_ngram_size_equals_transformers(pair, n) -> None:
+    hf, model = pair
+    batch = prompts(lengths=(5, 11, 3, 8, 1), seed=2)
+    want = [hf_greedy(hf, [p], no_repeat_ngram_size=n)[0] for p in batch]  # one at a time: see the penalty's test
+    got = generate(model, batch, SamplingConfig(max_new_tokens=NEW, no_repeat_ngram_size=n), batch_size=4)
+    assert got == want
+    assert got != generate(model, batch, SamplingConfig(max_new_tokens=NEW), batch_size=4)  # a ban acted
+    for row, prompt in zip(got, batch):
+        seq = prompt + row
+        grams = [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+        assert len(grams) == len(set(grams))
+
+
 def test_greedy_on_8_device_mesh_equals_single_device(pair) -> None:
     hf, _ = pair
     model = ported(hf)
@@ -123,5 +155,9 @@ def test_bad_settings_name_the_setting(pair) -> None:
         generate(model, prompts(), SamplingConfig(temperature=1.0, top_p=0.0))
     with pytest.raises(GenerationError, match="repetition_penalty"):
         generate(model, prompts(), SamplingConfig(repetition_penalty=0.0))
+    with pytest.raises(GenerationError, match="min_new_tokens=9: must be in \\[0, max_new_tokens=8\\]"):
+        generate(model, prompts(), SamplingConfig(max_new_tokens=8, min_new_tokens=9))
+    with pytest.raises(GenerationError, match="no_repeat_ngram_size=-1"):
+        generate(model, prompts(), SamplingConfig(no_repeat_ngram_size=-1))
     with pytest.raises(GenerationError, match="prompt 1 is empty"):
         generate(model, [[3, 4], []], SamplingConfig(max_new_tokens=2))
