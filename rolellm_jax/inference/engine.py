@@ -56,6 +56,7 @@ class Request:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0  # transformers' (inference/sampling.py); 1 = off
+    min_tokens: int = 0  # vLLM's: no EOS before this many tokens (transformers' min_new_tokens); 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Engine:
         self.cfg = model.cfg
         self.tokenizer = tokenizer
         self.eos = frozenset(eos_token_ids)
+        self.is_eos = np.isin(np.arange(self.cfg.vocab_size), list(self.eos))  # for requests' min_tokens
         self.slots, self.max_len, self.max_queue = slots, max_len, max_queue
         self.prefill_budget = prefill_budget
         self.buckets = kv_slots.prompt_buckets(max_len)
@@ -134,12 +136,15 @@ class Engine:
     # ------------------------------------------------------------------ public
     def check(self, request: Request) -> None:
         """Refuse, in one line, a request the engine cannot run (before it waits for a slot)."""
+        if not 0 <= request.min_tokens <= request.max_tokens:  # in the request's own words, not generate()'s
+            raise GenerationError(f"min_tokens={request.min_tokens}: must be in [0, max_tokens={request.max_tokens}]")
         SamplingConfig(
             max_new_tokens=request.max_tokens,
             temperature=request.temperature,
             top_k=request.top_k,
             top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
+            min_new_tokens=request.min_tokens,
         ).check(self.cfg.vocab_size)
         if not request.prompt_ids:
             raise GenerationError("the prompt is empty: it needs at least one token")
@@ -192,11 +197,11 @@ class Engine:
             for k, width in self.prefill_shapes:
                 ids = np.zeros((k, width), np.int32)
                 args = table.idle_prefill_args(k, width)
-                table.cache, first = kv_slots.prefill_rows(g, state, table.cache, ids, ids, *args)
+                table.cache, first = kv_slots.prefill_rows(g, state, table.cache, ids, ids, *args, self.is_eos)
             for n in self.decode_widths:
                 for span in self.spans:
                     args = table.idle_decode_args(n)
-                    table.cache, first = kv_slots.decode_rows(g, state, table.cache, *args, span=span)
+                    table.cache, first = kv_slots.decode_rows(g, state, table.cache, *args, self.is_eos, span=span)
             table.cache = kv_slots.shift_cache(table.cache, np.int32(0))
             jax.block_until_ready(first)
 
@@ -286,7 +291,7 @@ class Engine:
             mask[i, width - len(req.prompt_ids) :] = 1
         try:
             table.cache, first = kv_slots.prefill_rows(
-                self.model_def, self.state, table.cache, ids, mask, *table.prefill_args(rows)
+                self.model_def, self.state, table.cache, ids, mask, *table.prefill_args(rows), self.is_eos
             )
             first = np.asarray(first)
         except Exception:
@@ -301,8 +306,9 @@ class Engine:
         try:
             table.cache = table.room_to_decode(kv_slots.shift_cache)
             lo, span = table.window(self.spans)
+            args = table.decode_args(self.decode_widths, lo)
             table.cache, tokens = kv_slots.decode_rows(
-                self.model_def, self.state, table.cache, *table.decode_args(self.decode_widths, lo), span=span
+                self.model_def, self.state, table.cache, *args, self.is_eos, span=span
             )
             tokens = np.asarray(tokens)
         except Exception as err:  # the cache may be gone with it: fail the active requests, start afresh

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rolellm_jax.inference.sampling import mark_seen, row_keys, sample_rows, seen_tokens
+from rolellm_jax.inference.sampling import hold_eos, mark_seen, row_keys, sample_rows, seen_tokens
 from rolellm_jax.parallel.sharding import constrain
 
 CACHE_AXES = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
@@ -106,11 +106,28 @@ def prefill_shapes(buckets: tuple[int, ...], slots: int, budget: int) -> tuple[t
 
 
 @functools.partial(jax.jit, static_argnames=("model_def",), donate_argnames=("cache",))
-def prefill_rows(model_def, state, cache, ids, mask, rows, segments, index, seeds, temperature, top_k, top_p, penalty):
+def prefill_rows(
+    model_def,
+    state,
+    cache,
+    ids,
+    mask,
+    rows,
+    segments,
+    index,
+    seeds,
+    temperature,
+    top_k,
+    top_p,
+    penalty,
+    min_tokens,
+    is_eos,
+):
     """Prefill k left-padded prompts ids/mask [k, P] together and write prompt i into cache row
     ``rows[i]`` at slots ``[index - P, index)`` with segment id ``segments[i]``.
 
-    Returns the cache and each request's first token [k] (sampled with its settings, step 0 of its seed).
+    Returns the cache and each request's first token [k] (sampled with its settings, step 0 of its
+    seed; an EOS id, ``is_eos`` [V], only where the request's ``min_tokens`` is 0).
     """
     model = nnx.merge(model_def.graphdef, state)
     k, width = ids.shape
@@ -135,9 +152,9 @@ def prefill_rows(model_def, state, cache, ids, mask, rows, segments, index, seed
 
     cache = jax.lax.fori_loop(0, k, write, cache)
     seen = seen_tokens(ids, mask, cache["seen"].shape[1])
-    first = sample_rows(
-        logits[:, -1], row_keys(seeds, jnp.zeros((k,), jnp.int32)), temperature, top_k, top_p, seen, penalty
-    )
+    steps = jnp.zeros((k,), jnp.int32)
+    logits = hold_eos(logits[:, -1].astype(jnp.float32), is_eos, steps, min_tokens)
+    first = sample_rows(logits, row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
     return dict(cache, seen=cache["seen"].at[rows].set(mark_seen(seen, first))), first
 
 
@@ -157,6 +174,8 @@ def decode_rows(
     top_k,
     top_p,
     penalty,
+    min_tokens,
+    is_eos,
     *,
     span,
 ):
@@ -169,7 +188,8 @@ def decode_rows(
     every live row's start``, ``index < lo + span``): a step's cost follows what is live, not the
     cache length. A per-layer cache is written in place; from a stacked one the window is copied
     out and only the slot written at ``index`` goes back. Each row's seen-token mask (ours, not the
-    model's) feeds its repetition penalty."""
+    model's) feeds its repetition penalty; a row holds its EOS ids (``is_eos`` [V]) back until it has
+    ``min_tokens`` new tokens (``steps``)."""
     model = nnx.merge(model_def.graphdef, state)
     n = last.shape[0]
     segment_window = jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span))
@@ -189,7 +209,8 @@ def decode_rows(
         put_slot = lambda full, part: jax.lax.dynamic_update_slice(full, slot(part), (0, 0, index, 0, 0))
         keys, values = put_slot(cache["k"], out["k"]), put_slot(cache["v"], out["v"])
     seen = cache["seen"][:n]
-    tokens = sample_rows(logits[:, 0], row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
+    logits = hold_eos(logits[:, 0].astype(jnp.float32), is_eos, steps, min_tokens)
+    tokens = sample_rows(logits, row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
     put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)
     cache = {
         "k": keys,

@@ -180,6 +180,7 @@ def to_engine_request(served: ServedModel, req: wire.ChatCompletionRequest) -> E
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=req.top_k or 0,
         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        min_tokens=req.min_tokens or 0,
         seed=req.seed,
         stop=req.stop_strings(),
     )

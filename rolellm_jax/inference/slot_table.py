@@ -88,6 +88,7 @@ class SlotTable:
             np.asarray([r.top_k for r in reqs], np.int32),
             np.asarray([r.top_p for r in reqs], np.float32),
             np.asarray([r.repetition_penalty for r in reqs], np.float32),
+            np.asarray([r.min_tokens for r in reqs], np.int32),
         )
 
     def release(self, row: int) -> Slot:
@@ -109,7 +110,7 @@ class SlotTable:
         every active row, reading the window from ``lo``."""
         highest = max(self.active_rows(), default=0)
         n = next(w for w in widths if w > highest)
-        last, positions, segments, steps, top_k = (np.zeros(n, np.int32) for _ in range(5))
+        last, positions, segments, steps, top_k, min_tokens = (np.zeros(n, np.int32) for _ in range(6))
         seeds = np.zeros(n, np.uint32)
         temperature, top_p, penalty = np.zeros(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
         for r in self.active_rows():
@@ -117,14 +118,15 @@ class SlotTable:
             last[r], steps[r] = slot.last, len(slot.generated)
             positions[r] = slot.prompt_len + len(slot.generated) - 1
             segments[r], seeds[r] = slot.segment, slot.seed
-            temperature[r], top_k[r], top_p[r], penalty[r] = (
+            temperature[r], top_k[r], top_p[r], penalty[r], min_tokens[r] = (
                 req.temperature,
                 req.top_k,
                 req.top_p,
                 req.repetition_penalty,
+                req.min_tokens,
             )
-        index = np.int32(self.index)
-        return index, np.int32(lo), last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty
+        index, lo = np.int32(self.index), np.int32(lo)
+        return index, lo, last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty, min_tokens
 
     def idle_prefill_args(self, k: int, width: int) -> tuple:
         """Arguments of a prefill of k requests that writes nothing live (segment 0): for compiling ahead."""
@@ -138,6 +140,7 @@ class SlotTable:
             zeros,
             np.ones(k, np.float32),
             np.ones(k, np.float32),
+            zeros,
         )
 
     def idle_decode_args(self, n: int) -> tuple:
@@ -155,4 +158,5 @@ class SlotTable:
             zeros,
             np.ones(n, np.float32),
             np.ones(n, np.float32),
+            zeros,
         )

@@ -144,6 +144,23 @@ def test_repetition_penalty_equals_generate(served) -> None:
     assert [list(f.token_ids) for _, f in got[:3]] == want
 
 
+def test_min_tokens_equals_generate(served) -> None:
+    model, tokenizer, _ = served
+    prompts = random_prompts((5, 17, 3))
+    eos = (generate(model, prompts[:1], SamplingConfig(max_new_tokens=1))[0][0],)  # prompt 0's first token
+    sampling = lambda **more: SamplingConfig(max_new_tokens=12, eos_token_ids=eos, **more)
+    want = [generate(model, [p], sampling(min_new_tokens=6))[0] for p in prompts]
+    assert len(want[0]) >= 6 and generate(model, prompts[:1], sampling())[0] == []  # held back from step 0 on
+    engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=48).start()
+    try:  # beside a neighbour with no minimum
+        got = run_all(engine, [Request(tuple(p), 12, min_tokens=6) for p in prompts] + [Request((4, 5), 9)])
+        with pytest.raises(GenerationError, match=r"min_tokens=13: must be in \[0, max_tokens=12\]"):
+            engine.submit(Request(tuple(prompts[0]), 12, min_tokens=13))
+    finally:
+        engine.stop()
+    assert [list(f.token_ids) for _, f in got[:3]] == want
+
+
 def test_no_compilation_after_warmup(served, monkeypatch) -> None:
     import jax
     from flax import nnx

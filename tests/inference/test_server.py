@@ -116,6 +116,19 @@ def test_repetition_penalty_field_reaches_the_sampler(setup) -> None:
     assert reply.choices[0].message.content == want
 
 
+def test_min_tokens_field_reaches_the_engine(setup) -> None:
+    ask = lambda minimum: client(setup).chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Describe rain number 3."}],
+        max_tokens=12,
+        temperature=0,
+        extra_body={"min_tokens": minimum},  # vLLM's extra field (what it does: test_engine's min_tokens test)
+    )
+    assert ask(12).usage.completion_tokens == 12
+    with pytest.raises(openai.BadRequestError, match=r"min_tokens=13: must be in \[0, max_tokens=12\]"):
+        ask(13)
+
+
 def test_role_model_id_gets_the_training_system_text(setup) -> None:
     question = "Captain Vale, what happened on voyage 2?"
     ask = lambda messages: client(setup).chat.completions.create(
