@@ -1,0 +1,71 @@
+"""How much of a paper-mode score (Rouge-L recall) is answer length, for the CPU recipe's tables
+(README "A real model on a laptop"). From `evaluate run` folders: each model's answers as they are
+and cut to N characters, in both modes, beside two yardsticks no model wrote: the question itself
+as the answer, and each reference scored against the row's other references (how well the
+references' own authors agree; a model is scored against all of them, so this is a little lower
+than a model as good as one author would get).
+
+    python benchmarks/recall_length_probe.py --data runs/rolebench-sample \
+        --setting instruction_generalization_zh --kind general runs/eval/base runs/eval/full-v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from data_gen.rolebench import original_file
+from rolellm_jax.evaluation.benchmark_run import SETTINGS
+from rolellm_jax.evaluation.rouge import rouge_l
+from rolellm_jax.evaluation.scoring import match_rows, read_predictions, read_references
+
+MODES = ("paper", "f1")
+
+
+def row(label: str, answers: list[str], references: list[list[str]], lang: str) -> str:
+    means = [statistics.mean(rouge_l(a, r, mode=m, lang=lang) for a, r in zip(answers, references)) for m in MODES]
+    chars = statistics.mean(len(a) for a in answers)
+    return f"| {label} | {len(answers)} | {means[0]:.3f} | {means[1]:.3f} | {chars:.0f} |"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path, help="the data folder given to `evaluate run --data`")
+    parser.add_argument("--setting", required=True, choices=tuple(SETTINGS))
+    parser.add_argument("--kind", required=True, choices=("general", "role_specific"))
+    parser.add_argument("--cut", type=int, nargs="+", default=[30, 50, 80], help="answer lengths in characters")
+    parser.add_argument("evals", nargs="+", type=Path, help="`evaluate run --out` folders")
+    args = parser.parse_args()
+    if min(args.cut) < 1:
+        parser.error(f"--cut {min(args.cut)}: lengths must be >= 1 character")
+    lang, rb_setting, metric_lang = SETTINGS[args.setting]
+    refs = read_references(original_file(args.data, lang, rb_setting, args.kind, "test"))
+    print("| answers | rows | Rouge-L paper | Rouge-L f1 | chars |")
+    print("|---|---|---|---|---|")
+    for folder in args.evals:
+        if not (folder / "metrics.json").is_file():
+            sys.exit(f"{folder}: no metrics.json: not an `evaluate run --out` folder")
+        model = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["model"]
+        pairs, _, _ = match_rows(read_predictions(folder / f"predictions/{args.setting}-{args.kind}.jsonl"), refs)
+        if not pairs:
+            sys.exit(f"{folder}: no prediction of {args.setting}-{args.kind} matches a reference row")
+        answers, references = [p.answer for p, _ in pairs], [r.row.answers for _, r in pairs]
+        print(row(model, answers, references, metric_lang))
+        for cut in args.cut:
+            print(row(f"{model}, cut to {cut} characters", [a[:cut] for a in answers], references, metric_lang))
+    print(row("the question itself", [r.raw_question for r in refs], [r.row.answers for r in refs], metric_lang))
+    held, others = [], []
+    for r in refs:
+        for i, answer in enumerate(r.row.answers if len(r.row.answers) > 1 else ()):
+            held.append(answer)
+            others.append(r.row.answers[:i] + r.row.answers[i + 1 :])
+    if held:
+        print(row("a reference vs the row's others", held, others, metric_lang))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
