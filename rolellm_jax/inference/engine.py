@@ -56,7 +56,7 @@ class Request:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0  # transformers' (inference/sampling.py); 1 = off
-    min_tokens: int = 0  # vLLM's: no EOS before this many tokens (transformers' min_new_tokens); 0 = off
+    min_tokens: int = 0  # vLLM's: no EOS or stop string before this many tokens; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,7 +337,8 @@ class Engine:
             return self._finish(row, "stop", slot.stream.flush())
         slot.generated.append(token)
         slot.last = token
-        piece, stopped = slot.stream.push(token)
+        # vLLM's min_tokens holds stop strings back as well as EOS (the device side holds EOS)
+        piece, stopped = slot.stream.push(token, stops=len(slot.generated) >= slot.handle.request.min_tokens)
         if stopped:
             return self._finish(row, "stop", piece)
         if len(slot.generated) >= slot.handle.request.max_tokens:

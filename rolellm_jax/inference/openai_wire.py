@@ -61,7 +61,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)  # not OpenAI's; vLLM and others take it too
     repetition_penalty: float | None = Field(None, gt=0)  # not OpenAI's either; vLLM's (transformers' meaning)
-    min_tokens: int | None = Field(None, ge=0)  # vLLM's: no EOS before this many tokens
+    min_tokens: int | None = Field(None, ge=0)  # vLLM's: no EOS or stop string before this many tokens
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None

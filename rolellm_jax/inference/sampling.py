@@ -1,8 +1,10 @@
 """Token sampling from logits: greedy, temperature, top-k and top-p (nucleus), after an optional
-repetition penalty and minimum length. The one implementation, used by batched ``generate()`` (one setting for the
-batch) and by the serving engine (a setting per row, rows of different requests side by side).
+repetition penalty, minimum length and n-gram ban. The one implementation, used by batched
+``generate()`` (one setting for the batch) and by the serving engine (a setting per row, rows of
+different requests side by side).
 
-Settings are traced: scalars or one value per row [B], so changing them never recompiles.
+Settings are traced: scalars or one value per row [B], so changing them never recompiles; the
+n-gram size alone is static (it shapes the comparison), and only ``generate()`` offers it.
 """
 
 from __future__ import annotations
@@ -47,21 +49,25 @@ def hold_eos(logits: jax.Array, is_eos: jax.Array, steps, min_new_tokens) -> jax
 
 def ban_repeated_ngrams(logits: jax.Array, history: jax.Array, length, n: int) -> jax.Array:
     """transformers' ``no_repeat_ngram_size``: -inf on every token that would complete an n-gram the
-    row already holds. ``history`` [B, H]: the row's prompt and new tokens so far (padding as -1,
-    never part of an n-gram); ``length``: how many of its leading slots are filled (the same for
-    every row: prompts are left-padded). ``n`` is static (0 = off)."""
-    if n == 0:
-        return logits
+    row already holds (n == 1: every token it holds). ``history`` [B, H]: the row's prompt and new
+    tokens so far, padding as -1 (never part of an n-gram: a padded row gets what transformers
+    gives its prompt alone); ``length``: how many leading slots are filled, the same for every row
+    (prompts are left-padded). ``n`` is static; 0, or more than H, bans nothing."""
     batch, width = history.shape
+    if n == 0 or n > width:
+        return logits
     starts = jnp.arange(width - n + 1)
-    prefix = jax.lax.dynamic_slice_in_dim(history, length - (n - 1), n - 1, axis=1)  # the last n-1 tokens
-    match = (starts + n <= length)[None, :] & (prefix[:, :1] >= 0)
-    for k in range(n - 1):
-        match &= history[:, k : k + starts.size] == prefix[:, k : k + 1]
-    following = history[:, n - 1 :]  # the token after each (n-1)-gram
+    # an n-gram at j: its first n-1 tokens equal the row's last n-1, and its last token is filled
+    match = jnp.broadcast_to((starts + n <= length)[None, :], (batch, starts.size))
+    if n > 1:  # (while length < n - 1 no start passes the test above: the clamped slice is not read)
+        prefix = jax.lax.dynamic_slice_in_dim(history, length - (n - 1), n - 1, axis=1)
+        match &= prefix[:, :1] >= 0  # left padding: a prefix that begins real is real throughout
+        for k in range(n - 1):
+            match &= history[:, k : k + starts.size] == prefix[:, k : k + 1]
+    following = history[:, n - 1 :]  # the token that completes each n-gram
     rows = jnp.broadcast_to(jnp.arange(batch)[:, None], following.shape)
     banned = jnp.zeros(logits.shape, bool).at[rows, jnp.maximum(following, 0)].max(match & (following >= 0))
-    return jnp.where(banned & (length >= n - 1), -jnp.inf, logits)
+    return jnp.where(banned, -jnp.inf, logits)
 
 
 def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:

@@ -26,16 +26,17 @@ class TextStream:
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def push(self, token: int) -> tuple[str, bool]:
-        """Add one generated token: ``(text to send now, stopped at a stop string)``."""
+    def push(self, token: int, *, stops: bool = True) -> tuple[str, bool]:
+        """Add one generated token: ``(text to send now, stopped at a stop string)``. With ``stops``
+        False no stop string counts yet (a request's ``min_tokens``) and nothing is held back for one."""
         self.ids.append(token)
         self._decode_new(final=False)
-        cut = self._first_stop()
+        cut = self._first_stop() if stops else None
         if cut is not None:
             piece = self.text[self.sent : cut]
             self.text, self.sent = self.text[:cut], cut
             return piece, True
-        safe = len(self.text) - self._held_back()
+        safe = len(self.text) - (self._held_back() if stops else 0)
         piece = self.text[self.sent : safe] if safe > self.sent else ""
         self.sent = max(self.sent, safe)
         return piece, False

@@ -207,8 +207,6 @@ def test_length_and_ngram_options_reach_generation(capsys, tmp_path, ckpt) -> No
     assert rc == 0, capsys.readouterr().err
     sampling = json.loads((out / "metrics.json").read_text())["sampling"]
     assert sampling["min_new_tokens"] == 6 and sampling["no_repeat_ngram_size"] == 2
-    rows = [json.loads(line) for line in (out / "predictions/instruction_generalization_en-general.jsonl").open()]
-    assert rows and all(r["generated"][0] for r in rows)  # no EOS before 6 tokens: never an empty answer
     bad = run_args(ckpt, data, tmp_path / "o", *split, "--min-new-tokens", "7")
     assert main(bad) == 1
     err = capsys.readouterr().err.strip()

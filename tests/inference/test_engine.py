@@ -144,21 +144,31 @@ def test_repetition_penalty_equals_generate(served) -> None:
     assert [list(f.token_ids) for _, f in got[:3]] == want
 
 
-def test_min_tokens_equals_generate(served) -> None:
+def test_min_tokens_equals_generate_and_holds_stop_strings(served) -> None:
     model, tokenizer, _ = served
     prompts = random_prompts((5, 17, 3))
     eos = (generate(model, prompts[:1], SamplingConfig(max_new_tokens=1))[0][0],)  # prompt 0's first token
     sampling = lambda **more: SamplingConfig(max_new_tokens=12, eos_token_ids=eos, **more)
     want = [generate(model, [p], sampling(min_new_tokens=6))[0] for p in prompts]
     assert len(want[0]) >= 6 and generate(model, prompts[:1], sampling())[0] == []  # held back from step 0 on
+    assert len(generate(model, [prompts[1]], sampling())[0]) >= 8  # prompt 1: no EOS early on, so a stop string ends it
+    text = tokenizer.decode(want[1], skip_special_tokens=True)
+    stop = text[: max(len(tokenizer.decode(want[1][:2], skip_special_tokens=True)), 1)]  # said in its first tokens
     engine = Engine(model, tokenizer, eos_token_ids=eos, slots=2, max_len=48).start()
     try:  # beside a neighbour with no minimum
         got = run_all(engine, [Request(tuple(p), 12, min_tokens=6) for p in prompts] + [Request((4, 5), 9)])
+        (_, early), (held_text, held) = run_all(
+            engine,
+            [Request(tuple(prompts[1]), 12, stop=(stop,)), Request(tuple(prompts[1]), 12, stop=(stop,), min_tokens=8)],
+        )
         with pytest.raises(GenerationError, match=r"min_tokens=13: must be in \[0, max_tokens=12\]"):
             engine.submit(Request(tuple(prompts[0]), 12, min_tokens=13))
     finally:
         engine.stop()
     assert [list(f.token_ids) for _, f in got[:3]] == want
+    # the stop string ends a request at once, but not before its min_tokens
+    assert early.reason == "stop" and early.completion_tokens <= 2
+    assert held.completion_tokens >= 8 and held_text.startswith(stop)
 
 
 def test_no_compilation_after_warmup(served, monkeypatch) -> None:

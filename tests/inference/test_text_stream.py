@@ -35,3 +35,14 @@ def test_stop_string_is_cut_and_never_sent_in_part() -> None:
     # a stop string's start that turns out not to be one is sent after all
     pieces, stopped = streamed(tokenizer, ids, stop=("Hold the rocks",))
     assert not stopped and "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_stop_strings_wait_while_stops_are_off() -> None:
+    _, tokenizer = tiny_serving_model()
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    stream, pieces = TextStream(tokenizer, ("Vale",)), []
+    for i, token in enumerate(ids):
+        piece, stopped = stream.push(token, stops=i >= len(ids) // 2)  # off for the first half (past "Vale")
+        pieces.append(piece)
+        assert not stopped
+    assert "".join(pieces) + stream.flush() == tokenizer.decode(ids, skip_special_tokens=True)
