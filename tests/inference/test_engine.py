@@ -323,10 +323,10 @@ def test_a_request_that_fails_mid_way_ends_alone(served, monkeypatch) -> None:
     model, tokenizer, eos = served
     real_push = text_stream.TextStream.push
 
-    def push(self, token):
+    def push(self, token, **options):
         if len(self.ids) == 3 and "boom" in self.stop:  # only the request asking for it fails
             raise RuntimeError("detokenizer exploded")
-        return real_push(self, token)
+        return real_push(self, token, **options)
 
     monkeypatch.setattr(text_stream.TextStream, "push", push)
     engine = Engine(model, tokenizer, eos_token_ids=(), slots=2, max_len=48).start()
