@@ -3,7 +3,10 @@
 and cut to N characters, in both modes, beside two yardsticks no model wrote: the question itself
 as the answer, and each reference scored against the row's other references (how well the
 references' own authors agree; a model is scored against all of them, so this is a little lower
-than a model as good as one author would get).
+than a model as good as one author would get). Where test questions also occur in the train file
+of the same kind (asked of other roles: RoleBench-zh's general questions), a third yardstick
+answers those rows with another role's first train answer, each model is scored on the same rows,
+and "closest train F1" is how near a model's answers are to the nearest of those train answers.
 
     python benchmarks/recall_length_probe.py --data runs/rolebench-sample \
         --setting instruction_generalization_zh --kind general runs/eval/base runs/eval/full-v3
@@ -64,7 +67,33 @@ def main() -> int:
             others.append(r.row.answers[:i] + r.row.answers[i + 1 :])
     if held:
         print(row("a reference vs the row's others", held, others, metric_lang))
+    overlap(args, lang, rb_setting, metric_lang, refs)
     return 0
+
+
+def overlap(args, lang: str, rb_setting: str, metric_lang: str, refs) -> None:
+    """The train-question yardstick of the docstring, and each model on those rows."""
+    train: dict[str, list] = {}
+    for r in read_references(original_file(args.data, lang, rb_setting, args.kind, "train")):
+        train.setdefault(r.question, []).append(r)
+    shared = [r for r in refs if any(t.role != r.role for t in train.get(r.question, ()))]
+    print(f"\n{len(shared)} of {len(refs)} test questions are in the train rows, asked of other roles.")
+    if not shared:
+        return
+    answers_of = lambda r: [a for t in train[r.question] if t.role != r.role for a in t.row.answers]
+    print("\n| answers, on those rows | rows | Rouge-L paper | Rouge-L f1 | chars | closest train F1 |")
+    print("|---|---|---|---|---|---|")
+    references = [r.row.answers for r in shared]
+    firsts = [answers_of(r)[0] for r in shared]
+    print(row("another role's first train answer", firsts, references, metric_lang) + " - |")
+    for folder in args.evals:
+        model = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["model"]
+        pairs, _, _ = match_rows(read_predictions(folder / f"predictions/{args.setting}-{args.kind}.jsonl"), shared)
+        answers = [p.answer for p, _ in pairs]
+        closest = statistics.mean(
+            max(rouge_l(p.answer, a, mode="f1", lang=metric_lang) for a in answers_of(r)) for p, r in pairs
+        )
+        print(row(model, answers, [r.row.answers for _, r in pairs], metric_lang) + f" {closest:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Base vs fine-tuned table of the CPU recipe (README "A real model on a laptop"), from the folders
 `evaluate run` wrote: per setting and kind, Rouge-L in both modes, mean answer length in characters
-(the references' beside it) and distinct-2 (repetition; the references' beside it).
+(the references' beside it) and distinct-2 (repetition; the references' beside it). With
+``--bootstrap N``, a second table: each later folder against the first, row by row (paired on role
+and question), the mean difference and its 95% interval from N resamples of the rows.
 
-    python benchmarks/recipe_table.py --data runs/rolebench-sample runs/eval/base runs/eval/rocit
+    python benchmarks/recipe_table.py --data runs/rolebench-sample runs/eval/base runs/eval/rocit [--bootstrap 10000]
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from data_gen.rolebench import original_file
 from rolellm_jax.evaluation.benchmark_run import SETTINGS
 from rolellm_jax.evaluation.diversity import distinct_n, mean_chars
+from rolellm_jax.evaluation.rouge import rouge_l
 from rolellm_jax.evaluation.scoring import match_rows, read_predictions, read_references, score_rows
 
 COLUMN = {"general": "CUS", "role_specific": "SPE"}
@@ -38,15 +43,59 @@ def rows_of(eval_dir: Path, data: Path):
         )
 
 
+def per_row_scores(eval_dir: Path, data: Path, mode: str) -> dict[tuple[str, str], dict[tuple, float]]:
+    """{(setting, kind): {(role, question, n-th of that key): score}} of one evaluation folder."""
+    out = {}
+    for pred in sorted((eval_dir / "predictions").glob("*.jsonl")):
+        setting, kind = pred.stem.rsplit("-", 1)
+        lang, rb_setting, metric_lang = SETTINGS[setting]
+        refs = read_references(original_file(data, lang, rb_setting, kind, "test"))
+        pairs, _, _ = match_rows(read_predictions(pred), refs)
+        scores, seen = {}, {}
+        for p, r in pairs:
+            n = seen[p.role, p.question] = seen.get((p.role, p.question), -1) + 1
+            scores[p.role, p.question, n] = rouge_l(p.answer, r.row.answers, mode=mode, lang=metric_lang)
+        out[setting, kind] = scores
+    return out
+
+
+def paired_rows(folders: list[Path], data: Path, resamples: int):
+    rng = np.random.default_rng(0)
+    for mode in ("paper", "f1"):
+        base = per_row_scores(folders[0], data, mode)
+        for folder in folders[1:]:
+            model = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["model"]
+            for cell, scores in per_row_scores(folder, data, mode).items():
+                keys = sorted(scores.keys() & base.get(cell, {}).keys())
+                if not keys:
+                    continue
+                diff = np.array([scores[k] - base[cell][k] for k in keys])
+                means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+                low, high = np.quantile(means, [0.025, 0.975])
+                yield (
+                    f"| {model} | {cell[0]} | {COLUMN[cell[1]]} | {mode} | {len(keys)} | {diff.mean():+.3f} "
+                    f"| [{low:+.3f}, {high:+.3f}] | {(diff > 0).sum()} / {(diff < 0).sum()} |"
+                )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="the data folder given to `evaluate run --data`")
     parser.add_argument("evals", nargs="+", type=Path, help="`evaluate run --out` folders")
+    parser.add_argument("--bootstrap", type=int, default=0, help="resamples of the paired table (0 = no table)")
     args = parser.parse_args()
+    if args.bootstrap < 0 or (args.bootstrap and len(args.evals) < 2):
+        parser.error("--bootstrap needs a count >= 1 and at least two folders (the first is the baseline)")
     print("| model | setting | column | rows | Rouge-L paper | Rouge-L f1 | chars (ref) | distinct-2 (ref) |")
     print("|---|---|---|---|---|---|---|---|")
     for folder in args.evals:
         for line in rows_of(folder, args.data):
+            print(line)
+    if args.bootstrap:
+        print(f"\nAgainst {args.evals[0]}, per row (95% interval of {args.bootstrap} resamples):\n")
+        print("| model | setting | column | mode | rows | mean difference | 95% interval | rows better / worse |")
+        print("|---|---|---|---|---|---|---|---|")
+        for line in paired_rows(args.evals, args.data, args.bootstrap):
             print(line)
     return 0
 
