@@ -15,10 +15,11 @@ and "closest train F1" is how near a model's answers are to the nearest of those
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
+
+from recipe_table import model_name  # (benchmarks/ is this script's folder)
 
 from data_gen.rolebench import original_file
 from rolellm_jax.evaluation.benchmark_run import SETTINGS
@@ -48,11 +49,12 @@ def main() -> int:
     refs = read_references(original_file(args.data, lang, rb_setting, args.kind, "test"))
     print("| answers | rows | Rouge-L paper | Rouge-L f1 | chars |")
     print("|---|---|---|---|---|")
-    for folder in args.evals:
-        if not (folder / "metrics.json").is_file():
-            sys.exit(f"{folder}: no metrics.json: not an `evaluate run --out` folder")
-        model = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["model"]
-        pairs, _, _ = match_rows(read_predictions(folder / f"predictions/{args.setting}-{args.kind}.jsonl"), refs)
+    predictions = [  # (model, its predictions): each folder read once, for both tables
+        (model_name(folder), read_predictions(folder / f"predictions/{args.setting}-{args.kind}.jsonl"))
+        for folder in args.evals
+    ]
+    for folder, (model, preds) in zip(args.evals, predictions):
+        pairs, _, _ = match_rows(preds, refs)
         if not pairs:
             sys.exit(f"{folder}: no prediction of {args.setting}-{args.kind} matches a reference row")
         answers, references = [p.answer for p, _ in pairs], [r.row.answers for _, r in pairs]
@@ -67,11 +69,11 @@ def main() -> int:
             others.append(r.row.answers[:i] + r.row.answers[i + 1 :])
     if held:
         print(row("a reference vs the row's others", held, others, metric_lang))
-    overlap(args, lang, rb_setting, metric_lang, refs)
+    overlap(args, lang, rb_setting, metric_lang, refs, predictions)
     return 0
 
 
-def overlap(args, lang: str, rb_setting: str, metric_lang: str, refs) -> None:
+def overlap(args, lang: str, rb_setting: str, metric_lang: str, refs, predictions: list[tuple[str, list]]) -> None:
     """The train-question yardstick of the docstring, and each model on those rows."""
     train: dict[str, list] = {}
     for r in read_references(original_file(args.data, lang, rb_setting, args.kind, "train")):
@@ -86,9 +88,8 @@ def overlap(args, lang: str, rb_setting: str, metric_lang: str, refs) -> None:
     references = [r.row.answers for r in shared]
     firsts = [answers_of(r)[0] for r in shared]
     print(row("another role's first train answer", firsts, references, metric_lang) + " - |")
-    for folder in args.evals:
-        model = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["model"]
-        pairs, _, _ = match_rows(read_predictions(folder / f"predictions/{args.setting}-{args.kind}.jsonl"), shared)
+    for model, preds in predictions:
+        pairs, _, _ = match_rows(preds, shared)
         answers = [p.answer for p, _ in pairs]
         closest = statistics.mean(
             max(rouge_l(p.answer, a, mode="f1", lang=metric_lang) for a in answers_of(r)) for p, r in pairs

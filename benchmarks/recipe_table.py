@@ -25,14 +25,26 @@ from rolellm_jax.evaluation.scoring import match_rows, read_predictions, read_re
 COLUMN = {"general": "CUS", "role_specific": "SPE"}
 
 
-def rows_of(eval_dir: Path, data: Path):
-    model = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))["model"]
+def model_name(eval_dir: Path) -> str:
+    """The model name an `evaluate run --out` folder was written under (a one-line exit if it is none)."""
+    if not (eval_dir / "metrics.json").is_file():
+        sys.exit(f"{eval_dir}: no metrics.json: not an `evaluate run --out` folder")
+    return json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))["model"]
+
+
+def cells(eval_dir: Path, data: Path):
+    """``(setting, kind, metric_lang, predictions, references, pairs)`` of each predictions file."""
     for pred in sorted((eval_dir / "predictions").glob("*.jsonl")):
         setting, kind = pred.stem.rsplit("-", 1)
         lang, rb_setting, metric_lang = SETTINGS[setting]
         refs = read_references(original_file(data, lang, rb_setting, kind, "test"))
         preds = read_predictions(pred)
-        pairs, _, _ = match_rows(preds, refs)
+        yield setting, kind, metric_lang, preds, refs, match_rows(preds, refs)[0]
+
+
+def rows_of(eval_dir: Path, data: Path):
+    model = model_name(eval_dir)
+    for setting, kind, metric_lang, preds, refs, pairs in cells(eval_dir, data):
         scores = {m: score_rows(preds, refs, mode=m, lang=metric_lang)["score"] for m in ("paper", "f1")}
         answers = [p.answer for p, _ in pairs]
         references = [r.row.answers[0] for _, r in pairs]
@@ -43,29 +55,30 @@ def rows_of(eval_dir: Path, data: Path):
         )
 
 
-def per_row_scores(eval_dir: Path, data: Path, mode: str) -> dict[tuple[str, str], dict[tuple, float]]:
-    """{(setting, kind): {(role, question, n-th of that key): score}} of one evaluation folder."""
-    out = {}
-    for pred in sorted((eval_dir / "predictions").glob("*.jsonl")):
-        setting, kind = pred.stem.rsplit("-", 1)
-        lang, rb_setting, metric_lang = SETTINGS[setting]
-        refs = read_references(original_file(data, lang, rb_setting, kind, "test"))
-        pairs, _, _ = match_rows(read_predictions(pred), refs)
-        scores, seen = {}, {}
-        for p, r in pairs:
-            n = seen[p.role, p.question] = seen.get((p.role, p.question), -1) + 1
-            scores[p.role, p.question, n] = rouge_l(p.answer, r.row.answers, mode=mode, lang=metric_lang)
-        out[setting, kind] = scores
+def per_row_scores(eval_dir: Path, data: Path) -> dict[str, dict[tuple[str, str], dict[tuple, float]]]:
+    """{mode: {(setting, kind): {(role, question, n-th of that key): score}}} of one evaluation folder."""
+    out: dict[str, dict] = {"paper": {}, "f1": {}}
+    for setting, kind, metric_lang, _, _, pairs in cells(eval_dir, data):
+        seen: dict[tuple[str, str], int] = {}
+        keys = []
+        for p, _ in pairs:
+            seen[p.role, p.question] = seen.get((p.role, p.question), -1) + 1
+            keys.append((p.role, p.question, seen[p.role, p.question]))
+        for mode, table in out.items():
+            table[setting, kind] = {
+                key: rouge_l(p.answer, r.row.answers, mode=mode, lang=metric_lang) for key, (p, r) in zip(keys, pairs)
+            }
     return out
 
 
 def paired_rows(folders: list[Path], data: Path, resamples: int):
     rng = np.random.default_rng(0)
+    scored = [per_row_scores(folder, data) for folder in folders]  # each folder read and scored once
     for mode in ("paper", "f1"):
-        base = per_row_scores(folders[0], data, mode)
-        for folder in folders[1:]:
-            model = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["model"]
-            for cell, scores in per_row_scores(folder, data, mode).items():
+        base = scored[0][mode]
+        for folder, by_mode in zip(folders[1:], scored[1:]):
+            model = model_name(folder)
+            for cell, scores in by_mode[mode].items():
                 keys = sorted(scores.keys() & base.get(cell, {}).keys())
                 if not keys:
                     continue
