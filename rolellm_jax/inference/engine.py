@@ -136,7 +136,7 @@ class Engine:
     # ------------------------------------------------------------------ public
     def check(self, request: Request) -> None:
         """Refuse, in one line, a request the engine cannot run (before it waits for a slot)."""
-        if not 0 <= request.min_tokens <= request.max_tokens:  # in the request's own words, not generate()'s
+        if not 0 <= request.min_tokens <= request.max_tokens:  # SamplingConfig's rule, in the request's words
             raise GenerationError(f"min_tokens={request.min_tokens}: must be in [0, max_tokens={request.max_tokens}]")
         SamplingConfig(
             max_new_tokens=request.max_tokens,
@@ -144,7 +144,6 @@ class Engine:
             top_k=request.top_k,
             top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
-            min_new_tokens=request.min_tokens,
         ).check(self.cfg.vocab_size)
         if not request.prompt_ids:
             raise GenerationError("the prompt is empty: it needs at least one token")

@@ -112,11 +112,12 @@ def _generate_padded(
     logits, cache = model(input_ids, positions=positions, segment_ids=prompt_mask, cache=cache)
 
     is_eos = jnp.isin(jnp.arange(logits.shape[-1]), eos)
+    prompt_history = jnp.where(prompt_mask > 0, input_ids, -1)  # padding is never part of an n-gram
 
     def sample(logits, seen, out, step):
         logits = penalize_repeats(logits.astype(jnp.float32), seen, repetition_penalty)
         logits = hold_eos(logits, is_eos, step, min_new_tokens)
-        history = jnp.concatenate([jnp.where(prompt_mask > 0, input_ids, -1), out], axis=1)
+        history = jnp.concatenate([prompt_history, out], axis=1)
         logits = ban_repeated_ngrams(logits, history, prompt_len + step, no_repeat_ngram_size)
         token = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_k, top_p, greedy=greedy)
         return token, mark_seen(seen, token)
