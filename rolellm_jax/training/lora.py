@@ -5,8 +5,9 @@ The adapters are a separate tree mirroring the base tree: for a target kernel `[
 `lora_b [..., r, out]` (zeros, so training starts from the base model exactly). The effective
 kernel is `kernel + (alpha / r) * lora_a @ lora_b`. Only the adapter tree is handed to the
 optimiser, so the base stays frozen and carries no optimiser moments (what lets a 7B model fit a
-single accelerator). `merge` gives plain weights: the same function serves the forward pass and
-the export, so the exported model computes exactly what was trained.
+single accelerator). The train step computes the adapters unmerged (`attach`: models.modules.Dense
+adds `scale * (x @ lora_a) @ lora_b` to its output, so the frozen kernel needs no weight gradient);
+`merge` folds them into plain weights for export: the same function up to float rounding.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from rolellm_jax.errors import UserError
 from rolellm_jax.training.config import LoraConfig
@@ -84,6 +86,22 @@ def merge(params: dict, adapters: dict, lora: LoraConfig) -> dict:
         return out
 
     return fold(params, adapters)
+
+
+def attach(model: Any, adapters: dict, lora: LoraConfig) -> None:
+    """Hand each adapter pair to its layer (in place): ``model``'s Dense at the adapter's path gets
+    ``lora_a`` / ``lora_b`` params and ``lora_scale``, and computes its low-rank term unmerged."""
+    scale = lora.alpha / lora.rank
+
+    def visit(node: Any, tree: dict) -> None:
+        if "lora_a" in tree:
+            node.lora_a, node.lora_b = nnx.Param(tree["lora_a"]), nnx.Param(tree["lora_b"])
+            node.lora_scale = scale
+            return
+        for key, child in tree.items():
+            visit(node[key] if isinstance(key, int) else getattr(node, key), child)
+
+    visit(model, adapters)
 
 
 def adapter_logical_axes(base_axes: dict, adapters: dict) -> dict:

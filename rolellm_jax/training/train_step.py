@@ -177,11 +177,12 @@ class TrainProgram:
 
     # ---------------------------------------------------------------- the step
     def logits(self, trainable: dict, frozen: dict | None, batch: dict) -> jax.Array:
-        """float32 [B, T, V] logits of the current model (LoRA folded in) on a batch."""
-        params = lora_lib.merge(frozen, trainable, self.lora) if self.lora.enabled else trainable
+        """float32 [B, T, V] logits of the current model (LoRA adapters applied unmerged) on a batch."""
         state = jax.tree.map(lambda v: v, self.param_template, is_leaf=lambda v: isinstance(v, nnx.Variable))
-        nnx.replace_by_pure_dict(state, params)
+        nnx.replace_by_pure_dict(state, frozen if self.lora.enabled else trainable)
         model = nnx.merge(self.graphdef, state)
+        if self.lora.enabled:
+            lora_lib.attach(model, trainable, self.lora)
         return model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
 
     def loss_sums(self, trainable: dict, frozen: dict | None, batch: dict) -> tuple[jax.Array, jax.Array]:
