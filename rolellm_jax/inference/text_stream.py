@@ -45,11 +45,14 @@ class TextStream:
         before = self._decode(self.ids[self._prefix : self._read])
         after = self._decode(self.ids[self._prefix :])
         if len(after) > len(before) and (final or not after.endswith("\ufffd")):
-            self.text += after[len(before) :]
+            new = after[len(before) :]
+            # at the end, a character whose bytes never all came (max_tokens cut it) is dropped, not
+            # sent as U+FFFD: the answer stays the valid text decoded so far
+            self.text += new.rstrip("\ufffd") if final else new
             self._prefix, self._read = self._read, len(self.ids)
 
     def flush(self) -> str:
-        """The held-back rest (incomplete characters included), once the request ends without a stop string."""
+        """The held-back rest, once the request ends without a stop string (a trailing incomplete character dropped)."""
         if self._read < len(self.ids):
             self._decode_new(final=True)
         piece, self.sent = self.text[self.sent :], len(self.text)

@@ -27,6 +27,17 @@ def test_pieces_add_up_to_the_decoding() -> None:
     assert "\ufffd" not in "".join(pieces) and sum(bool(p) for p in pieces) > 5
 
 
+def test_a_character_cut_by_the_end_is_dropped_not_sent_as_a_replacement() -> None:
+    """max_tokens can end a request between the byte tokens of one character (the leaf emoji)."""
+    _, tokenizer = tiny_serving_model()
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    first_byte = next(i for i, t in enumerate(tokens) if t == "<0xF0>")  # 🌿 is 4 bytes: F0 9F 8C BF
+    pieces, _ = streamed(tokenizer, ids[: first_byte + 2])
+    assert "".join(pieces) == tokenizer.decode(ids[:first_byte], skip_special_tokens=True)
+    assert "\ufffd" not in "".join(pieces)
+
+
 def test_stop_string_is_cut_and_never_sent_in_part() -> None:
     _, tokenizer = tiny_serving_model()
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
