@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rolellm_jax.inference.sampling import hold_eos, mark_seen, row_keys, sample_rows, seen_tokens
+from rolellm_jax.inference.sampling import RowSampling, mark_seen, next_row_tokens, seen_tokens
 from rolellm_jax.parallel.sharding import constrain
 
 CACHE_AXES = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
@@ -115,19 +115,14 @@ def prefill_rows(
     rows,
     segments,
     index,
-    seeds,
-    temperature,
-    top_k,
-    top_p,
-    penalty,
-    min_tokens,
+    sampling: RowSampling,
     is_eos,
 ):
     """Prefill k left-padded prompts ids/mask [k, P] together and write prompt i into cache row
     ``rows[i]`` at slots ``[index - P, index)`` with segment id ``segments[i]``.
 
-    Returns the cache and each request's first token [k] (sampled with its settings, step 0 of its
-    seed; an EOS id, ``is_eos`` [V], only where the request's ``min_tokens`` is 0).
+    Returns the cache and each request's first token [k] (sampled with its settings ``sampling``,
+    step 0 of its seed; an EOS id, ``is_eos`` [V], only where the request's ``min_tokens`` is 0).
     """
     model = nnx.merge(model_def.graphdef, state)
     k, width = ids.shape
@@ -152,9 +147,7 @@ def prefill_rows(
 
     cache = jax.lax.fori_loop(0, k, write, cache)
     seen = seen_tokens(ids, mask, cache["seen"].shape[1])
-    steps = jnp.zeros((k,), jnp.int32)
-    logits = hold_eos(logits[:, -1].astype(jnp.float32), is_eos, steps, min_tokens)
-    first = sample_rows(logits, row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
+    first = next_row_tokens(logits[:, -1].astype(jnp.float32), sampling, jnp.zeros((k,), jnp.int32), seen, is_eos)
     return dict(cache, seen=cache["seen"].at[rows].set(mark_seen(seen, first))), first
 
 
@@ -168,13 +161,8 @@ def decode_rows(
     last,
     positions,
     segments,
-    seeds,
     steps,
-    temperature,
-    top_k,
-    top_p,
-    penalty,
-    min_tokens,
+    sampling: RowSampling,
     is_eos,
     *,
     span,
@@ -189,7 +177,7 @@ def decode_rows(
     cache length. A per-layer cache is written in place; from a stacked one the window is copied
     out and only the slot written at ``index`` goes back. Each row's seen-token mask (ours, not the
     model's) feeds its repetition penalty; a row holds its EOS ids (``is_eos`` [V]) back until it has
-    ``min_tokens`` new tokens (``steps``)."""
+    its ``sampling.min_tokens`` new tokens (``steps``)."""
     model = nnx.merge(model_def.graphdef, state)
     n = last.shape[0]
     segment_window = jax.lax.dynamic_slice(cache["segment_ids"], (0, lo), (n, span))
@@ -209,8 +197,7 @@ def decode_rows(
         put_slot = lambda full, part: jax.lax.dynamic_update_slice(full, slot(part), (0, 0, index, 0, 0))
         keys, values = put_slot(cache["k"], out["k"]), put_slot(cache["v"], out["v"])
     seen = cache["seen"][:n]
-    logits = hold_eos(logits[:, 0].astype(jnp.float32), is_eos, steps, min_tokens)
-    tokens = sample_rows(logits, row_keys(seeds, steps), temperature, top_k, top_p, seen, penalty)
+    tokens = next_row_tokens(logits[:, 0].astype(jnp.float32), sampling, steps, seen, is_eos)
     put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)
     cache = {
         "k": keys,

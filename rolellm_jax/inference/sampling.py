@@ -9,6 +9,8 @@ n-gram size alone is static (it shapes the comparison), and only ``generate()`` 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -134,3 +136,23 @@ def row_keys(seeds: jax.Array, steps: jax.Array) -> jax.Array:
     """Key of row r at its step s: ``fold_in(PRNGKey(seed_r), s_r)``: a request's draws depend only
     on its own seed and how many tokens it has generated, never on its neighbours in the batch."""
     return jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.PRNGKey(seed), step))(seeds, steps)
+
+
+class RowSampling(NamedTuple):
+    """The serving engine's sampling settings, one value per row [B] (a pytree: one jit argument).
+    An idle row is greedy with nothing on (``SlotTable`` fills it so)."""
+
+    seeds: jax.Array  # uint32
+    temperature: jax.Array  # float32; 0 is greedy
+    top_k: jax.Array  # int32; 0 is off
+    top_p: jax.Array  # float32; 1 is off
+    penalty: jax.Array  # float32 repetition penalty; 1 is off
+    min_tokens: jax.Array  # int32; EOS held back until a row has this many new tokens
+
+
+def next_row_tokens(logits: jax.Array, rows: RowSampling, steps, seen, is_eos) -> jax.Array:
+    """Each row's next token [B] from its float32 logits [B, V] and settings, at its step ``steps``
+    [B] (new tokens so far): EOS held (``is_eos`` [V]) until ``min_tokens``, then sample_rows."""
+    logits = hold_eos(logits, is_eos, steps, rows.min_tokens)
+    keys = row_keys(rows.seeds, steps)
+    return sample_rows(logits, keys, rows.temperature, rows.top_k, rows.top_p, seen, rows.penalty)

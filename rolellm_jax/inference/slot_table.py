@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rolellm_jax.inference.sampling import RowSampling
+
 
 @dataclasses.dataclass
 class Slot:
@@ -78,17 +80,11 @@ class SlotTable:
     def prefill_args(self, rows: list[int]) -> tuple:
         """The per-request arguments of one prefill call of the claimed ``rows``."""
         slots = [self.rows[r] for r in rows]
-        reqs = [slot.handle.request for slot in slots]
         return (
             np.asarray(rows, np.int32),
             np.asarray([slot.segment for slot in slots], np.int32),
             np.int32(self.index),
-            np.asarray([slot.seed for slot in slots], np.uint32),
-            np.asarray([r.temperature for r in reqs], np.float32),
-            np.asarray([r.top_k for r in reqs], np.int32),
-            np.asarray([r.top_p for r in reqs], np.float32),
-            np.asarray([r.repetition_penalty for r in reqs], np.float32),
-            np.asarray([r.min_tokens for r in reqs], np.int32),
+            row_sampling(len(rows), dict(enumerate(slots))),
         )
 
     def release(self, row: int) -> Slot:
@@ -110,53 +106,37 @@ class SlotTable:
         every active row, reading the window from ``lo``."""
         highest = max(self.active_rows(), default=0)
         n = next(w for w in widths if w > highest)
-        last, positions, segments, steps, top_k, min_tokens = (np.zeros(n, np.int32) for _ in range(6))
-        seeds = np.zeros(n, np.uint32)
-        temperature, top_p, penalty = np.zeros(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
+        last, positions, segments, steps = (np.zeros(n, np.int32) for _ in range(4))
         for r in self.active_rows():
-            slot, req = self.rows[r], self.rows[r].handle.request
+            slot = self.rows[r]
             last[r], steps[r] = slot.last, len(slot.generated)
             positions[r] = slot.prompt_len + len(slot.generated) - 1
-            segments[r], seeds[r] = slot.segment, slot.seed
-            temperature[r], top_k[r], top_p[r], penalty[r], min_tokens[r] = (
-                req.temperature,
-                req.top_k,
-                req.top_p,
-                req.repetition_penalty,
-                req.min_tokens,
-            )
-        index, lo = np.int32(self.index), np.int32(lo)
-        return index, lo, last, positions, segments, seeds, steps, temperature, top_k, top_p, penalty, min_tokens
+            segments[r] = slot.segment
+        active = {r: self.rows[r] for r in self.active_rows()}
+        return np.int32(self.index), np.int32(lo), last, positions, segments, steps, row_sampling(n, active)
 
     def idle_prefill_args(self, k: int, width: int) -> tuple:
         """Arguments of a prefill of k requests that writes nothing live (segment 0): for compiling ahead."""
-        zeros = np.zeros(k, np.int32)
-        return (
-            np.arange(k, dtype=np.int32),
-            zeros,
-            np.int32(width),
-            np.zeros(k, np.uint32),
-            np.zeros(k, np.float32),
-            zeros,
-            np.ones(k, np.float32),
-            np.ones(k, np.float32),
-            zeros,
-        )
+        return np.arange(k, dtype=np.int32), np.zeros(k, np.int32), np.int32(width), row_sampling(k, {})
 
     def idle_decode_args(self, n: int) -> tuple:
         """Arguments of a decode step of n idle rows at slot 0: for compiling ahead."""
         zeros = np.zeros(n, np.int32)
-        return (
-            np.int32(0),
-            np.int32(0),
-            zeros,
-            zeros,
-            zeros,
-            np.zeros(n, np.uint32),
-            zeros,
-            np.zeros(n, np.float32),
-            zeros,
-            np.ones(n, np.float32),
-            np.ones(n, np.float32),
-            zeros,
-        )
+        return np.int32(0), np.int32(0), zeros, zeros, zeros, zeros, row_sampling(n, {})
+
+
+def row_sampling(n: int, slots: dict[int, Slot]) -> RowSampling:
+    """The settings of ``n`` rows: each ``slots[i]``'s request's at row i, idle rows greedy with nothing on."""
+    rows = RowSampling(
+        seeds=np.zeros(n, np.uint32),
+        temperature=np.zeros(n, np.float32),
+        top_k=np.zeros(n, np.int32),
+        top_p=np.ones(n, np.float32),
+        penalty=np.ones(n, np.float32),
+        min_tokens=np.zeros(n, np.int32),
+    )
+    for i, slot in slots.items():
+        req = slot.handle.request
+        rows.seeds[i], rows.temperature[i], rows.top_k[i] = slot.seed, req.temperature, req.top_k
+        rows.top_p[i], rows.penalty[i], rows.min_tokens[i] = req.top_p, req.repetition_penalty, req.min_tokens
+    return rows
