@@ -56,9 +56,9 @@ from smollm2_workload import SMOLLM2_135M  # noqa: E402
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
 
 
-def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], dict]:
+def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], float]:
     """One call = one train step of ours (run to completion); returns its loss. Also gives the
-    program's abstract params (for the FLOPs count, as the train CLI takes it)."""
+    program's model FLOPs per token (as the train CLI counts them)."""
     import jax
 
     from rolellm_jax.parallel.sharding import MeshConfig, make_mesh
@@ -84,7 +84,7 @@ def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tupl
         holder[0], metrics = step(holder[0], holder[1], arrays)
         return float(jax.block_until_ready(metrics["loss"]))
 
-    return run, program.abstract_params
+    return run, program.flops_per_token()
 
 
 def torch_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> Callable[[], float]:
@@ -132,12 +132,11 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
     the report needs (versions, device, FLOPs per token, peak)."""
     import jax
 
-    from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device
+    from rolellm_jax.training.flops import peak_flops_per_device
 
-    steppers, abstract_params = {}, None
+    steppers, flops = {}, None
     for remat in remats:
-        steppers[f"remat {remat}"], abstract_params = jax_stepper(cfg.replace(remat_policy=remat), batch, lora)
-    flops = flops_per_token(cfg, matmul_params(abstract_params), batch["input_ids"].shape[1])
+        steppers[f"remat {remat}"], flops = jax_stepper(cfg.replace(remat_policy=remat), batch, lora)
     device = jax.devices()[0]
     conn.send(
         {

@@ -355,6 +355,8 @@ class CausalLM(nnx.Module):
         logits = cpu_matmul.matmul(
             x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu", transposed=tied
         )
+        if not tied and self.lm_head.lora_a is not None:  # a LoRA adapter on the untied head (training/lora.py)
+            logits = self.lm_head.add_low_rank(x, logits)
         logits = soft_capped(logits, cfg.final_logit_softcapping)  # Gemma 2
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
         if cache is None:

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.models.kernels import cpu_matmul
@@ -34,12 +35,16 @@ class Dense(nnx.Linear):
 
     def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
         y = super().__call__(inputs, out_sharding=out_sharding)
-        if self.lora_a is None:
-            return y
+        return y if self.lora_a is None else self.add_low_rank(inputs, y)
+
+    def add_low_rank(self, inputs: jax.Array, y: jax.Array) -> jax.Array:
+        """``y + scale (inputs A) B`` in ``y``'s dtype (also for the untied LM head, which reads its kernel
+        itself). The sum carries DENSE_OUTPUT, so the dots-saveable remat policies keep it rather than
+        both of its terms."""
         x, a, b = self.promote_dtype((inputs, self.lora_a[...], self.lora_b[...]), dtype=self.dtype)
         contract = (((x.ndim - 1,), (0,)), ((), ()))
         low = self.dot_general(self.dot_general(x, a, contract), b, contract)
-        return y + (self.lora_scale * low).astype(y.dtype)
+        return checkpoint_name(y + (self.lora_scale * low).astype(y.dtype), cpu_matmul.DENSE_OUTPUT)
 
 
 def dense(

@@ -22,7 +22,7 @@ import jax  # noqa: E402
 
 from rolellm_jax.errors import ConfigError  # noqa: E402
 from rolellm_jax.parallel.sharding import make_mesh  # noqa: E402
-from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device  # noqa: E402
+from rolellm_jax.training.flops import peak_flops_per_device  # noqa: E402
 from rolellm_jax.training.gpu_targets import GPUS, gpu_devices, is_gpu_topology, parse_gpu_topology, usable_memory  # noqa: E402
 from rolellm_jax.training.memory_estimate import human_count  # noqa: E402
 from rolellm_jax.training.run_config import model_config_of, parse_args  # noqa: E402
@@ -96,7 +96,7 @@ def compile_for_topology(argv: list[str], topology: str) -> dict:
     total += mem.generated_code_size_in_bytes
     n_params = sum(x.size for x in jax.tree.leaves(program.abstract_params))
     tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
-    step_flops = tokens_per_step * flops_per_token(model_cfg, matmul_params(program.abstract_params), cfg.data.seq_len)
+    step_flops = tokens_per_step * program.flops_per_token()
     return {
         "topology": topology,
         "chips": len(devices),

@@ -1,6 +1,7 @@
 """Model FLOPs per token and the accelerators' peak FLOP/s, for the MFU estimate.
 
-FLOPs per trained token (PaLM, appendix B): 6 * N + 12 * L * H * hd * T, where N counts the
+FLOPs per trained token (PaLM, appendix B): 6 * N + 12 * L * H * hd * T (LoRA: 4 * N for the frozen
+base plus 6 per adapter parameter), where N counts the
 parameters that take part in matrix multiplies (every weight but the embedding table, whose
 lookup is a gather; a tied lm_head counts once), L layers, H query heads of size hd, T the
 sequence length (causal masking is not subtracted, as in PaLM and MaxText).
@@ -57,6 +58,10 @@ def matmul_params(params: Any) -> int:
     return total
 
 
-def flops_per_token(cfg: ModelConfig, n_matmul_params: int, seq_len: int) -> float:
+def flops_per_token(cfg: ModelConfig, n_matmul_params: int, seq_len: int, adapter_params: int | None = None) -> float:
+    """``adapter_params`` (LoRA): the base is frozen, so its weights cost their forward and input-gradient
+    GEMMs only (4 N; the step computes the adapters unmerged, training/lora.py), the adapters all three."""
     attention = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_size * seq_len
-    return 6 * n_matmul_params + attention
+    if adapter_params is None:
+        return 6 * n_matmul_params + attention
+    return 4 * n_matmul_params + 6 * adapter_params + attention

@@ -13,7 +13,7 @@ from rolellm_jax.data.packing import PackedBatches, to_global_arrays
 from rolellm_jax.errors import OOM_HINT, is_oom
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.training.checkpoint_store import CheckpointStore
-from rolellm_jax.training.flops import flops_per_token, matmul_params, peak_flops_per_device
+from rolellm_jax.training.flops import peak_flops_per_device
 from rolellm_jax.training.run_config import RunConfig
 from rolellm_jax.training.run_log import MetricsLog
 from rolellm_jax.training.train_step import TrainError, TrainProgram
@@ -34,7 +34,7 @@ def train_loop(
 ) -> tuple[Any, float, float]:
     """Steps ``start`` .. ``train.steps``: (final state, first loss, last loss of these steps).
     Checkpoints go through ``store``."""
-    flops_token = flops_per_token(model_cfg, matmul_params(program.abstract_params), cfg.data.seq_len)
+    flops_token = program.flops_per_token()
     peak = cfg.logging.peak_flops or peak_flops_per_device(mesh.devices.flat[0])
     tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
     metrics_log = MetricsLog(Path(cfg.train.output_dir), start_step=start, tensorboard=cfg.logging.tensorboard)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rolellm_jax.errors import UserError
+from rolellm_jax.models.modules import Dense
 from rolellm_jax.training.config import LoraConfig
 
 
@@ -95,6 +96,8 @@ def attach(model: Any, adapters: dict, lora: LoraConfig) -> None:
 
     def visit(node: Any, tree: dict) -> None:
         if "lora_a" in tree:
+            if not isinstance(node, Dense):
+                raise LoraError(f"lora.targets: {type(node).__name__} layers take no adapter (only dense layers do)")
             node.lora_a, node.lora_b = nnx.Param(tree["lora_a"]), nnx.Param(tree["lora_b"])
             node.lora_scale = scale
             return

@@ -30,6 +30,7 @@ from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import logical_sharding, param_shardings
 from rolellm_jax.training import lora as lora_lib
 from rolellm_jax.training.config import LoraConfig, TrainConfig
+from rolellm_jax.training.flops import flops_per_token, matmul_params
 from rolellm_jax.training.optim import lr_schedule, make_optimizer
 
 BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions")
@@ -147,6 +148,11 @@ class TrainProgram:
         axes = lora_lib.adapter_logical_axes(base_axes, abstract)
         shardings = jax.tree.map(lambda a: logical_sharding(self.mesh, a), axes, is_leaf=lambda a: isinstance(a, tuple))
         return _with_sharding(abstract, shardings)
+
+    def flops_per_token(self) -> float:
+        """Model FLOPs per trained token of this step (training/flops.py; LoRA: frozen base, trained adapters)."""
+        adapters = sum(x.size for x in jax.tree.leaves(self.abstract_adapters())) if self.lora.enabled else None
+        return flops_per_token(self.model_cfg, matmul_params(self.abstract_params), self.seq_len, adapters)
 
     def abstract_state(self) -> dict:
         """The train state as ShapeDtypeStructs with this mesh's shardings (restore target, AOT)."""
