@@ -41,7 +41,7 @@ def load_line(what: str = "") -> str:
 
 def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
     """Bytes/s of a numpy copy split over ``threads`` (numpy releases the GIL), best of ``repeats``."""
-    src, dst = np.ones(int(gib * 2**30) // 8), None
+    src = np.ones(int(gib * 2**30) // 8)
     dst = np.empty_like(src)
     return 2 * src.nbytes / _best_seconds(lambda lo, hi: np.copyto(dst[lo:hi], src[lo:hi]), src.size, threads, repeats)
 
@@ -49,7 +49,7 @@ def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
 def read_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
     """Bytes/s of reading only (a numpy sum split over ``threads``), best of ``repeats``: what a
     decode step does with its weights. Lower than ``memory_bandwidth``'s read + write count on the
-    2-core machines here (AMD EPYC Zen 3, 2026-12-03: 25 vs 31-33 GB/s; an AVX2 C read loop: 24.7)."""
+    2-core machines here (AMD EPYC Zen 3, 2026-12-03: 20-25 vs 31-37 GB/s; an AVX2 C read loop: 21-25)."""
     src = np.ones(int(gib * 2**30) // 8)
     return src.nbytes / _best_seconds(lambda lo, hi: src[lo:hi].sum(), src.size, threads, repeats)
 

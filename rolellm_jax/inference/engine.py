@@ -341,7 +341,7 @@ class Engine:
         if stopped:
             return self._finish(row, "stop", piece)
         if len(slot.generated) >= slot.handle.request.max_tokens:
-            return self._finish(row, "length", piece + slot.stream.flush())
+            return self._finish(row, "length", piece + slot.stream.flush(cut=True))
         if piece:
             self._emit(slot.handle, Piece(piece))
 

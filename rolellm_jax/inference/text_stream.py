@@ -41,20 +41,20 @@ class TextStream:
         self.sent = max(self.sent, safe)
         return piece, False
 
-    def _decode_new(self, final: bool) -> None:
+    def _decode_new(self, final: bool, cut: bool = False) -> None:
         before = self._decode(self.ids[self._prefix : self._read])
         after = self._decode(self.ids[self._prefix :])
         if len(after) > len(before) and (final or not after.endswith("\ufffd")):
             new = after[len(before) :]
-            # at the end, a character whose bytes never all came (max_tokens cut it) is dropped, not
-            # sent as U+FFFD: the answer stays the valid text decoded so far
-            self.text += new.rstrip("\ufffd") if final else new
+            self.text += new.rstrip("\ufffd") if cut else new
             self._prefix, self._read = self._read, len(self.ids)
 
-    def flush(self) -> str:
-        """The held-back rest, once the request ends without a stop string (a trailing incomplete character dropped)."""
+    def flush(self, cut: bool = False) -> str:
+        """The held-back rest, once the request ends without a stop string. ``cut`` (max_tokens ended it):
+        a trailing character whose bytes never all came is dropped, not sent as U+FFFD, so the answer
+        is the valid text decoded so far; at EOS the model's own bytes go out as they decode."""
         if self._read < len(self.ids):
-            self._decode_new(final=True)
+            self._decode_new(final=True, cut=cut)
         piece, self.sent = self.text[self.sent :], len(self.text)
         return piece
 

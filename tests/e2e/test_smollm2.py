@@ -106,7 +106,7 @@ def test_loss_mask_covers_exactly_the_answer_and_im_end(tokenizer):
 
 # Our forward in a child process whose XLA:CPU runs its dots on Eigen instead of YNNPACK: on an AVX2-only
 # CPU (AMD EPYC Zen 3, 2026-12-03) YNNPACK's float32 GEMM rounds 2-3x more than Eigen's or torch's (rms error
-# against float64 1.7e-6 vs 0.6e-6 x sqrt(K) at K = 1,536) and alone took our logits 2.6e-4 from
+# against float64 0.70e-6 vs 0.23-0.26e-6, times sqrt(K), at K = 1,536) and alone took our logits 2.6e-4 from
 # transformers'; with Eigen's dots they sit 1.1e-4 away, as far as transformers' float32 sits from float64.
 EIGEN_DOTS = "--xla_cpu_experimental_ynn_fusion_type="
 OUR_LOGITS = """
@@ -140,7 +140,10 @@ def test_logits_equal_transformers(smollm2_dir, hf_model, prompts, tokenizer, tm
     np.savez(tmp_path / "batch.npz", ids=ids, mask=mask, positions=positions)
     env = {**os.environ, "XLA_FLAGS": EIGEN_DOTS, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}
     child = start_python(OUR_LOGITS, str(smollm2_dir), str(tmp_path / "batch.npz"), env=env, stderr=subprocess.PIPE)
-    _, err = child.communicate(timeout=600)
+    try:
+        _, err = child.communicate(timeout=600)
+    finally:
+        child.kill()  # a no-op once it has exited
     assert child.returncode == 0, err[-2000:]
     got = np.load(tmp_path / "batch.npz.logits.npy")
     real = mask.astype(bool)
@@ -153,8 +156,10 @@ def test_logits_on_the_default_dots_are_as_close_to_float64_as_float32_allows(hf
     """What users run (YNNPACK's dots where XLA:CPU picks them) against transformers' float64 logits of the same
     weights: measured 2.0e-4 away on the Zen 3 CPU above (transformers' float32: 1.1e-4)."""
     ids, mask, positions = left_padded(prompts, tokenizer.pad_token_id)
-    truth = hf_logits(hf_model.to(torch.float64), ids, mask, positions)
-    hf_model.to(torch.float32)
+    try:
+        truth = hf_logits(hf_model.to(torch.float64), ids, mask, positions)
+    finally:
+        hf_model.to(torch.float32)  # the module's fixture, shared with the other tests
     got = np.asarray(nnx.jit(lambda m, i, p, s: m(i, positions=p, segment_ids=s))(ours, ids, positions, mask))
     diff = float(np.abs(got - truth)[mask.astype(bool)].max())
     assert diff <= 3e-4, f"max |ours - transformers float64| = {diff:.2e}"

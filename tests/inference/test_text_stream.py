@@ -8,14 +8,14 @@ from tests.helpers.serving_fixtures import tiny_serving_model
 TEXT = "Captain Vale says: Hold the wind! 剑在人在。 Leaves 🌿 remember, rain is wet."
 
 
-def streamed(tokenizer, ids, stop=()) -> tuple[list[str], bool]:
+def streamed(tokenizer, ids, stop=(), cut=False) -> tuple[list[str], bool]:
     stream, pieces = TextStream(tokenizer, stop), []
     for token in ids:
         piece, stopped = stream.push(token)
         pieces.append(piece)
         if stopped:
             return pieces, True
-    return pieces + [stream.flush()], False
+    return pieces + [stream.flush(cut=cut)], False
 
 
 def test_pieces_add_up_to_the_decoding() -> None:
@@ -33,9 +33,12 @@ def test_a_character_cut_by_the_end_is_dropped_not_sent_as_a_replacement() -> No
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
     first_byte = next(i for i, t in enumerate(tokens) if t == "<0xF0>")  # 🌿 is 4 bytes: F0 9F 8C BF
-    pieces, _ = streamed(tokenizer, ids[: first_byte + 2])
+    pieces, _ = streamed(tokenizer, ids[: first_byte + 2], cut=True)
     assert "".join(pieces) == tokenizer.decode(ids[:first_byte], skip_special_tokens=True)
     assert "\ufffd" not in "".join(pieces)
+    # ended by EOS instead, the model's own incomplete bytes go out as they decode
+    pieces, _ = streamed(tokenizer, ids[: first_byte + 2])
+    assert "".join(pieces) == tokenizer.decode(ids[: first_byte + 2], skip_special_tokens=True)
 
 
 def test_stop_string_is_cut_and_never_sent_in_part() -> None:
