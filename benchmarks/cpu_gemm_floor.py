@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from hostinfo import cpu_line, load_line, memory_bandwidth, read_bandwidth  # (benchmarks/ is this script's folder)
+from hostinfo import cpu_line, load_line, report_bandwidth  # (benchmarks/ is this script's folder)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rolellm_jax.models.kernels import cpu_matmul  # noqa: E402
@@ -148,10 +148,7 @@ def main() -> None:
         f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
     )
     print(load_line("at the start"))
-    copy, bandwidth = memory_bandwidth(args.bandwidth_gib), read_bandwidth(args.bandwidth_gib)
-    gib = f"{args.bandwidth_gib:g} GiB"
-    print(f"bandwidth (2 threads, {gib}): read (numpy sum) {bandwidth / 1e9:.1f} GB/s, the decode chains' bound;")
-    print(f"  copy (read + write bytes counted) {copy / 1e9:.1f} GB/s")
+    bandwidth = report_bandwidth(args.bandwidth_gib, "the decode chains' bound")
     rows = []
     for dtype in ("float32", "bfloat16"):
         rows += decode_rows(dtype, [1, 8], args.repeats)

@@ -54,6 +54,14 @@ def read_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
     return src.nbytes / _best_seconds(lambda lo, hi: src[lo:hi].sum(), src.size, threads, repeats)
 
 
+def report_bandwidth(gib: float, bound_of: str) -> float:
+    """Print the read and copy bandwidth of ``gib`` GiB (2 threads) and return the read one, ``bound_of``'s bound."""
+    copy, read = memory_bandwidth(gib), read_bandwidth(gib)
+    print(f"bandwidth (2 threads, {gib:g} GiB): read (numpy sum) {read / 1e9:.1f} GB/s, {bound_of};")
+    print(f"  copy (read + write bytes counted) {copy / 1e9:.1f} GB/s")
+    return read
+
+
 def _best_seconds(work, n: int, threads: int, repeats: int) -> float:
     """Fastest of ``repeats`` runs of ``work(lo, hi)`` over ``[0, n)`` split into ``threads`` chunks at once."""
     edges = np.linspace(0, n, threads + 1).astype(int)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.sm
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hostinfo import cpu_line, load_line, memory_bandwidth, read_bandwidth  # noqa: E402  (benchmarks/ is this script's folder)
+from hostinfo import cpu_line, load_line, report_bandwidth  # noqa: E402  (benchmarks/ is this script's folder)
 from safetensors import safe_open  # noqa: E402
 from smollm2_workload import CHAT_QUESTIONS  # noqa: E402
 
@@ -190,10 +190,7 @@ def main() -> None:
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({threads} threads)")
     print(f"SmolLM2-135M-Instruct from {GGUF_FILE}; prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
     print(load_line("before the bandwidth test"))
-    copy, bandwidth = memory_bandwidth(args.bandwidth_gib), read_bandwidth(args.bandwidth_gib)
-    gib = f"{args.bandwidth_gib:g} GiB"
-    print(f"bandwidth (2 threads, {gib}): read (numpy sum) {bandwidth / 1e9:.1f} GB/s, the bound below;")
-    print(f"  copy (read + write bytes counted) {copy / 1e9:.1f} GB/s")
+    bandwidth = report_bandwidth(args.bandwidth_gib, "the bound below")
     with safe_open(folder / "model.safetensors", "np") as weights:
         n_params = sum(int(np.prod(weights.get_slice(k).get_shape())) for k in weights.keys())
     print(f"{n_params / 1e6:.1f}M params (tied head: read once per token as the LM head)")

@@ -104,15 +104,13 @@ class SlotTable:
     def decode_args(self, widths: tuple[int, ...], lo: int) -> tuple:
         """Arguments of a decode step over the fewest leading rows (a width of ``widths``) that hold
         every active row, reading the window from ``lo``."""
-        highest = max(self.active_rows(), default=0)
-        n = next(w for w in widths if w > highest)
+        active = {r: self.rows[r] for r in self.active_rows()}
+        n = next(w for w in widths if w > max(active, default=0))
         last, positions, segments, steps = (np.zeros(n, np.int32) for _ in range(4))
-        for r in self.active_rows():
-            slot = self.rows[r]
+        for r, slot in active.items():
             last[r], steps[r] = slot.last, len(slot.generated)
             positions[r] = slot.prompt_len + len(slot.generated) - 1
             segments[r] = slot.segment
-        active = {r: self.rows[r] for r in self.active_rows()}
         return np.int32(self.index), np.int32(lo), last, positions, segments, steps, row_sampling(n, active)
 
     def idle_prefill_args(self, k: int, width: int) -> tuple:

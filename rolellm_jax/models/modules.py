@@ -27,7 +27,8 @@ class Dense(nnx.Linear):
 
     Computed unmerged, as PEFT does: the frozen ``W`` then needs no weight gradient, where a kernel
     merged before the dot (``W + scale A B``) costs a full ``[in, out]`` gradient GEMM per target
-    and step (~10% of a LoRA step on q/k/v/o), and in bf16 compute the small delta is no longer
+    and step (~10% of the FLOPs of a LoRA step on q/k/v/o; unmerging took the SmolLM2-shape step from
+    148 to 185 tokens/s, benchmarks/RESULTS.md), and in bf16 compute the small delta is no longer
     rounded into the bf16 copy of ``W``. Export still merges (lora.merge): equal up to rounding.
     """
 

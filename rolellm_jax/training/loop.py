@@ -11,7 +11,6 @@ import jax
 
 from rolellm_jax.data.packing import PackedBatches, to_global_arrays
 from rolellm_jax.errors import OOM_HINT, is_oom
-from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.training.checkpoint_store import CheckpointStore
 from rolellm_jax.training.flops import peak_flops_per_device
 from rolellm_jax.training.run_config import RunConfig
@@ -30,7 +29,6 @@ def train_loop(
     frozen: Any,
     *,
     meta_base: dict[str, Any],
-    model_cfg: ModelConfig,
 ) -> tuple[Any, float, float]:
     """Steps ``start`` .. ``train.steps``: (final state, first loss, last loss of these steps).
     Checkpoints go through ``store``."""

@@ -102,7 +102,7 @@ def attach(model: Any, adapters: dict, lora: LoraConfig) -> None:
             node.lora_scale = scale
             return
         for key, child in tree.items():
-            visit(node[key] if isinstance(key, int) else getattr(node, key), child)
+            visit(getattr(node, key), child)
 
     visit(model, adapters)
 

@@ -205,7 +205,6 @@ def run(cfg: RunConfig, devices: list | None = None) -> RunResult:
         state,
         frozen,
         meta_base=meta_base,
-        model_cfg=setup.model_cfg,
     )
     data_name = Path(cfg.data.source if cfg.data.kinds else cfg.data.conversations or cfg.data.cards).name
     curve = plot_loss_curve(
