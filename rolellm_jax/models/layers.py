@@ -14,7 +14,6 @@ parameters. Logits are always float32.
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 import jax
@@ -24,7 +23,7 @@ from flax import nnx
 
 from rolellm_jax.errors import UserError
 from rolellm_jax.models.attention import attention, check_attention_impl
-from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.config import ModelConfig, StaticConfig
 from rolellm_jax.models.kernels import cpu_matmul
 from rolellm_jax.models.kernels.blocked_attention import ATTENTION_SAVED, soft_capped
 from rolellm_jax.models.modules import RMSNorm, axes, dense, embed_rows
@@ -78,6 +77,7 @@ class Attention(nnx.Module):
         self.k_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
         self.v_proj = dense(rngs, cfg, d, self.num_kv_heads * hd, "embed", "kv_heads", cfg.attention_bias)
         self.o_proj = dense(rngs, cfg, self.num_heads * hd, d, "heads", "embed")
+        self.fused_qkv = False  # cpu_decoding.for_cpu_decoding fuses q/k/v into qkv_proj
         self.qk_norm = family.qk_norm
         if family.qk_norm:
             plus_one = family.norm_plus_one
@@ -110,9 +110,14 @@ class Attention(nnx.Module):
         if layer_inputs is not None:
             window, inv_freq = layer_inputs["window"], layer_inputs["inv_freq"]
         b, t, _ = x.shape
-        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        hd = self.head_dim
+        if self.fused_qkv:  # cpu_decoding's [D, (H + 2 KV) hd] kernel: one GEMV, not three
+            q_end, k_end = self.num_heads * hd, (self.num_heads + self.num_kv_heads) * hd
+            q, k, v = jnp.split(self.qkv_proj(x), (q_end, k_end), axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(b, t, self.num_heads, hd)
+        k, v = k.reshape(b, t, self.num_kv_heads, hd), v.reshape(b, t, self.num_kv_heads, hd)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q = constrain(q, (BATCH, LENGTH, "activation_heads", "activation_head_dim"))
@@ -214,23 +219,6 @@ class DecoderLayer(nnx.Module):
 
 
 # ---------------------------------------------------------------- the whole model
-class StaticConfig:
-    """A ModelConfig held as a static graph attribute. GraphDefs are jit cache keys and must hash,
-    but HF-derived configs carry dicts and lists (rope_scaling, eos_token_id); hash the JSON."""
-
-    __slots__ = ("value", "_key")
-
-    def __init__(self, cfg: ModelConfig):
-        self.value = cfg
-        self._key = json.dumps(cfg.to_dict(), sort_keys=True)
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StaticConfig) and self._key == other._key
-
-
 class CausalLM(nnx.Module):
     """Embeddings -> L decoder layers (params stacked on a leading "layers" axis) -> norm -> logits.
 

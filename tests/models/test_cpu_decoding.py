@@ -52,6 +52,44 @@ def test_cpu_layout_prefill_and_steps_match_transformers(kv_heads, tie):
     assert diff <= TOL, diff
 
 
+def test_one_device_layout_fuses_qkv_and_gate_up_and_keeps_the_logits():
+    """On one device each layer runs one [D, (H + 2 KV) hd] q/k/v GEMV (Qwen2: biases too) and one [D, 2F]
+    gate/up GEMV instead of five (fewer fixed per-call costs in a batch-1 step): the same logits
+    as the unfused layout and transformers."""
+    from tests.models.test_families import hf_qwen2
+
+    hf = hf_qwen2()
+    model = ported(hf)
+    fused, plain = for_cpu_decoding(model), for_cpu_decoding(model, fuse_projections=False)
+    cfg, attn, mlp = model.cfg, fused.layers[0].self_attn, fused.layers[0].mlp
+    width = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_size
+    assert attn.fused_qkv and attn.qkv_proj.kernel.shape == (cfg.hidden_size, width)
+    assert attn.qkv_proj.bias.shape == (width,) and not hasattr(attn, "q_proj")
+    assert mlp.fused and mlp.gate_up_proj.kernel.shape == (cfg.hidden_size, 2 * cfg.intermediate_size)
+    assert not plain.layers[0].self_attn.fused_qkv and not plain.layers[0].mlp.fused
+    ids, mask, pos, seg = left_padded_batch(2, (0, 3))
+    got = cached_logits(fused, ids, pos, seg)
+    np.testing.assert_allclose(got, cached_logits(plain, ids, pos, seg), atol=1e-5)
+    assert max_diff_on_real_tokens(got, hf_logits(hf, ids, mask, pos), mask) <= TOL
+
+
+def test_a_layer_with_a_lora_adapter_is_not_fused():
+    """Fusing would drop the attached adapter's low-rank term (training/lora.py ``attach``)."""
+    from rolellm_jax.training.config import LoraConfig
+    from rolellm_jax.training.lora import attach, init_adapters
+
+    model = ported(hf_llama(kv_heads=2))
+    lora = LoraConfig(enabled=True, rank=2, targets=["q_proj", "v_proj"])
+    adapters = init_adapters(nnx.to_pure_dict(nnx.state(model, nnx.Param)), lora, jax.random.key(0))
+    adapters = jax.tree.map(lambda a: a + 0.05, adapters)  # a non-zero B: the term changes the logits
+    attach(model, adapters, lora)
+    decoding = for_cpu_decoding(model)
+    assert not decoding.layers[0].self_attn.fused_qkv
+    ids, mask, pos, seg = left_padded_batch(2, (0, 3))
+    want = np.asarray(model(jnp.asarray(ids), positions=jnp.asarray(pos), segment_ids=jnp.asarray(seg)))
+    assert max_diff_on_real_tokens(cached_logits(decoding, ids, pos, seg), want, mask) <= TOL
+
+
 @pytest.mark.parametrize("layout", ["cpu", "stacked"])
 def test_a_window_of_a_larger_cache_reads_only_its_rows_and_slots(layout):
     """The cache-window contract (the serving engine's decode step): a batch of 2 rows over a cache of
