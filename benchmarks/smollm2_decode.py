@@ -216,17 +216,19 @@ def main() -> None:
         bound = bandwidth / (n_params * np.dtype(dtype if dtype != "bfloat16" else np.float16).itemsize)
         for batch, ps in ((1, b1), (args.batch, prompts)):
             print(f"ours {dtype} batch {batch}")
-            out, rate, step = measure(ours(folder, dtype, ps, batch), len(ps), args.new, args.rounds)
+            out, ours_rate, ours_step = measure(ours(folder, dtype, ps, batch), len(ps), args.new, args.rounds)
             reference[(dtype, batch)] = out
-            rows.append(
-                ("rolellm_jax.generate", dtype, batch, rate, step, bound_note(step, bound) if batch == 1 else "")
-            )
+            note = bound_note(ours_step, bound) if batch == 1 else ""
+            rows.append(("rolellm_jax.generate", dtype, batch, ours_rate, ours_step, note))
             if not args.skip_transformers:
                 print(f"transformers {dtype} batch {batch}")
                 theirs, rate, step = measure(
                     transformers_side(folder, dtype, ps, batch), len(ps), args.new, args.rounds
                 )
-                rows.append(("transformers generate", dtype, batch, rate, step, same_share(out, theirs)))
+                speedup = f"ours {ours_rate / rate:.2f}x the whole call, {ours_step / step:.2f}x the step"
+                rows.append(
+                    ("transformers generate", dtype, batch, rate, step, f"{same_share(out, theirs)}; {speedup}")
+                )
     if not args.skip_llama_cpp:
         for kind in args.llama_cpp_kinds:
             path = (

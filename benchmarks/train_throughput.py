@@ -39,6 +39,7 @@ PEFT is a benchmark-only dependency: ``pip install peft``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import platform
@@ -192,6 +193,13 @@ def interleaved_seconds(
     return times
 
 
+def _receive(conn: Connection, kind: str):
+    try:
+        return conn.recv()
+    except EOFError:
+        raise SystemExit(f"the {kind} worker died (its traceback is above); no figures") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=256)
@@ -233,6 +241,8 @@ def main() -> None:
         help="start both workers with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35)",
     )
     args = parser.parse_args()
+    if args.lora_rank and not args.skip_torch and importlib.util.find_spec("peft") is None:
+        parser.error("--lora-rank compares with transformers + PEFT: pip install peft (or pass --skip-torch)")
     if args.glibc_thp == "on":  # read by glibc at process start: the spawned workers get it
         tunables = [
             t
@@ -284,14 +294,15 @@ def main() -> None:
         parent, child = context.Pipe()
         process = context.Process(target=target, args=(child, *worker_args), daemon=True)
         process.start()
-        conns[kind], infos[kind] = parent, parent.recv()
+        child.close()  # only the worker holds its end: a worker that dies ends our recv() with EOFError
+        conns[kind], infos[kind] = parent, _receive(parent, kind)
         processes.append(process)
     owner = {f"remat {remat}": "jax" for remat in remats} | ({} if args.skip_torch else {"torch": "torch"})
     losses: dict[str, float] = {}  # the last loss each contender reported
 
     def run(name: str, n: int) -> list[float]:
         conns[owner[name]].send((name, n))
-        seconds, losses[name] = conns[owner[name]].recv()
+        seconds, losses[name] = _receive(conns[owner[name]], owner[name])
         return seconds
 
     print(
