@@ -4,7 +4,8 @@ vs llama.cpp, fp32 and bf16, batch 1 and 8, with the machine's memory bandwidth 
 Greedy, chat prompts (the tokenizer's own ChatML template), --new tokens per row with EOS disabled
 on every side so that each row produces the same number of tokens. Two rates per side, medians of
 --rounds timed calls after a warm-up call per shape (our compile excluded; our model laid out for
-CPU decoding once, at load, as the serving engine does): "whole call" = new tokens / wall time of
+CPU decoding once, at load, as the serving engine does), ours and transformers timed in turns
+within each round: "whole call" = new tokens / wall time of
 the call (prefill of the ~40-token prompt included); "decode step" = (new - 1) tokens per row / the
 time a --new call takes beyond a 1-token call (prefill and first token excluded: the per-token
 rate, which the bandwidth bound is about). llama.cpp (llama-cpp-python) runs one sequence at a time,
@@ -75,23 +76,34 @@ def write_dequantised_gguf(source: Path, out: Path, dtype: str) -> Path:
     return out
 
 
-def timed(fn) -> tuple[float, object]:
+def timed(fn, *args) -> tuple[float, object]:
     start = time.perf_counter()
-    result = fn()
+    result = fn(*args)
     return time.perf_counter() - start, result
 
 
-def measure(run, rows: int, new: int, rounds: int) -> tuple[list[list[int]], float, float]:
-    """``run(n)`` generates n tokens per row: its --new outputs, whole-call and decode-step tokens/s."""
-    out = run(new)  # warm-up: compile, page in the weights
-    run(1)
+def measure(
+    runs: dict[str, object], rows: int, new: int, rounds: int
+) -> dict[str, tuple[list[list[int]], float, float]]:
+    """Each ``runs[side](n)`` generates n tokens per row. After a warm-up per side, every round times
+    each side in turn (a --new call, then a 1-token call), so the ratios compare the sides over the
+    same minutes: this host's speed drifts by 20-30% between minutes. Per side: its --new outputs,
+    whole-call and decode-step tokens/s (medians over the rounds)."""
+    outs = {side: run(new) for side, run in runs.items()}  # warm-up: compile, page in the weights
+    for run in runs.values():
+        run(1)
     print(f"  {load_line()}")
-    full, one = [], []
+    full: dict[str, list[float]] = {side: [] for side in runs}
+    one: dict[str, list[float]] = {side: [] for side in runs}
     for _ in range(rounds):
-        full.append(timed(lambda: run(new))[0])
-        one.append(timed(lambda: run(1))[0])
-    full_s, one_s = float(np.median(full)), float(np.median(one))
-    return out, rows * new / full_s, rows * (new - 1) / (full_s - one_s)
+        for side, run in runs.items():
+            full[side].append(timed(run, new)[0])
+            one[side].append(timed(run, 1)[0])
+    result = {}
+    for side in runs:
+        full_s, one_s = float(np.median(full[side])), float(np.median(one[side]))
+        result[side] = (outs[side], rows * new / full_s, rows * (new - 1) / (full_s - one_s))
+    return result
 
 
 def ours(folder: Path, dtype: str, prompts: list[list[int]], batch: int):
@@ -215,20 +227,22 @@ def main() -> None:
     for dtype in args.dtypes:
         bound = bandwidth / (n_params * np.dtype(dtype if dtype != "bfloat16" else np.float16).itemsize)
         for batch, ps in ((1, b1), (args.batch, prompts)):
-            print(f"ours {dtype} batch {batch}")
-            out, ours_rate, ours_step = measure(ours(folder, dtype, ps, batch), len(ps), args.new, args.rounds)
+            print(f"{dtype} batch {batch}: ours" + ("" if args.skip_transformers else " and transformers, in turns"))
+            runs = {"ours": ours(folder, dtype, ps, batch)}
+            if not args.skip_transformers:
+                runs["transformers"] = transformers_side(folder, dtype, ps, batch)
+            measured = measure(runs, len(ps), args.new, args.rounds)
+            out, ours_rate, ours_step = measured["ours"]
             reference[(dtype, batch)] = out
             note = bound_note(ours_step, bound) if batch == 1 else ""
             rows.append(("rolellm_jax.generate", dtype, batch, ours_rate, ours_step, note))
             if not args.skip_transformers:
-                print(f"transformers {dtype} batch {batch}")
-                theirs, rate, step = measure(
-                    transformers_side(folder, dtype, ps, batch), len(ps), args.new, args.rounds
-                )
+                theirs, rate, step = measured["transformers"]
                 speedup = f"ours {ours_rate / rate:.2f}x the whole call, {ours_step / step:.2f}x the step"
                 rows.append(
                     ("transformers generate", dtype, batch, rate, step, f"{same_share(out, theirs)}; {speedup}")
                 )
+            del runs, measured  # free this shape's models before the next
     if not args.skip_llama_cpp:
         for kind in args.llama_cpp_kinds:
             path = (
@@ -237,7 +251,9 @@ def main() -> None:
                 else write_dequantised_gguf(gguf_folder() / GGUF_FILE, tmp / f"smollm2-{kind}.gguf", kind)
             )
             print(f"llama.cpp {kind} batch 1")
-            out, rate, step = measure(llama_cpp_side(path, b1), len(b1), args.new, args.rounds)
+            out, rate, step = measure({"llama.cpp": llama_cpp_side(path, b1)}, len(b1), args.new, args.rounds)[
+                "llama.cpp"
+            ]
             dtype = {"F32": "float32", "F16": "bfloat16"}.get(kind)
             note = same_share(reference[(dtype, 1)], out) if (dtype, 1) in reference and kind == "F32" else ""
             bound = bandwidth / path.stat().st_size  # the file is the weights (and a small vocabulary)
