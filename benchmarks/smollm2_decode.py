@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--skip-llama-cpp", action="store_true")
     parser.add_argument("--llama-cpp-kinds", nargs="+", default=["F32", "F16"], choices=("F32", "F16", "Q4_1"))
     parser.add_argument("--skip-transformers", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3, help="timed calls per shape (medians)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per shape, each side timed in turn (medians)")
     args = parser.parse_args()
     if args.new < 2 or args.rounds < 1:
         parser.error(f"--new {args.new} --rounds {args.rounds}: the step rate needs --new >= 2 and --rounds >= 1")
@@ -255,9 +255,8 @@ def main() -> None:
                 else write_dequantised_gguf(gguf_folder() / GGUF_FILE, tmp / f"smollm2-{kind}.gguf", kind)
             )
             print(f"llama.cpp {kind} batch 1")
-            out, rate, step = measure({"llama.cpp": llama_cpp_side(path, b1)}, len(b1), args.new, args.rounds)[
-                "llama.cpp"
-            ]
+            measured = measure({"llama.cpp": llama_cpp_side(path, b1)}, len(b1), args.new, args.rounds)
+            out, rate, step = measured["llama.cpp"]
             dtype = {"F32": "float32", "F16": "bfloat16"}.get(kind)
             note = same_share(reference[(dtype, 1)], out) if (dtype, 1) in reference and kind == "F32" else ""
             bound = bandwidth / path.stat().st_size  # the file is the weights (and a small vocabulary)

@@ -22,10 +22,11 @@ def for_cpu_decoding(model: CausalLM, fuse_projections: bool = True) -> CausalLM
     On one device (unless ``fuse_projections=False``), each layer's q/k/v kernels become one
     ``qkv_proj`` and gate/up one ``gate_up_proj`` (concatenated on the output axis): a batch-1 step is
     a chain of GEMVs whose fixed cost per call shows on the small ones (k/v ran at half the read
-    bandwidth), so fewer, larger calls (SmolLM2 fp32 batch 1: 39.4 -> 38.0 ms a step, same process,
-    benchmarks/RESULTS.md). Params on more than one device keep separate kernels (joining them would
-    reshard the weights, and the joined kernel keeps q_proj's axis names, which would cut a tensor
-    axis across the q/k/v boundaries). Same values up to float rounding order; the KV cache of
+    bandwidth), so fewer, larger calls (SmolLM2 fp32 batch 1: 39.4 -> 38.0 ms a step in one A/B,
+    within that machine's run-to-run spread: no loss, no gain beyond the noise; benchmarks/RESULTS.md).
+    Params on more than one device keep separate kernels (joining them would reshard the weights,
+    and the joined kernel keeps q_proj's axis names, which would cut a tensor axis across the q/k/v
+    boundaries). Same values up to float rounding order; the KV cache of
     :meth:`CausalLM.init_cache` becomes per-layer tuples. The stacked model is untouched (its layer
     params are copied, in one compiled call: twice their memory while both are alive). The copy
     costs a pass over the weights, so a caller decoding many times lays the model out once
