@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rolellm_jax.models.kernels import cpu_matmul
+from rolellm_jax.models.kernels import cpu_matmul, cpu_packed
 from rolellm_jax.models.layers import CausalLM, DecoderLayer
-from rolellm_jax.models.modules import Dense
+from rolellm_jax.models.modules import Dense, PackedDense, PackedEmbedding
 
 
-def for_cpu_decoding(model: CausalLM, fuse_projections: bool = True) -> CausalLM:
+def for_cpu_decoding(model: CausalLM, fuse_projections: bool = True, packed_kernels: bool = True) -> CausalLM:
     """The same model laid out for decoding on a CPU (forward only): one module per layer, each with
     arrays of its own (a copy of its slice of the stacked params), and every dense layer on
     cpu_matmul's dot (16-bit GEMMs with a float32 result, cast back). XLA:CPU copies a layer's
@@ -30,27 +30,59 @@ def for_cpu_decoding(model: CausalLM, fuse_projections: bool = True) -> CausalLM
     :meth:`CausalLM.init_cache` becomes per-layer tuples. The stacked model is untouched (its layer
     params are copied, in one compiled call: twice their memory while both are alive). The copy
     costs a pass over the weights, so a caller decoding many times lays the model out once
-    (``generate`` and the serving engine take an already laid out model as it is)."""
+    (``generate`` and the serving engine take an already laid out model as it is).
+
+    With ``packed_kernels`` (on one device, where ``cpu_packed.available()``), every dense layer
+    without a LoRA adapter and the LM head become ``PackedDense`` / ``PackedEmbedding`` on
+    cpu_packed's panel kernel: a weight read once per call, bf16 read as bf16 (the XLA:CPU GEMMs
+    packed the weight on every call and had no bf16 GEMV). A tied embedding is then kept only as
+    the head's panels, which the lookup reads too."""
     if model.unstacked:
         return model
     graphdef, state = nnx.split(model)
     copy = nnx.merge(graphdef, state)  # shares the arrays; only .layers is replaced
     one_device = all(len(leaf.sharding.device_set) == 1 for leaf in jax.tree.leaves(nnx.state(model.layers)))
-    copy.layers = _unstacked(model.layers, model.cfg.num_hidden_layers, fuse_projections and one_device)
+    pack = packed_kernels and one_device and cpu_packed.available()
+    copy.layers = _unstacked(model.layers, model.cfg.num_hidden_layers, fuse_projections and one_device, pack)
+    if pack:
+        _pack_head(copy)
     for _, module in nnx.iter_modules(copy):
         if isinstance(module, nnx.Linear):
             module.dot_general = cpu_matmul.dot_general
     return copy
 
 
-@nnx.jit(static_argnums=(1, 2))
-def _unstacked(layers: DecoderLayer, num_layers: int, fuse: bool) -> nnx.List:
+@nnx.jit(static_argnums=(1, 2, 3))
+def _unstacked(layers: DecoderLayer, num_layers: int, fuse: bool, pack: bool) -> nnx.List:
     layer_def, layer_state = nnx.split(layers)
     out = nnx.List(nnx.merge(layer_def, jax.tree.map(lambda a, i=i: a[i], layer_state)) for i in range(num_layers))
-    if fuse:
-        for layer in out:
+    for layer in out:
+        if fuse:
             _fuse_projections(layer)
+        if pack:
+            _pack_dense_layers(layer)
     return out
+
+
+def _pack_dense_layers(module: nnx.Module) -> None:
+    """Every ``Dense`` under ``module`` without a LoRA adapter, in a dtype the kernel reads -> ``PackedDense``."""
+    for name, child in list(vars(module).items()):
+        if isinstance(child, Dense):
+            if child.lora_a is None and cpu_packed.packable(child.dtype or child.kernel.dtype):
+                setattr(module, name, PackedDense(child))
+        elif isinstance(child, nnx.Module):
+            _pack_dense_layers(child)
+
+
+@nnx.jit
+def _pack_head(model: CausalLM) -> None:
+    cfg = model.cfg
+    if not cpu_packed.packable(cfg.dtype):
+        return
+    if cfg.tie_word_embeddings:
+        model.embed_tokens = PackedEmbedding(model.embed_tokens.embedding[...], cfg.dtype)
+    elif model.lm_head.lora_a is None:
+        model.lm_head = PackedDense(model.lm_head)
 
 
 def _fuse_projections(layer: DecoderLayer) -> None:

@@ -26,7 +26,7 @@ from rolellm_jax.models.attention import attention, check_attention_impl
 from rolellm_jax.models.config import ModelConfig, StaticConfig
 from rolellm_jax.models.kernels import cpu_matmul
 from rolellm_jax.models.kernels.blocked_attention import ATTENTION_SAVED, soft_capped
-from rolellm_jax.models.modules import RMSNorm, axes, dense, embed_rows
+from rolellm_jax.models.modules import PackedDense, PackedEmbedding, RMSNorm, axes, dense, embed_rows
 from rolellm_jax.models.rotary import RotaryLayout, apply_rotary, rotary_inv_freq
 from rolellm_jax.parallel.sharding import constrain
 
@@ -327,7 +327,10 @@ class CausalLM(nnx.Module):
         if cache is not None:
             kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index - window_start))
 
-        x = embed_rows(self.embed_tokens.embedding[...], input_ids, cfg.dtype)
+        if isinstance(self.embed_tokens, PackedEmbedding):  # for_cpu_decoding's tied head
+            x = self.embed_tokens.rows(input_ids, cfg.dtype)
+        else:
+            x = embed_rows(self.embed_tokens.embedding[...], input_ids, cfg.dtype)
         if self.scale_embeddings:
             x = x * jnp.asarray(cfg.hidden_size**0.5, cfg.dtype)
         x = constrain(x, (BATCH, LENGTH, EMBED))
@@ -338,13 +341,7 @@ class CausalLM(nnx.Module):
         x = self.norm(x)
         # logits accumulate in float32 even with bf16 compute (the loss needs them exact); their
         # backward GEMMs run in the compute dtype (models/kernels/cpu_matmul.py)
-        tied = cfg.tie_word_embeddings  # the embedding [V, D] is the head, contracted on its own last axis
-        head = self.embed_tokens.embedding[...] if tied else self.lm_head.kernel[...]
-        logits = cpu_matmul.matmul(
-            x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu", transposed=tied
-        )
-        if not tied and self.lm_head.lora_a is not None:  # a LoRA adapter on the untied head (training/lora.py)
-            logits = self.lm_head.add_low_rank(x, logits)
+        logits = self._logits(x)
         logits = soft_capped(logits, cfg.final_logit_softcapping)  # Gemma 2
         logits = constrain(logits, (BATCH, LENGTH, "activation_vocab"))
         if cache is None:
@@ -353,6 +350,20 @@ class CausalLM(nnx.Module):
         if "window_start" in cache:
             new_cache["window_start"] = window_start
         return logits, new_cache
+
+    def _logits(self, x: jax.Array) -> jax.Array:
+        """float32 logits of the final hidden states, from the tied embedding or the LM head."""
+        cfg = self.cfg
+        tied = cfg.tie_word_embeddings  # the embedding [V, D] is the head, contracted on its own last axis
+        if isinstance(self.embed_tokens if tied else self.lm_head, PackedEmbedding | PackedDense):
+            return self.embed_tokens.logits(x) if tied else self.lm_head(x, jnp.float32)  # for_cpu_decoding's
+        head = self.embed_tokens.embedding[...] if tied else self.lm_head.kernel[...]
+        logits = cpu_matmul.matmul(
+            x, head.astype(cfg.dtype), jnp.float32, cpu_layout=cfg.weight_grad == "cpu", transposed=tied
+        )
+        if not tied and self.lm_head.lora_a is not None:  # a LoRA adapter on the untied head (training/lora.py)
+            logits = self.lm_head.add_low_rank(x, logits)
+        return logits
 
     def _stacked_layers(self, x, positions, segment_ids, kv_segment_ids, kv_in, index, layer_inputs, window_start):
         """The layer stack on params stacked on a leading L axis: scanned or unrolled."""

@@ -63,9 +63,9 @@ def test_one_device_layout_fuses_qkv_and_gate_up_and_keeps_the_logits():
     fused, plain = for_cpu_decoding(model), for_cpu_decoding(model, fuse_projections=False)
     cfg, attn, mlp = model.cfg, fused.layers[0].self_attn, fused.layers[0].mlp
     width = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_size
-    assert attn.fused_qkv and attn.qkv_proj.kernel.shape == (cfg.hidden_size, width)
-    assert attn.qkv_proj.bias.shape == (width,) and not hasattr(attn, "q_proj")
-    assert mlp.fused and mlp.gate_up_proj.kernel.shape == (cfg.hidden_size, 2 * cfg.intermediate_size)
+    assert attn.fused_qkv and attn.qkv_proj.packed.shape == (-(-width // 16), cfg.hidden_size, 16)
+    assert attn.qkv_proj.features == width and attn.qkv_proj.bias.shape == (width,) and not hasattr(attn, "q_proj")
+    assert mlp.fused and mlp.gate_up_proj.features == 2 * cfg.intermediate_size
     assert not plain.layers[0].self_attn.fused_qkv and not plain.layers[0].mlp.fused
     ids, mask, pos, seg = left_padded_batch(2, (0, 3))
     got = cached_logits(fused, ids, pos, seg)
@@ -199,6 +199,28 @@ def test_compiled_decode_step_moves_no_weight(dtype):
 
     stacked_hlo = stacked_step.lower(s2, jnp.ones((2, 1), jnp.int32), stacked.init_cache(2, 16)).compile().as_text()
     assert weight_sized_moves(stacked_hlo, smallest_weight)
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_decode_step_runs_every_dense_layer_and_the_head_on_the_packed_kernel(tie):
+    """Per layer one q/k/v, o, gate/up and down call, plus the head (cpu_packed; the tied embedding kept
+    once, as the head's panels); ``packed_kernels=False`` keeps XLA's dots, with the same logits."""
+    from rolellm_jax.models.kernels import cpu_packed
+    from rolellm_jax.models.modules import PackedDense, PackedEmbedding
+
+    if not cpu_packed.available():
+        pytest.skip(f"kernel unavailable: {cpu_packed.unavailable_reason()}")
+    hf = hf_llama(kv_heads=2, tie=tie)
+    model = for_cpu_decoding(ported(hf))
+    assert isinstance(model.embed_tokens if tie else model.lm_head, PackedEmbedding if tie else PackedDense)
+    graphdef, state = nnx.split(model)
+    step = jax.jit(lambda s, t, c: nnx.merge(graphdef, s)(t, segment_ids=jnp.ones_like(t), cache=c))
+    hlo = step.lower(state, jnp.ones((2, 1), jnp.int32), model.init_cache(2, 16)).compile().as_text()
+    assert hlo.count('custom_call_target="rolellm_packed_matmul"') == 4 * len(model.layers) + 1
+    ids, mask, pos, seg = left_padded_batch(2, (0, 3))
+    plain = for_cpu_decoding(ported(hf), packed_kernels=False)
+    assert not isinstance(plain.layers[0].mlp.down_proj, PackedDense)
+    np.testing.assert_allclose(cached_logits(model, ids, pos, seg), cached_logits(plain, ids, pos, seg), atol=1e-5)
 
 
 def test_bf16_cpu_layout_decodes_a_batch_near_float32():

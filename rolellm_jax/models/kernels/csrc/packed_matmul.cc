@@ -1,0 +1,164 @@
+// y[M, N] = x[M, K] @ W for W packed in column panels: w[s, k, 0:16] = W[k, 16 s : 16 s + 16]
+// (float32 or bfloat16 weights, float32 x and y). An XLA FFI handler for XLA:CPU, built and
+// registered by rolellm_jax/models/kernels/cpu_packed.py.
+//
+// Why: at decode the GEMMs have M = 1..16 rows, and XLA:CPU's GEMM libraries spend more time
+// packing the weight than reading it (a [8, 576] x [576, 3072] GEMM took 1.0-1.4 ms against a
+// 0.35 ms read floor, benchmarks/RESULTS.md); XLA:CPU has no bf16 GEMV at all (it converts the
+// weight to a float32 copy per call). Packed once, a panel is one sequential stream: each weight
+// is read once from memory, whatever M, and bf16 weights are read as bf16.
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kPanel = 16;     // columns per panel: one 64-byte line of float32
+constexpr int kRows = 8;            // rows of x per register tile (kRows accumulators of 16 floats)
+constexpr int64_t kPrefetch = 4096;  // bytes ahead in the panel stream (measured: 1-4 KiB)
+
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+
+inline __attribute__((always_inline)) f32x16 load_panel_row(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline __attribute__((always_inline)) f32x16 load_panel_row(const uint16_t* p) {
+  u16x16 h;  // bf16 -> f32 is the 16 bits shifted to the top
+  std::memcpy(&h, p, sizeof h);
+  u32x16 bits = __builtin_convertvector(h, u32x16) << 16;
+  f32x16 v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+template <int R, typename W>
+inline __attribute__((always_inline)) void tile(const float* x, const W* panel, float* y, int64_t K, int64_t N) {
+  f32x16 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = f32x16{};
+  const char* ahead = reinterpret_cast<const char*>(panel) + kPrefetch;
+  for (int64_t k = 0; k < K; ++k) {
+    __builtin_prefetch(ahead + k * kPanel * sizeof(W));
+    f32x16 w = load_panel_row(panel + k * kPanel);
+    for (int r = 0; r < R; ++r) acc[r] += x[r * K + k] * w;
+  }
+  for (int r = 0; r < R; ++r) std::memcpy(y + r * N, &acc[r], sizeof acc[r]);
+}
+
+// Panels [p0, p1) for every row: the rows go in tiles over one panel, so a panel is read from
+// memory once and from cache for the tiles after the first.
+template <typename W>
+inline __attribute__((always_inline)) void panels(const float* x, const W* w, float* y, int64_t M, int64_t K,
+                                                   int64_t N, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const W* panel = w + p * K * kPanel;
+    for (int64_t m = 0; m < M; m += kRows) {
+      const float* xm = x + m * K;
+      float* ym = y + m * N + p * kPanel;
+      switch (M - m < kRows ? M - m : kRows) {
+        case 1: tile<1>(xm, panel, ym, K, N); break;
+        case 2: tile<2>(xm, panel, ym, K, N); break;
+        case 3: tile<3>(xm, panel, ym, K, N); break;
+        case 4: tile<4>(xm, panel, ym, K, N); break;
+        case 5: tile<5>(xm, panel, ym, K, N); break;
+        case 6: tile<6>(xm, panel, ym, K, N); break;
+        case 7: tile<7>(xm, panel, ym, K, N); break;
+        default: tile<8>(xm, panel, ym, K, N); break;
+      }
+    }
+  }
+}
+
+// One compiled copy per instruction set, picked when the library loads (no -march: the file the
+// cache holds runs on any x86-64 the cache is shared with).
+#if defined(__x86_64__)
+#define PER_ISA __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PER_ISA
+#endif
+
+PER_ISA void panels_f32(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t p0,
+                        int64_t p1) {
+  panels(x, w, y, M, K, N, p0, p1);
+}
+
+PER_ISA void panels_bf16(const float* x, const uint16_t* w, float* y, int64_t M, int64_t K, int64_t N, int64_t p0,
+                         int64_t p1) {
+  panels(x, w, y, M, K, N, p0, p1);
+}
+
+// Work shared with XLA's intra-op threads by chunks of panels claimed from a counter. The caller
+// claims chunks too and waits only for chunks already claimed, so a task the pool starts late
+// (or never, with every pool thread busy) finds nothing left and cannot stall the call.
+struct Shared {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+};
+
+template <typename Fn>
+void run_chunks(ffi::ThreadPool& pool, int64_t n_panels, int64_t chunk, Fn work) {
+  int64_t n_chunks = (n_panels + chunk - 1) / chunk;
+  int64_t helpers = pool.num_threads();
+  if (helpers > n_chunks - 1) helpers = n_chunks - 1;
+  auto shared = std::make_shared<Shared>();
+  auto claim = [shared, n_chunks, n_panels, chunk, work]() {
+    for (int64_t c; (c = shared->next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
+      int64_t p0 = c * chunk, p1 = p0 + chunk < n_panels ? p0 + chunk : n_panels;
+      work(p0, p1);
+      shared->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(claim)(claim));
+  claim();
+  while (shared->done.load(std::memory_order_acquire) < n_chunks) {
+  }
+}
+
+ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w,
+                        ffi::ResultBuffer<ffi::F32> y) {
+  auto wd = w.dimensions();
+  if (wd.size() != 3 || wd[2] != kPanel) return ffi::Error::InvalidArgument("packed weight must be [N/16, K, 16]");
+  int64_t n_panels = wd[0], K = wd[1], N = n_panels * kPanel;
+  auto xd = x.dimensions();
+  if (xd.size() == 0 || xd[xd.size() - 1] != K) return ffi::Error::InvalidArgument("x's last axis must be K");
+  int64_t M = x.element_count() / K;
+  if (M == 0 || N == 0) return ffi::Error::Success();
+  const float* xp = x.typed_data();
+  float* yp = y->typed_data();
+  // ~4 chunks per thread: small enough to balance, large enough that claiming costs nothing
+  int64_t threads = pool.num_threads() + 1;
+  int64_t chunk = n_panels / (4 * threads);
+  if (chunk < 1) chunk = 1;
+  switch (w.element_type()) {
+    case ffi::F32: {
+      const float* wp = w.typed_data<float>();
+      run_chunks(pool, n_panels, chunk, [=](int64_t p0, int64_t p1) { panels_f32(xp, wp, yp, M, K, N, p0, p1); });
+      return ffi::Error::Success();
+    }
+    case ffi::BF16: {
+      const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.untyped_data());
+      run_chunks(pool, n_panels, chunk, [=](int64_t p0, int64_t p1) { panels_bf16(xp, wp, yp, M, K, N, p0, p1); });
+      return ffi::Error::Success();
+    }
+    default:
+      return ffi::Error::InvalidArgument("packed weight must be float32 or bfloat16");
+  }
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(rolellm_packed_matmul, PackedMatmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,0 +1,112 @@
+"""The packed-panel CPU kernel (models/kernels/cpu_packed.py, csrc/packed_matmul.cc): its products
+against numpy's in float64, the panel layout, the embedding rows read from it, the bf16 prefill
+route, and what happens where it cannot be built (decoding keeps XLA's dots and says why)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rolellm_jax.models.kernels import cpu_packed
+from tests.models.test_cpu_decoding import weight_sized_moves
+
+pytestmark = pytest.mark.skipif(
+    cpu_packed.unavailable_reason() is not None, reason=f"kernel unavailable: {cpu_packed.unavailable_reason()}"
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES = [(1, 576, 960), (7, 70, 33), (8, 1, 16), (9, 64, 15), (17, 100, 48), ((2, 3), 40, 1)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("rows, k, n", SHAPES, ids=[str(s) for s in SHAPES])
+def test_products_equal_numpys(dtype, rows, k, n):
+    rng = np.random.default_rng(0)
+    lead = rows if isinstance(rows, tuple) else (rows,)
+    w = jnp.asarray(rng.normal(size=(k, n)), dtype)
+    x = jnp.asarray(rng.normal(size=(*lead, k)), jnp.float32)
+    got = jax.jit(cpu_packed.matmul, static_argnums=2)(x, cpu_packed.pack(w), n)
+    want = np.asarray(x, np.float64) @ np.asarray(w.astype(jnp.float32), np.float64)  # the weights as stored
+    assert got.shape == (*lead, n) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+def test_panels_hold_sixteen_columns_row_after_row_and_unpack():
+    w = jnp.arange(3 * 20, dtype=jnp.float32).reshape(3, 20)
+    packed = cpu_packed.pack(w)
+    assert packed.shape == (2, 3, 16)
+    np.testing.assert_array_equal(packed[1, 2, :4], w[2, 16:20])
+    np.testing.assert_array_equal(packed[1, :, 4:], 0)  # the padding columns
+    np.testing.assert_array_equal(cpu_packed.unpack(packed, 20), w)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_embedding_rows_from_the_head_panels(dtype):
+    table = jnp.asarray(np.random.default_rng(0).normal(size=(300, 64)), dtype)  # [V, D], V not a panel multiple
+    packed = cpu_packed.pack(table.T)
+    ids = jnp.asarray([[0, 15, 16, 299], [7, 7, 1, 298]], jnp.int32)
+    np.testing.assert_array_equal(cpu_packed.rows(packed, ids), jnp.take(table, ids, axis=0))
+    hlo = jax.jit(cpu_packed.rows).lower(packed, ids).compile().as_text()
+    assert weight_sized_moves(hlo, 300 * 64) == []  # a bf16 gather that converts the table would show here
+
+
+def test_a_bf16_prefill_runs_on_xlas_gemm_and_a_decode_on_the_kernel():
+    w = cpu_packed.pack(jnp.ones((64, 32), jnp.bfloat16))
+    few, many = jnp.ones((cpu_packed.BF16_MAX_ROWS, 64)), jnp.ones((cpu_packed.BF16_MAX_ROWS + 1, 64))
+
+    def hlo(x):
+        return jax.jit(cpu_packed.matmul, static_argnums=2).lower(x, w, 32).compile().as_text()
+
+    assert "rolellm_packed_matmul" in hlo(few) and "rolellm_packed_matmul" not in hlo(many)
+    np.testing.assert_array_equal(cpu_packed.matmul(many.astype(jnp.bfloat16), w, 32), 64.0)
+
+
+def test_a_malformed_panel_array_is_refused_by_the_kernel():
+    result = jax.ShapeDtypeStruct((1, 16), jnp.float32)
+    call = jax.ffi.ffi_call("rolellm_packed_matmul", result)
+    with pytest.raises(Exception, match=r"packed weight must be \[N/16, K, 16\]"):
+        jax.block_until_ready(call(jnp.ones((1, 4)), jnp.ones((2, 4, 8))))
+
+
+def _in_a_fresh_process(code: str, tmp_path, **env) -> subprocess.CompletedProcess:
+    environ = dict(os.environ, JAX_PLATFORMS="cpu", ROLELLM_KERNEL_CACHE=str(tmp_path / "cache"), **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=300, cwd=REPO
+    )
+
+
+def test_built_once_into_the_cache_then_reused(tmp_path):
+    code = "from rolellm_jax.models.kernels import cpu_packed; print(cpu_packed.unavailable_reason())"
+    first = _in_a_fresh_process(code, tmp_path)
+    assert first.stdout.strip() == "None", first.stderr[-2000:]
+    built = list((tmp_path / "cache").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # no temporary left beside it
+    stamp = built[0].stat().st_mtime_ns
+    second = _in_a_fresh_process(code, tmp_path)
+    assert second.stdout.strip() == "None" and built[0].stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "env, reason",
+    [({"CXX": "/bin/false"}, "packed_matmul.cc did not build or load"), ({"ROLELLM_CPU_KERNELS": "0"}, "=0")],
+    ids=["compiler-fails", "switched-off"],
+)
+def test_without_the_kernel_decoding_keeps_xlas_dots_and_says_why(tmp_path, env, reason):
+    code = """
+from rolellm_jax.models.cpu_decoding import for_cpu_decoding
+from rolellm_jax.models.modules import Dense
+from tests.models.test_models import hf_llama, ported
+layer = for_cpu_decoding(ported(hf_llama(kv_heads=2))).layers[0]
+print(type(layer.self_attn.qkv_proj) is Dense and type(layer.mlp.down_proj) is Dense)
+"""
+    run = _in_a_fresh_process(code, tmp_path, **env)
+    assert run.stdout.strip() == "True", run.stderr[-2000:]
+    warning = [line for line in run.stderr.splitlines() if "CPU decode kernels off" in line]
+    assert len(warning) == 1 and reason in warning[0], run.stderr[-2000:]
