@@ -107,8 +107,11 @@ struct Shared {
 template <typename Fn>
 void run_chunks(ffi::ThreadPool& pool, int64_t n_panels, int64_t chunk, Fn work) {
   int64_t n_chunks = (n_panels + chunk - 1) / chunk;
-  int64_t helpers = pool.num_threads();
+  // the pool has a thread per core and the caller takes one core: one helper fewer than the pool's
+  // threads (measured on 2 cores: 23 GB/s of weight reads with one helper, 21.6 with two, 17.7 alone)
+  int64_t helpers = pool.num_threads() - 1;
   if (helpers > n_chunks - 1) helpers = n_chunks - 1;
+  if (helpers < 0) helpers = 0;
   auto shared = std::make_shared<Shared>();
   auto claim = [shared, n_chunks, n_panels, chunk, work]() {
     for (int64_t c; (c = shared->next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
@@ -135,7 +138,7 @@ ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   const float* xp = x.typed_data();
   float* yp = y->typed_data();
   // ~4 chunks per thread: small enough to balance, large enough that claiming costs nothing
-  int64_t threads = pool.num_threads() + 1;
+  int64_t threads = pool.num_threads() > 1 ? pool.num_threads() : 1;
   int64_t chunk = n_panels / (4 * threads);
   if (chunk < 1) chunk = 1;
   switch (w.element_type()) {
