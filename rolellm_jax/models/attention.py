@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from rolellm_jax.errors import ConfigError
 from rolellm_jax.models.config import ATTENTION_IMPLS
+from rolellm_jax.models.kernels import cpu_decode_kernels
 from rolellm_jax.models.kernels.blocked_attention import (
     MASKED_SCORE,
     allowed_mask,
@@ -18,10 +19,14 @@ from rolellm_jax.models.kernels.blocked_attention import (
     soft_capped,
 )
 
+# for_cpu_decoding's layers: cpu_decode_kernels.attention for one-token steps, "xla" for the rest
+# (set on a laid-out model, not a config value: it has no backward)
+CPU_DECODE = "cpu_decode"
+
 
 def check_attention_impl(impl: str, dtype: Any = None) -> None:
     """Refuse, in one line, an attention kernel that cannot run here (before any weights load)."""
-    if impl not in ATTENTION_IMPLS:
+    if impl not in ATTENTION_IMPLS and impl != CPU_DECODE:
         raise ConfigError(f"attention_impl={impl!r}: expected one of {ATTENTION_IMPLS}")
     if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
         raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16, got dtype={dtype!r}")
@@ -61,6 +66,13 @@ def attention(
     way: same arguments, same [B, T, H, hd].
     """
     check_attention_impl(impl)
+    if impl == CPU_DECODE:
+        if cpu_decode_kernels.attention_supported(q, k):
+            allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
+            return cpu_decode_kernels.attention(
+                q, k, v, allowed, q.shape[-1] ** -0.5 if scale is None else scale, softcap
+            )
+        impl = "xla"
     if softcap is not None and impl != "xla":
         raise ConfigError(f"attention_impl={impl!r} does not implement attn_logit_softcapping: use 'xla'")
     t, s = q.shape[1], k.shape[1]

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rolellm_jax.models.kernels import cpu_matmul, cpu_packed
+from rolellm_jax.models.attention import CPU_DECODE
+from rolellm_jax.models.kernels import cpu_decode_kernels, cpu_matmul
 from rolellm_jax.models.layers import CausalLM, DecoderLayer
 from rolellm_jax.models.modules import Dense, PackedDense, PackedEmbedding
 
@@ -32,17 +33,18 @@ def for_cpu_decoding(model: CausalLM, fuse_projections: bool = True, packed_kern
     costs a pass over the weights, so a caller decoding many times lays the model out once
     (``generate`` and the serving engine take an already laid out model as it is).
 
-    With ``packed_kernels`` (on one device, where ``cpu_packed.available()``), every dense layer
+    With ``packed_kernels`` (on one device, where ``cpu_decode_kernels.available()``), every dense layer
     without a LoRA adapter and the LM head become ``PackedDense`` / ``PackedEmbedding`` on
-    cpu_packed's panel kernel: a weight read once per call, bf16 read as bf16 (the XLA:CPU GEMMs
+    cpu_decode_kernels's panel kernel: a weight read once per call, bf16 read as bf16 (the XLA:CPU GEMMs
     packed the weight on every call and had no bf16 GEMV). A tied embedding is then kept only as
-    the head's panels, which the lookup reads too."""
+    the head's panels, which the lookup reads too. One-token attention steps then read the KV cache
+    in place (``cpu_decode_kernels.attention``; XLA's dots copied it transposed every step)."""
     if model.unstacked:
         return model
     graphdef, state = nnx.split(model)
     copy = nnx.merge(graphdef, state)  # shares the arrays; only .layers is replaced
     one_device = all(len(leaf.sharding.device_set) == 1 for leaf in jax.tree.leaves(nnx.state(model.layers)))
-    pack = packed_kernels and one_device and cpu_packed.available()
+    pack = packed_kernels and one_device and cpu_decode_kernels.available()
     copy.layers = _unstacked(model.layers, model.cfg.num_hidden_layers, fuse_projections and one_device, pack)
     if pack:
         _pack_head(copy)
@@ -61,6 +63,7 @@ def _unstacked(layers: DecoderLayer, num_layers: int, fuse: bool, pack: bool) ->
             _fuse_projections(layer)
         if pack:
             _pack_dense_layers(layer)
+            layer.self_attn.impl = CPU_DECODE
     return out
 
 
@@ -68,7 +71,7 @@ def _pack_dense_layers(module: nnx.Module) -> None:
     """Every ``Dense`` under ``module`` without a LoRA adapter, in a dtype the kernel reads -> ``PackedDense``."""
     for name, child in list(vars(module).items()):
         if isinstance(child, Dense):
-            if child.lora_a is None and cpu_packed.packable(child.dtype or child.kernel.dtype):
+            if child.lora_a is None and cpu_decode_kernels.packable(child.dtype or child.kernel.dtype):
                 setattr(module, name, PackedDense(child))
         elif isinstance(child, nnx.Module):
             _pack_dense_layers(child)
@@ -77,7 +80,7 @@ def _pack_dense_layers(module: nnx.Module) -> None:
 @nnx.jit
 def _pack_head(model: CausalLM) -> None:
     cfg = model.cfg
-    if not cpu_packed.packable(cfg.dtype):
+    if not cpu_decode_kernels.packable(cfg.dtype):
         return
     if cfg.tie_word_embeddings:
         model.embed_tokens = PackedEmbedding(model.embed_tokens.embedding[...], cfg.dtype)

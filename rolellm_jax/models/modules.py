@@ -10,7 +10,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from rolellm_jax.models.config import ModelConfig
-from rolellm_jax.models.kernels import cpu_matmul, cpu_packed
+from rolellm_jax.models.kernels import cpu_decode_kernels, cpu_matmul
 
 
 def axes(*names: str) -> dict[str, Any]:
@@ -49,18 +49,18 @@ class Dense(nnx.Linear):
 
 
 class PackedDense(nnx.Module):
-    """A bias-or-not dense layer on ``cpu_packed``'s panel kernel, for decoding on a CPU
+    """A bias-or-not dense layer on ``cpu_decode_kernels``'s panel kernel, for decoding on a CPU
     (``cpu_decoding.for_cpu_decoding``; forward only). The kernel is packed in the compute dtype,
     which is what ``nnx.Linear`` casts it to before its dot, so the values are the same."""
 
     def __init__(self, layer: Dense):
         self.dtype = layer.dtype or layer.kernel.dtype
         self.features = layer.out_features
-        self.packed = nnx.Param(cpu_packed.pack(layer.kernel[...].astype(self.dtype)))
+        self.packed = nnx.Param(cpu_decode_kernels.pack(layer.kernel[...].astype(self.dtype)))
         self.bias = layer.bias
 
     def __call__(self, x: jax.Array, out_dtype=None) -> jax.Array:
-        y = cpu_packed.matmul(x, self.packed[...], self.features).astype(out_dtype or self.dtype)
+        y = cpu_decode_kernels.matmul(x, self.packed[...], self.features).astype(out_dtype or self.dtype)
         return y if self.bias is None else y + self.bias[...].astype(y.dtype)
 
 
@@ -69,13 +69,13 @@ class PackedEmbedding(nnx.Module):
 
     def __init__(self, table: jax.Array, dtype):
         self.num_embeddings = table.shape[0]
-        self.packed = nnx.Param(cpu_packed.pack(table.astype(dtype).T))
+        self.packed = nnx.Param(cpu_decode_kernels.pack(table.astype(dtype).T))
 
     def rows(self, ids: jax.Array, dtype) -> jax.Array:
-        return cpu_packed.rows(self.packed[...], ids).astype(dtype)
+        return cpu_decode_kernels.rows(self.packed[...], ids).astype(dtype)
 
     def logits(self, x: jax.Array) -> jax.Array:
-        return cpu_packed.matmul(x, self.packed[...], self.num_embeddings)
+        return cpu_decode_kernels.matmul(x, self.packed[...], self.num_embeddings)
 
 
 def dense(

@@ -202,14 +202,14 @@ def test_compiled_decode_step_moves_no_weight(dtype):
 
 
 @pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
-def test_decode_step_runs_every_dense_layer_and_the_head_on_the_packed_kernel(tie):
-    """Per layer one q/k/v, o, gate/up and down call, plus the head (cpu_packed; the tied embedding kept
+def test_decode_step_runs_every_dense_layer_the_head_and_attention_on_the_cpu_kernels(tie):
+    """Per layer one q/k/v, o, gate/up and down call, plus the head (cpu_decode_kernels; the tied embedding kept
     once, as the head's panels); ``packed_kernels=False`` keeps XLA's dots, with the same logits."""
-    from rolellm_jax.models.kernels import cpu_packed
+    from rolellm_jax.models.kernels import cpu_decode_kernels
     from rolellm_jax.models.modules import PackedDense, PackedEmbedding
 
-    if not cpu_packed.available():
-        pytest.skip(f"kernel unavailable: {cpu_packed.unavailable_reason()}")
+    if not cpu_decode_kernels.available():
+        pytest.skip(f"kernel unavailable: {cpu_decode_kernels.unavailable_reason()}")
     hf = hf_llama(kv_heads=2, tie=tie)
     model = for_cpu_decoding(ported(hf))
     assert isinstance(model.embed_tokens if tie else model.lm_head, PackedEmbedding if tie else PackedDense)
@@ -217,6 +217,7 @@ def test_decode_step_runs_every_dense_layer_and_the_head_on_the_packed_kernel(ti
     step = jax.jit(lambda s, t, c: nnx.merge(graphdef, s)(t, segment_ids=jnp.ones_like(t), cache=c))
     hlo = step.lower(state, jnp.ones((2, 1), jnp.int32), model.init_cache(2, 16)).compile().as_text()
     assert hlo.count('custom_call_target="rolellm_packed_matmul"') == 4 * len(model.layers) + 1
+    assert hlo.count('custom_call_target="rolellm_decode_attention"') == len(model.layers)  # the cache in place
     ids, mask, pos, seg = left_padded_batch(2, (0, 3))
     plain = for_cpu_decoding(ported(hf), packed_kernels=False)
     assert not isinstance(plain.layers[0].mlp.down_proj, PackedDense)

@@ -1,10 +1,13 @@
-"""Decode-time GEMMs on a CPU on weights packed in 16-column panels (``csrc/packed_matmul.cc``).
+"""Decode-time kernels for a CPU (``csrc/cpu_decode_kernels.cc``): GEMMs on weights packed in
+16-column panels, and one-query attention over a KV cache read in place.
 
 At decode a dense layer multiplies 1-16 rows by its weight, and XLA:CPU's GEMM libraries spend more
 time packing the weight on every call than reading it; it has no bf16 GEMV at all (it converts the
 weight to a float32 copy per call). Here each weight is packed once, when ``for_cpu_decoding`` lays
 the model out, as ``[ceil(N / 16), K, 16]`` panels (``pack``), and an XLA FFI kernel streams every
 panel once per call, bf16 weights as bf16 (benchmarks/RESULTS.md, "Packed-panel decode kernels").
+XLA:CPU runs a one-token attention as dots that first copy each layer's whole K and V cache
+transposed (and the bf16 V converted to float32): ``attention`` reads them as they lie instead.
 
 The kernel is C++ built on first use with the machine's compiler (``$CXX``, else ``c++``/``g++``)
 against jaxlib's own FFI headers, into ``$ROLELLM_KERNEL_CACHE`` (default
@@ -29,13 +32,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import jaxlib
+import numpy as np
 
 PANEL = 16  # columns per panel: one 64-byte cache line of float32
 # bf16 GEMMs with more rows than this (a prefill) run on XLA's dot over the unpacked weight: its
 # AVX512-BF16 GEMM beats the kernel there (0.63x at 320 rows; float32 is ahead at every size measured)
 BF16_MAX_ROWS = 64
 _TARGET = "rolellm_packed_matmul"
-_SOURCE = Path(__file__).with_name("csrc") / "packed_matmul.cc"
+_ATTENTION_TARGET = "rolellm_decode_attention"
+_SOURCE = Path(__file__).with_name("csrc") / "cpu_decode_kernels.cc"
 _log = logging.getLogger(__name__)
 
 
@@ -55,6 +60,8 @@ def unavailable_reason() -> str | None:
     try:
         library = ctypes.CDLL(str(_built(compiler)))
         jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.rolellm_packed_matmul), platform="cpu")
+        attention_handler = jax.ffi.pycapsule(library.rolellm_decode_attention)
+        jax.ffi.register_ffi_target(_ATTENTION_TARGET, attention_handler, platform="cpu")
     except (OSError, subprocess.CalledProcessError, AttributeError) as err:
         return f"{_SOURCE.name} did not build or load: {err}"
     return None
@@ -76,7 +83,7 @@ def _built(compiler: str) -> Path:
         + " ".join(flags).encode()
     ).hexdigest()[:16]
     cache = Path(os.environ.get("ROLELLM_KERNEL_CACHE") or Path.home() / ".cache" / "rolellm_jax" / "kernels")
-    target = cache / f"packed_matmul-{key}.so"
+    target = cache / f"cpu_decode_kernels-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -126,3 +133,22 @@ def rows(packed: jax.Array, ids: jax.Array) -> jax.Array:
     bits = jax.lax.bitcast_convert_type(packed, jnp.uint16) if packed.dtype == jnp.bfloat16 else packed
     out = bits[ids // PANEL, :, ids % PANEL]
     return jax.lax.bitcast_convert_type(out, packed.dtype) if packed.dtype == jnp.bfloat16 else out
+
+
+def attention_supported(q: jax.Array, k: jax.Array) -> bool:
+    """The shapes and dtypes :func:`attention` takes: one query token, hd a multiple of 16 up to 256."""
+    return q.shape[1] == 1 and q.shape[-1] % PANEL == 0 and q.shape[-1] <= 256 and packable(k.dtype)
+
+
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, scale: float, softcap: float | None
+) -> jax.Array:
+    """One query token per row, q [B, 1, H, hd], against k, v [B, S, KV, hd] as stored (float32 or
+    bf16) with ``allowed`` [B, 1, S]: scores in float32 (``softcap * tanh(scores / softcap)`` with a
+    soft-cap), masked, softmax, times v, cast to q's dtype. Query head h reads kv head h // (H / KV)."""
+    b, _, h, hd = q.shape
+    bias = jnp.where(allowed[:, 0], 0.0, -jnp.inf).astype(jnp.float32)
+    result = jax.ShapeDtypeStruct((b, h, hd), jnp.float32)
+    call = jax.ffi.ffi_call(_ATTENTION_TARGET, result)
+    out = call(q[:, 0].astype(jnp.float32), k, v, bias, scale=np.float32(scale), softcap=np.float32(softcap or 0.0))
+    return out[:, None].astype(q.dtype)
