@@ -43,17 +43,40 @@ inline __attribute__((always_inline)) f32x16 load_panel_row(const uint16_t* p) {
   return v;
 }
 
+inline float scalar(float v) { return v; }
+inline float scalar(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 template <int R, typename W>
 inline __attribute__((always_inline)) void tile(const float* x, const W* panel, float* y, int64_t K, int64_t N) {
-  f32x16 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = f32x16{};
+  // with few rows, two accumulators per row (even and odd k) so that the FMA latency does not
+  // serialise the stream
+  constexpr int A = R <= 4 ? 2 : 1;
+  f32x16 acc[A][R];
+  for (int a = 0; a < A; ++a)
+    for (int r = 0; r < R; ++r) acc[a][r] = f32x16{};
   const char* ahead = reinterpret_cast<const char*>(panel) + kPrefetch;
-  for (int64_t k = 0; k < K; ++k) {
-    __builtin_prefetch(ahead + k * kPanel * sizeof(W));
-    f32x16 w = load_panel_row(panel + k * kPanel);
-    for (int r = 0; r < R; ++r) acc[r] += x[r * K + k] * w;
+  int64_t k = 0;
+  for (; k + A <= K; k += A) {
+    for (int a = 0; a < A; ++a) {
+      __builtin_prefetch(ahead + (k + a) * kPanel * sizeof(W));
+      f32x16 w = load_panel_row(panel + (k + a) * kPanel);
+      for (int r = 0; r < R; ++r) acc[a][r] += x[r * K + k + a] * w;
+    }
   }
-  for (int r = 0; r < R; ++r) std::memcpy(y + r * N, &acc[r], sizeof acc[r]);
+  for (; k < K; ++k) {
+    f32x16 w = load_panel_row(panel + k * kPanel);
+    for (int r = 0; r < R; ++r) acc[0][r] += x[r * K + k] * w;
+  }
+  for (int r = 0; r < R; ++r) {
+    f32x16 sum = acc[0][r];
+    for (int a = 1; a < A; ++a) sum += acc[a][r];
+    std::memcpy(y + r * N, &sum, sizeof sum);
+  }
 }
 
 // Panels [p0, p1) for every row: the rows go in tiles over one panel, so a panel is read from
@@ -184,6 +207,7 @@ inline __attribute__((always_inline)) void one_query_heads(const float* q, const
       for (int64_t l = 0; l < lanes; ++l) acc += load_panel_row(qb + g * hd + 16 * l) * load_panel_row(ks + 16 * l);
       float dot = 0.f;
       for (int i = 0; i < 16; ++i) dot += acc[i];
+      for (int64_t d = 16 * lanes; d < hd; ++d) dot += qb[g * hd + d] * scalar(ks[d]);
       float score = dot * scale;
       if (softcap > 0.f) score = softcap * std::tanh(score / softcap);
       sg[s] = score + masked;
@@ -195,16 +219,19 @@ inline __attribute__((always_inline)) void one_query_heads(const float* q, const
       total += sg[s];
     }
     f32x16 acc[16] = {};  // hd <= 256
+    float tail[16] = {};  // the hd % 16 last dimensions
     for (int64_t s = 0; s < S; ++s) {
       if (sg[s] == 0.f) continue;
       const C* vs = v + ((b * S + s) * KV + kvh) * hd;
       for (int64_t l = 0; l < lanes; ++l) acc[l] += sg[s] * load_panel_row(vs + 16 * l);
+      for (int64_t d = 16 * lanes; d < hd; ++d) tail[d - 16 * lanes] += sg[s] * scalar(vs[d]);
     }
     float* og = out + (b * KV * G + kvh * G + g) * hd;
     for (int64_t l = 0; l < lanes; ++l) {
       f32x16 o = acc[l] / total;
       std::memcpy(og + 16 * l, &o, sizeof o);
     }
+    for (int64_t d = 16 * lanes; d < hd; ++d) og[d] = tail[d - 16 * lanes] / total;
   }
 }
 
@@ -228,8 +255,8 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::A
   auto qd = q.dimensions(), kd = k.dimensions();
   if (qd.size() != 3 || kd.size() != 4) return ffi::Error::InvalidArgument("q must be [B, H, hd], k/v [B, S, KV, hd]");
   int64_t B = qd[0], H = qd[1], hd = qd[2], S = kd[1], KV = kd[2];
-  if (kd[0] != B || kd[3] != hd || H % KV != 0 || hd % 16 != 0 || hd > 256 || k.element_type() != v.element_type())
-    return ffi::Error::InvalidArgument("attention shapes: q [B, H, hd], k/v [B, S, KV, hd], H % KV == 0, hd % 16 == 0");
+  if (kd[0] != B || kd[3] != hd || H % KV != 0 || hd > 256 || k.element_type() != v.element_type())
+    return ffi::Error::InvalidArgument("attention shapes: q [B, H, hd], k/v [B, S, KV, hd], H % KV == 0, hd <= 256");
   int64_t G = H / KV;
   const float *qp = q.typed_data(), *bp = bias.typed_data();
   float* op = out->typed_data();
