@@ -47,6 +47,7 @@ import statistics
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -57,9 +58,9 @@ from smollm2_workload import SMOLLM2_135M  # noqa: E402
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
 
 
-def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], float]:
+def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], Any]:
     """One call = one train step of ours (run to completion); returns its loss. Also gives the
-    program's model FLOPs per token (as the train CLI counts them)."""
+    TrainProgram (its model FLOPs per token as the train CLI counts them, the model config it resolved)."""
     import jax
 
     from rolellm_jax.parallel.sharding import MeshConfig, make_mesh
@@ -85,7 +86,7 @@ def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tupl
         holder[0], metrics = step(holder[0], holder[1], arrays)
         return float(jax.block_until_ready(metrics["loss"]))
 
-    return run, program.flops_per_token()
+    return run, program
 
 
 def torch_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> Callable[[], float]:
@@ -135,16 +136,17 @@ def jax_worker(conn: Connection, cfg: ModelConfig, remats: list[str], batch: dic
 
     from rolellm_jax.training.flops import peak_flops_per_device
 
-    steppers, flops = {}, None
+    steppers, program = {}, None
     for remat in remats:
-        steppers[f"remat {remat}"], flops = jax_stepper(cfg.replace(remat_policy=remat), batch, lora)
+        steppers[f"remat {remat}"], program = jax_stepper(cfg.replace(remat_policy=remat), batch, lora)
+    resolved = program.model_cfg  # on a CPU, 16-bit compute trains unrolled (train_step.TrainProgram.create)
     device = jax.devices()[0]
     conn.send(
         {
             "label": f"rolellm_jax (jax {jax.__version__}, {cfg.dtype}{', LoRA' if lora else ''}, "
-            f"{'scanned' if cfg.scan_layers else 'unrolled'} layers",
+            f"{'scanned' if resolved.scan_layers else 'unrolled'} layers",
             "device": f"{device.device_kind} ({jax.device_count()} jax device(s))",
-            "flops_per_token": flops,
+            "flops_per_token": program.flops_per_token(),
             "peak": peak_flops_per_device(device),
         }
     )

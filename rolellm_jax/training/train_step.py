@@ -15,6 +15,7 @@ params are a frozen input of the step.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +28,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rolellm_jax.errors import UserError
 from rolellm_jax.models import build_model
 from rolellm_jax.models.config import ModelConfig
+from rolellm_jax.models.kernels import cpu_matmul
 from rolellm_jax.parallel.sharding import logical_sharding, param_shardings
 from rolellm_jax.training import lora as lora_lib
 from rolellm_jax.training.config import LoraConfig, TrainConfig
 from rolellm_jax.training.flops import flops_per_token, matmul_params
 from rolellm_jax.training.optim import lr_schedule, make_optimizer
+
+log = logging.getLogger(__name__)
 
 BATCH_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "positions")
 
@@ -71,8 +75,16 @@ class TrainProgram:
     def create(
         cls, model_cfg: ModelConfig, mesh: Mesh, train: TrainConfig, lora: LoraConfig, seq_len: int
     ) -> TrainProgram:
-        if model_cfg.weight_grad == "auto":  # the compiler the step is built for decides (aot: TPU on a CPU host)
-            model_cfg = model_cfg.replace(weight_grad="cpu" if mesh.devices.flat[0].platform == "cpu" else "xla")
+        on_cpu = mesh.devices.flat[0].platform == "cpu"  # the compiler the step is built for (aot: TPU on a CPU host)
+        if model_cfg.weight_grad == "auto":
+            model_cfg = model_cfg.replace(weight_grad="cpu" if on_cpu else "xla")
+        if on_cpu and model_cfg.scan_layers and cpu_matmul.is_16bit_float(model_cfg.dtype):
+            # XLA:CPU upcasts each 16-bit dynamic-update-slice to float32 (float-normalization-bf16), so
+            # the scan's stacked backward residuals were converted and rewritten whole at every layer:
+            # O(layers^2) memory traffic, 1.5 of a 4.7 s SmolLM2 LoRA step (benchmarks/RESULTS.md).
+            # Unrolled layers read the same stacked params, so checkpoints do not change.
+            log.info("model.scan_layers: %s compute on a CPU trains with unrolled layers", model_cfg.dtype)
+            model_cfg = model_cfg.replace(scan_layers=False)
         dp = mesh.shape["data"] * mesh.shape["fsdp"]
         if train.grad_accum < 1 or train.global_batch_size % train.grad_accum:
             raise TrainSetupError(

@@ -84,3 +84,18 @@ def test_flops_count_the_frozen_base_without_weight_gradients():
     adapted, plain, _ = programs({}, ["q_proj", "v_proj"])
     assert adapted.flops_per_token() < plain.flops_per_token()
     assert adapted.flops_per_token() > 2 / 3 * plain.flops_per_token()
+
+
+def test_16bit_compute_on_a_cpu_trains_unrolled_layers():
+    """XLA:CPU upcasts every 16-bit dynamic-update-slice to float32, so a scanned layer stack converted and
+    rewrote its stacked backward residuals whole at every layer (benchmarks/RESULTS.md): on a CPU mesh a
+    16-bit step unrolls the layers (the same stacked params); float32 keeps the scan."""
+    adapted, _, _ = programs(dict(dtype="bfloat16"), ["q_proj", "v_proj"])
+    assert not adapted.model_cfg.scan_layers and programs({}, ["q_proj"])[0].model_cfg.scan_layers
+    state, frozen = adapted.init_state(adapted.init_params(0), 0)
+    data = {k: jnp.asarray(v) for k, v in batch().items()}
+    data["targets"] = data["input_ids"]
+    data["loss_mask"] = jnp.ones((2, SEQ), jnp.float32)
+    hlo = adapted.jitted_step().lower(state, frozen, data).compile().as_text()
+    upcast_updates = [line for line in hlo.splitlines() if "dynamic-update-slice(%convert" in line]
+    assert not upcast_updates, upcast_updates[:2]
