@@ -81,7 +81,7 @@ class TrainProgram:
         if on_cpu and model_cfg.scan_layers and cpu_matmul.is_16bit_float(model_cfg.dtype):
             # XLA:CPU upcasts each 16-bit dynamic-update-slice to float32 (float-normalization-bf16), so
             # the scan's stacked backward residuals were converted and rewritten whole at every layer:
-            # O(layers^2) memory traffic, 1.5 of a 4.7 s SmolLM2 LoRA step (benchmarks/RESULTS.md).
+            # O(layers^2) memory traffic, ~1.8 of a 4.7 s SmolLM2 bf16 LoRA step (benchmarks/RESULTS.md).
             # Unrolled layers read the same stacked params, so checkpoints do not change.
             log.info("model.scan_layers: %s compute on a CPU trains with unrolled layers", model_cfg.dtype)
             model_cfg = model_cfg.replace(scan_layers=False)
