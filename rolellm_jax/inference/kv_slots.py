@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rolellm_jax.inference.sampling import RowSampling, mark_seen, next_row_tokens, seen_tokens
+from rolellm_jax.models.slice_update import update_slice
 from rolellm_jax.parallel.sharding import constrain
 
 CACHE_AXES = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
@@ -134,7 +135,7 @@ def prefill_rows(
     def write(i, cache):  # row by row, in place (the cache is donated)
         def put(full, part, *, lead):
             row = jax.lax.dynamic_slice_in_dim(part, i, 1, axis=lead)
-            return jax.lax.dynamic_update_slice(full, row, (0,) * lead + (rows[i], start, 0, 0))
+            return update_slice(full, row, (0,) * lead + (rows[i], start, 0, 0))
 
         return dict(
             cache,
@@ -194,17 +195,16 @@ def decode_rows(
         window = {"k": copy(cache["k"]), "v": copy(cache["v"]), "segment_ids": segment_window, "index": index - lo}
         logits, out = step(window)
         slot = lambda a: jax.lax.dynamic_slice_in_dim(a, index - lo, 1, axis=2)  # the one slot this step wrote
-        put_slot = lambda full, part: jax.lax.dynamic_update_slice(full, slot(part), (0, 0, index, 0, 0))
+        put_slot = lambda full, part: update_slice(full, slot(part), (0, 0, index, 0, 0))
         keys, values = put_slot(cache["k"], out["k"]), put_slot(cache["v"], out["v"])
     seen = cache["seen"][:n]
     tokens = next_row_tokens(logits[:, 0].astype(jnp.float32), sampling, steps, seen, is_eos)
-    put = lambda full, part, at: jax.lax.dynamic_update_slice(full, part.astype(full.dtype), at)
     cache = {
         "k": keys,
         "v": values,
-        "segment_ids": put(cache["segment_ids"], segments[:, None], (0, index)),
+        "segment_ids": update_slice(cache["segment_ids"], segments[:, None], (0, index)),
         "index": index + 1,
-        "seen": put(cache["seen"], mark_seen(seen, tokens), (0, 0)),
+        "seen": update_slice(cache["seen"], mark_seen(seen, tokens), (0, 0)),
     }
     return cache, tokens
 

@@ -67,7 +67,7 @@ def attention(
     """
     check_attention_impl(impl)
     if impl == CPU_DECODE:
-        if cpu_decode_kernels.attention_supported(q, k):
+        if cpu_decode_kernels.attention_supported(q, k, v):
             allowed = allowed_mask(q_segment_ids, kv_segment_ids, q_offset, window)
             return cpu_decode_kernels.attention(
                 q, k, v, allowed, q.shape[-1] ** -0.5 if scale is None else scale, softcap

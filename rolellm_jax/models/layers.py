@@ -28,6 +28,7 @@ from rolellm_jax.models.kernels import cpu_matmul
 from rolellm_jax.models.kernels.blocked_attention import ATTENTION_SAVED, soft_capped
 from rolellm_jax.models.modules import PackedDense, PackedEmbedding, RMSNorm, axes, dense, embed_rows
 from rolellm_jax.models.rotary import RotaryLayout, apply_rotary, rotary_inv_freq
+from rolellm_jax.models.slice_update import update_slice
 from rolellm_jax.parallel.sharding import constrain
 
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
@@ -124,8 +125,8 @@ class Attention(nnx.Module):
         q = apply_rotary(q, positions, inv_freq, self.rotary_layout)
         k = apply_rotary(k, positions, inv_freq, self.rotary_layout)
         if kv_cache is not None:  # write this step's keys/values at the cache index, read all slots
-            k_all = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, cache_index, 0, 0))
-            v_all = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, cache_index, 0, 0))
+            k_all = update_slice(kv_cache[0], k, (0, cache_index, 0, 0))  # in place, also in bf16
+            v_all = update_slice(kv_cache[1], v, (0, cache_index, 0, 0))
             cache_axes = (BATCH, LENGTH, "activation_kv_heads", "activation_head_dim")
             k_all, v_all = constrain(k_all, cache_axes), constrain(v_all, cache_axes)  # rows stay on their devices
             kv_cache = (k_all, v_all)

@@ -92,12 +92,24 @@ def test_built_once_into_the_cache_then_reused(tmp_path):
     assert second.stdout.strip() == "None" and built[0].stat().st_mtime_ns == stamp
 
 
+LATIN1_COMPILER = "#!/bin/sh\nprintf 'erreur \\351\\n' >&2\nexit 1\n"  # a localised message, not UTF-8
+
+
 @pytest.mark.parametrize(
     "env, reason",
-    [({"CXX": "/bin/false"}, "cpu_decode_kernels.cc did not build or load"), ({"ROLELLM_CPU_KERNELS": "0"}, "=0")],
-    ids=["compiler-fails", "switched-off"],
+    [
+        ({"CXX": "/bin/false"}, "cpu_decode_kernels.cc did not build or load"),
+        ({"CXX": "latin-1"}, "erreur"),
+        ({"ROLELLM_CPU_KERNELS": "0"}, "=0"),
+    ],
+    ids=["compiler-fails", "compiler-fails-in-latin-1", "switched-off"],
 )
 def test_without_the_kernel_decoding_keeps_xlas_dots_and_says_why(tmp_path, env, reason):
+    if env.get("CXX") == "latin-1":
+        compiler = tmp_path / "cc"
+        compiler.write_text(LATIN1_COMPILER)
+        compiler.chmod(0o755)
+        env = {"CXX": str(compiler)}
     code = """
 from rolellm_jax.models.cpu_decoding import for_cpu_decoding
 from rolellm_jax.models.modules import Dense
@@ -155,3 +167,20 @@ def test_attention_the_kernel_does_not_take_goes_to_xla():
         call = jax.jit(lambda q, k, v, segments=segments: attention(q, k, v, *segments, q_offset=2, impl=CPU_DECODE))
         assert "rolellm_decode_attention" not in call.lower(q, k, v).compile().as_text()
         np.testing.assert_allclose(call(q, k, v), 1.0, rtol=1e-6)
+
+
+def test_attention_broadcast_segments_and_a_row_with_no_allowed_slot_equal_the_xla_path():
+    """Segment ids of batch 1 for a batch of 3 (the kernel reads a mask row per batch row), and a query past the
+    cache with a window (no slot allowed: XLA's path averages v, the kernel must not divide 0 by 0)."""
+    from rolellm_jax.models.attention import CPU_DECODE, attention
+
+    b, s = 3, 6
+    rng = np.random.default_rng(1)
+    q = jnp.asarray(rng.normal(size=(b, 1, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(b, s, 2, 8)), jnp.float32) for _ in range(2))
+    segments = (jnp.ones((1, 1), jnp.int32), jnp.ones((1, s), jnp.int32))
+    for kw in (dict(q_offset=jnp.int32(s - 1)), dict(q_offset=jnp.int32(s + 3), window=2)):
+        got = jax.jit(lambda *a, kw=kw: attention(*a, impl=CPU_DECODE, **kw))(q, k, v, *segments)
+        want = attention(q, k, v, *segments, impl="xla", **kw)
+        assert np.isfinite(np.asarray(got)).all()
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)

@@ -201,6 +201,25 @@ def test_compiled_decode_step_moves_no_weight(dtype):
     assert weight_sized_moves(stacked_hlo, smallest_weight)
 
 
+def test_bf16_cache_writes_one_slot_in_place():
+    """XLA:CPU upcasts a bf16 dynamic-update-slice to float32 with the whole buffer converted around it: the
+    cache write read and rewrote each layer's whole cache per token (models/slice_update.py); with a donated
+    cache the step must write only the new slot."""
+    hf = hf_llama(kv_heads=2, tie=True)
+    model = for_cpu_decoding(in_dtype(ported(hf, dtype="bfloat16", param_dtype="bfloat16"), "bfloat16"))
+    graphdef, state = nnx.split(model)
+
+    def step(state, token, cache):
+        m = nnx.merge(graphdef, state)
+        return m(token, positions=jnp.zeros_like(token), segment_ids=jnp.ones_like(token), cache=cache)
+
+    cache = model.init_cache(2, 64)
+    hlo = jax.jit(step, donate_argnums=2).lower(state, jnp.ones((2, 1), jnp.int32), cache).compile().as_text()
+    updates = [line for line in hlo.splitlines() if "dynamic-update-slice(" in line]
+    assert len(updates) >= 2 * len(model.layers)  # the K and V writes are there
+    assert not [line for line in updates if "dynamic-update-slice(%convert" in line]
+
+
 @pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
 def test_decode_step_runs_every_dense_layer_the_head_and_attention_on_the_cpu_kernels(tie):
     """Per layer one q/k/v, o, gate/up and down call, plus the head (cpu_decode_kernels; the tied embedding kept

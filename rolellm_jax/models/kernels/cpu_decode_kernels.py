@@ -58,12 +58,12 @@ def unavailable_reason() -> str | None:
     if not compiler:
         return "no C++ compiler found (set CXX)"
     try:
-        library = ctypes.CDLL(str(_built(compiler)))
+        library = _load(compiler)
         jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.rolellm_packed_matmul), platform="cpu")
         attention_handler = jax.ffi.pycapsule(library.rolellm_decode_attention)
         jax.ffi.register_ffi_target(_ATTENTION_TARGET, attention_handler, platform="cpu")
-    except (OSError, subprocess.CalledProcessError, AttributeError) as err:
-        return f"{_SOURCE.name} did not build or load: {err}"
+    except Exception as err:  # any failure to build or load means XLA's dots, never a crash
+        return f"{_SOURCE.name} did not build or load: {type(err).__name__}: {err}"
     return None
 
 
@@ -74,6 +74,16 @@ def available() -> bool:
         available._warned = True
         _log.warning("CPU decode kernels off, XLA's dots instead: %s", reason)
     return reason is None
+
+
+def _load(compiler: str) -> ctypes.CDLL:
+    """The built library; a cached file that does not load (truncated by a crash) is rebuilt once."""
+    path = _built(compiler)
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_built(compiler)))
 
 
 def _built(compiler: str) -> Path:
@@ -89,10 +99,11 @@ def _built(compiler: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:  # built aside, then renamed: never a half-written .so
         partial = Path(tmp) / target.name
-        run = subprocess.run([compiler, *flags, str(_SOURCE), "-o", str(partial)], capture_output=True, text=True)
+        command = [compiler, *flags, str(_SOURCE), "-o", str(partial)]
+        run = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=600)
         if run.returncode != 0:
             last = (run.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise subprocess.CalledProcessError(run.returncode, compiler, stderr=last)
+            raise RuntimeError(f"{compiler} exited with {run.returncode}: {last}")
         os.replace(partial, target)
     return target
 
@@ -115,7 +126,8 @@ def unpack(packed: jax.Array, n: int) -> jax.Array:
 def matmul(x: jax.Array, packed: jax.Array, n: int) -> jax.Array:
     """``x [..., K] @ W [K, n]`` in float32 for ``packed = pack(W)``: products of ``x`` (cast to float32)
     and the weights as stored, summed in float32, the same values as a dot with a float32 result up
-    to summation order."""
+    to summation order. bf16 weights with more than ``BF16_MAX_ROWS`` rows (a prefill) go to XLA's
+    bf16 GEMM instead, with ``x`` rounded to bf16 (in a bf16 model it already is)."""
     lead, k = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, k)
     if packed.dtype == jnp.bfloat16 and rows.shape[0] > BF16_MAX_ROWS:
@@ -135,9 +147,11 @@ def rows(packed: jax.Array, ids: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(out, packed.dtype) if packed.dtype == jnp.bfloat16 else out
 
 
-def attention_supported(q: jax.Array, k: jax.Array) -> bool:
-    """The shapes and dtypes :func:`attention` takes: one query token, head size up to 256."""
-    return q.shape[1] == 1 and q.shape[-1] <= 256 and packable(k.dtype)
+def attention_supported(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
+    """The shapes and dtypes :func:`attention` takes (one query token, head size up to 256, k and v
+    alike), with the kernel built here."""
+    shapes = q.shape[1] == 1 and q.shape[-1] <= 256 and k.shape == v.shape and k.dtype == v.dtype
+    return shapes and packable(k.dtype) and available()
 
 
 def attention(
@@ -147,7 +161,8 @@ def attention(
     bf16) with ``allowed`` [B, 1, S]: scores in float32 (``softcap * tanh(scores / softcap)`` with a
     soft-cap), masked, softmax, times v, cast to q's dtype. Query head h reads kv head h // (H / KV)."""
     b, _, h, hd = q.shape
-    bias = jnp.where(allowed[:, 0], 0.0, -jnp.inf).astype(jnp.float32)
+    allowed = jnp.broadcast_to(allowed[:, 0], (b, k.shape[1]))  # the kernel reads one bias row per batch row
+    bias = jnp.where(allowed, 0.0, -jnp.inf).astype(jnp.float32)  # -inf: the kernel skips the slot's key
     result = jax.ShapeDtypeStruct((b, h, hd), jnp.float32)
     call = jax.ffi.ffi_call(_ATTENTION_TARGET, result)
     out = call(q[:, 0].astype(jnp.float32), k, v, bias, scale=np.float32(scale), softcap=np.float32(softcap or 0.0))

@@ -148,6 +148,7 @@ void run_chunks(ffi::ThreadPool& pool, int64_t n_items, int64_t chunk, Fn work) 
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(claim)(claim));
   claim();
   while (shared->done.load(std::memory_order_acquire) < n_chunks) {
+    __builtin_ia32_pause();  // a helper still on its last chunk: spin gently (the sibling hyperthread, if any)
   }
 }
 
@@ -215,7 +216,8 @@ inline __attribute__((always_inline)) void one_query_heads(const float* q, const
     }
     float total = 0.f;
     for (int64_t s = 0; s < S; ++s) {
-      sg[s] = sg[s] == -INFINITY ? 0.f : std::exp(sg[s] - top);
+      // no allowed slot at all: every weight 1, the mean of v, as XLA's finite masked score gives
+      sg[s] = top == -INFINITY ? 1.f : sg[s] == -INFINITY ? 0.f : std::exp(sg[s] - top);
       total += sg[s];
     }
     f32x16 acc[16] = {};  // hd <= 256
@@ -255,8 +257,14 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::A
   auto qd = q.dimensions(), kd = k.dimensions();
   if (qd.size() != 3 || kd.size() != 4) return ffi::Error::InvalidArgument("q must be [B, H, hd], k/v [B, S, KV, hd]");
   int64_t B = qd[0], H = qd[1], hd = qd[2], S = kd[1], KV = kd[2];
-  if (kd[0] != B || kd[3] != hd || H % KV != 0 || hd > 256 || k.element_type() != v.element_type())
-    return ffi::Error::InvalidArgument("attention shapes: q [B, H, hd], k/v [B, S, KV, hd], H % KV == 0, hd <= 256");
+  auto vd = v.dimensions(), bd = bias.dimensions(), od = out->dimensions();
+  bool same_kv = vd.size() == 4 && vd[0] == kd[0] && vd[1] == kd[1] && vd[2] == kd[2] && vd[3] == kd[3];
+  bool bias_ok = bd.size() == 2 && bd[0] == B && bd[1] == S;
+  bool out_ok = od.size() == 3 && od[0] == B && od[1] == H && od[2] == hd;
+  if (kd[0] != B || kd[3] != hd || H % KV != 0 || hd > 256 || k.element_type() != v.element_type() || !same_kv ||
+      !bias_ok || !out_ok)
+    return ffi::Error::InvalidArgument(
+        "attention shapes: q [B, H, hd], k and v [B, S, KV, hd], bias [B, S], out [B, H, hd], H % KV == 0, hd <= 256");
   int64_t G = H / KV;
   const float *qp = q.typed_data(), *bp = bias.typed_data();
   float* op = out->typed_data();
