@@ -129,6 +129,15 @@ struct Shared {
   std::atomic<int64_t> done{0};
 };
 
+// spin gently: the core's sibling hyperthread, if any, gets the cycles
+inline void spin_pause() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 template <typename Fn>
 void run_chunks(ffi::ThreadPool& pool, int64_t n_items, int64_t chunk, Fn work) {
   int64_t n_chunks = (n_items + chunk - 1) / chunk;
@@ -148,7 +157,7 @@ void run_chunks(ffi::ThreadPool& pool, int64_t n_items, int64_t chunk, Fn work) 
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(claim)(claim));
   claim();
   while (shared->done.load(std::memory_order_acquire) < n_chunks) {
-    __builtin_ia32_pause();  // a helper still on its last chunk: spin gently (the sibling hyperthread, if any)
+    spin_pause();  // a helper still on its last chunk
   }
 }
 
