@@ -293,7 +293,7 @@ def _log_plan(cfg: RunConfig, setup: Setup) -> None:
     if setup.mesh.devices.flat[0].platform == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
         log.info(
             "on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment spares XLA most of its page "
-            "faults: 10-20% faster steps (README, benchmarks/RESULTS.md)"
+            "faults: 10-50% faster steps (python -m rolellm_jax.train sets it itself; README)"
         )
 
 
