@@ -56,5 +56,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from rolellm_jax.training.glibc_thp import reexec_with_huge_pages
 
-    reexec_with_huge_pages()  # a CPU run starts again with glibc's huge-page malloc: +50% a step measured
+    reexec_with_huge_pages()  # a CPU run starts again with glibc's huge-page malloc (training/glibc_thp.py)
     sys.exit(main())

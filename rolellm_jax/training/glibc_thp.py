@@ -4,13 +4,14 @@ XLA:CPU allocates a step's large buffers afresh every step (a SmolLM2 LoRA step'
 float32 logits alone are 200 MB), and on 4 KiB pages it page-faults through them again each time.
 glibc >= 2.35 backs its large allocations with transparent huge pages when the process starts with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``: the SmolLM2 bf16 LoRA step on a 2-core Zen 5 went from
-566-574 to 844-865 tokens/s, runs alternated (transformers + PEFT: 587-598 -> 708-713;
-benchmarks/RESULTS.md, "Huge pages for the train step"). glibc reads the setting only at start, so
-``python -m rolellm_jax.train`` executes itself again (same PID, same command line) with it added, when:
+566-574 to 844-865 tokens/s, runs alternated (transformers + PEFT: 587-598 -> 708-713; benchmarks/
+RESULTS.md, "The LoRA step on a Zen 5 machine: huge pages, not the GEMMs"). glibc reads the setting
+only at start, so ``python -m rolellm_jax.train`` executes itself again (same PID, same command
+line) with it added, when:
 Linux with glibc >= 2.35, transparent huge pages in ``madvise`` mode (``always`` needs no help,
 ``never`` allows none), ``GLIBC_TUNABLES`` without a ``glibc.malloc.hugetlb`` of the user's own, a
 CPU run (``JAX_PLATFORMS`` only ``cpu``, or no GPU/TPU plugin installed), and ``ROLELLM_HUGE_PAGES``
-not ``0`` (the opt-out, and the guard the re-run carries).
+not ``0`` (the opt-out, and the guard the re-run carries; any value but 0 or 1 is refused).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def environment_with_huge_pages(environ: Mapping[str, str]) -> dict[str, str]:
 def reexec_with_huge_pages() -> None:
     """Replace this process by its own command line (``sys.orig_argv``) with the tunable, where
     :func:`why_not` allows; otherwise return and let the caller go on."""
+    if os.environ.get(GUARD, "1") not in ("0", "1"):
+        raise SystemExit(f"{GUARD}={os.environ[GUARD]!r}: expected 0 (keep the process as started) or 1")
     if why_not(os.environ) is not None:
         return
     print(

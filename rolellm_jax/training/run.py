@@ -30,6 +30,7 @@ from rolellm_jax.data.rolebench_source import show_datasets_progress
 from rolellm_jax.models.config import ModelConfig
 from rolellm_jax.parallel.sharding import make_mesh
 from rolellm_jax.parallel.storage import is_url, storage_path
+from rolellm_jax.training import glibc_thp
 from rolellm_jax.training.checkpoint_store import CheckpointMismatchError, CheckpointStore
 from rolellm_jax.training.flops import matmul_params
 from rolellm_jax.training.loop import train_loop
@@ -290,7 +291,9 @@ def _log_plan(cfg: RunConfig, setup: Setup) -> None:
         cfg.data.seq_len,
         setup.batches.num_rows,
     )
-    if setup.mesh.devices.flat[0].platform == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
+    # the CLI's own re-run would have applied here but did not happen (a run started from a program)
+    on_cpu = setup.mesh.devices.flat[0].platform == "cpu"
+    if on_cpu and glibc_thp.why_not({**os.environ, "JAX_PLATFORMS": "cpu"}) is None:
         log.info(
             "on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment spares XLA most of its page "
             "faults: 10-50% faster steps (python -m rolellm_jax.train sets it itself; README)"

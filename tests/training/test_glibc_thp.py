@@ -53,3 +53,14 @@ def test_the_train_cli_re_runs_itself_once_and_then_works():
     )
     assert opted_out.returncode == 0 and "re-running" not in opted_out.stderr
     assert opted_out.stdout == run.stdout
+
+
+def test_an_opt_out_value_other_than_0_or_1_is_refused_in_one_line():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | CPU | {"ROLELLM_HUGE_PAGES": "off"}
+    run = subprocess.run(
+        [sys.executable, "-m", "rolellm_jax.train", "--help"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert run.returncode != 0 and "re-running" not in run.stderr
+    assert (
+        run.stderr.strip().splitlines()[-1] == "ROLELLM_HUGE_PAGES='off': expected 0 (keep the process as started) or 1"
+    )
