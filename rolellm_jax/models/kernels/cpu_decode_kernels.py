@@ -42,6 +42,7 @@ _TARGET = "rolellm_packed_matmul"
 _ATTENTION_TARGET = "rolellm_decode_attention"
 _SOURCE = Path(__file__).with_name("csrc") / "cpu_decode_kernels.cc"
 _log = logging.getLogger(__name__)
+_LIBRARY: list[ctypes.CDLL] = []  # the loaded kernel library, once built
 
 
 def packable(dtype) -> bool:
@@ -59,6 +60,7 @@ def unavailable_reason() -> str | None:
         return "no C++ compiler found (set CXX)"
     try:
         library = _load(compiler)
+        _LIBRARY.append(library)
         jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.rolellm_packed_matmul), platform="cpu")
         attention_handler = jax.ffi.pycapsule(library.rolellm_decode_attention)
         jax.ffi.register_ffi_target(_ATTENTION_TARGET, attention_handler, platform="cpu")
@@ -74,6 +76,12 @@ def available() -> bool:
         available._warned = True
         _log.warning("CPU decode kernels off, XLA's dots instead: %s", reason)
     return reason is None
+
+
+def vector_lanes() -> int | None:
+    """Float lanes of the kernel copy this CPU runs: 16 (AVX-512), 8 (AVX2) or 4 (128-bit: SSE, NEON; or
+    fewer asked for with ``ROLELLM_CPU_KERNEL_LANES``); None without the kernel."""
+    return _LIBRARY[0].rolellm_cpu_kernel_lanes() if available() else None
 
 
 def _load(compiler: str) -> ctypes.CDLL:

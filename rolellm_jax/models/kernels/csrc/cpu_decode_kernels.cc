@@ -6,11 +6,13 @@
 // packing the weight than reading it (a [8, 576] x [576, 3072] GEMM took 1.0-1.4 ms against a
 // 0.35 ms read floor, benchmarks/RESULTS.md); XLA:CPU has no bf16 GEMV at all (it converts the
 // weight to a float32 copy per call). Packed once, a panel is one sequential stream: each weight
-// is read once from memory, whatever M, and bf16 weights are read as bf16.
+// is read once from memory, whatever M, and bf16 weights are read as bf16. One copy of each loop per
+// vector width (AVX-512, AVX2, 128-bit), the one the CPU runs picked when the library loads.
 #include <atomic>
 #include <cmath>
 #include <vector>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -21,24 +23,32 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kPanel = 16;     // columns per panel: one 64-byte line of float32
-constexpr int kRows = 8;            // rows of x per register tile (kRows accumulators of 16 floats)
 constexpr int64_t kPrefetch = 4096;  // bytes ahead in the panel stream (measured: 1-4 KiB)
 
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef uint16_t u16x16 __attribute__((vector_size(32)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
+// Float vectors of L lanes, the width of the instruction set a copy is compiled for: L = 16 with
+// AVX-512, 8 with AVX2, 4 otherwise. To GCC a 64-byte vector on AVX2 is not two 32-byte ones: it went
+// through the stack (a SmolLM2-sized bf16 GEMV chain read 8.8 GB/s on a Zen 3 that streams 30;
+// 22-25 GB/s with L = 8, benchmarks/RESULTS.md).
+template <int L>
+struct Vec {
+  typedef float F __attribute__((vector_size(4 * L)));
+  typedef uint16_t H __attribute__((vector_size(2 * L)));
+  typedef uint32_t U __attribute__((vector_size(4 * L)));
+};
 
-inline __attribute__((always_inline)) f32x16 load_panel_row(const float* p) {
-  f32x16 v;
+template <int L>
+inline __attribute__((always_inline)) typename Vec<L>::F load(const float* p) {
+  typename Vec<L>::F v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-inline __attribute__((always_inline)) f32x16 load_panel_row(const uint16_t* p) {
-  u16x16 h;  // bf16 -> f32 is the 16 bits shifted to the top
+template <int L>
+inline __attribute__((always_inline)) typename Vec<L>::F load(const uint16_t* p) {
+  typename Vec<L>::H h;  // bf16 -> f32 is the 16 bits shifted to the top
   std::memcpy(&h, p, sizeof h);
-  u32x16 bits = __builtin_convertvector(h, u32x16) << 16;
-  f32x16 v;
+  typename Vec<L>::U bits = __builtin_convertvector(h, typename Vec<L>::U) << 16;
+  typename Vec<L>::F v;
   std::memcpy(&v, &bits, sizeof v);
   return v;
 }
@@ -51,75 +61,108 @@ inline float scalar(uint16_t v) {
   return f;
 }
 
-template <int R, typename W>
+// Rows of x per register tile, R x 16 / L accumulators (8 with AVX2 too: 6, which fits its 16
+// registers without a spill, ran M = 8 at 75 GFLOP/s against 94-99 with 8, benchmarks/RESULTS.md)
+template <int L>
+constexpr int kRows = L >= 8 ? 8 : 3;
+
+template <int R, int L, typename W>
 inline __attribute__((always_inline)) void tile(const float* x, const W* panel, float* y, int64_t K, int64_t N) {
-  // with few rows, two accumulators per row (even and odd k) so that the FMA latency does not
+  using F = typename Vec<L>::F;
+  constexpr int P = kPanel / L;  // vectors per panel row
+  // with few accumulators, two per row and vector (even and odd k) so that the FMA latency does not
   // serialise the stream
-  constexpr int A = R <= 4 ? 2 : 1;
-  f32x16 acc[A][R];
+  constexpr int A = R * P <= 4 ? 2 : 1;
+  F acc[A][R][P];
   for (int a = 0; a < A; ++a)
-    for (int r = 0; r < R; ++r) acc[a][r] = f32x16{};
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p) acc[a][r][p] = F{};
   const char* ahead = reinterpret_cast<const char*>(panel) + kPrefetch;
   int64_t k = 0;
   for (; k + A <= K; k += A) {
     for (int a = 0; a < A; ++a) {
       __builtin_prefetch(ahead + (k + a) * kPanel * sizeof(W));
-      f32x16 w = load_panel_row(panel + (k + a) * kPanel);
-      for (int r = 0; r < R; ++r) acc[a][r] += x[r * K + k + a] * w;
+      for (int p = 0; p < P; ++p) {
+        F w = load<L>(panel + (k + a) * kPanel + p * L);
+        for (int r = 0; r < R; ++r) acc[a][r][p] += x[r * K + k + a] * w;
+      }
     }
   }
   for (; k < K; ++k) {
-    f32x16 w = load_panel_row(panel + k * kPanel);
-    for (int r = 0; r < R; ++r) acc[0][r] += x[r * K + k] * w;
+    for (int p = 0; p < P; ++p) {
+      F w = load<L>(panel + k * kPanel + p * L);
+      for (int r = 0; r < R; ++r) acc[0][r][p] += x[r * K + k] * w;
+    }
   }
   for (int r = 0; r < R; ++r) {
-    f32x16 sum = acc[0][r];
-    for (int a = 1; a < A; ++a) sum += acc[a][r];
-    std::memcpy(y + r * N, &sum, sizeof sum);
+    for (int p = 0; p < P; ++p) {
+      F sum = acc[0][r][p];
+      for (int a = 1; a < A; ++a) sum += acc[a][r][p];
+      std::memcpy(y + r * N + p * L, &sum, sizeof sum);
+    }
   }
+}
+
+// A tile of `rows` <= R rows: the instantiation for exactly that many
+template <int R, int L, typename W>
+inline __attribute__((always_inline)) void tile_of(int64_t rows, const float* x, const W* panel, float* y, int64_t K,
+                                                   int64_t N) {
+  if constexpr (R > 1) {
+    if (rows < R) return tile_of<R - 1, L>(rows, x, panel, y, K, N);
+  }
+  tile<R, L>(x, panel, y, K, N);
 }
 
 // Panels [p0, p1) for every row: the rows go in tiles over one panel, so a panel is read from
 // memory once and from cache for the tiles after the first.
-template <typename W>
-inline __attribute__((always_inline)) void panels(const float* x, const W* w, float* y, int64_t M, int64_t K,
-                                                   int64_t N, int64_t p0, int64_t p1) {
+template <int L, typename W>
+inline __attribute__((always_inline)) void panels_impl(const float* x, const W* w, float* y, int64_t M, int64_t K,
+                                                       int64_t N, int64_t p0, int64_t p1) {
+  constexpr int R = kRows<L>;
   for (int64_t p = p0; p < p1; ++p) {
     const W* panel = w + p * K * kPanel;
-    for (int64_t m = 0; m < M; m += kRows) {
-      const float* xm = x + m * K;
-      float* ym = y + m * N + p * kPanel;
-      switch (M - m < kRows ? M - m : kRows) {
-        case 1: tile<1>(xm, panel, ym, K, N); break;
-        case 2: tile<2>(xm, panel, ym, K, N); break;
-        case 3: tile<3>(xm, panel, ym, K, N); break;
-        case 4: tile<4>(xm, panel, ym, K, N); break;
-        case 5: tile<5>(xm, panel, ym, K, N); break;
-        case 6: tile<6>(xm, panel, ym, K, N); break;
-        case 7: tile<7>(xm, panel, ym, K, N); break;
-        default: tile<8>(xm, panel, ym, K, N); break;
-      }
-    }
+    for (int64_t m = 0; m < M; m += R) tile_of<R, L>(M - m < R ? M - m : R, x + m * K, panel, y + m * N + p * kPanel, K, N);
   }
 }
 
-// One compiled copy per instruction set, picked when the library loads (no -march: the file the
-// cache holds runs on any x86-64 the cache is shared with).
+// One copy per instruction set, picked at run time (no -march: the file the cache holds runs on any
+// machine of the architecture the cache is shared with). ROLELLM_CPU_KERNEL_LANES=4 or 8 picks a
+// narrower copy than the CPU could run (the tests run each copy the machine has).
 #if defined(__x86_64__)
-#define PER_ISA __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+inline int vector_lanes() {
+  static const int lanes = [] {
+    int best = 4;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = 8;
+    if (best == 8 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+      best = 16;
+    const char* asked = std::getenv("ROLELLM_CPU_KERNEL_LANES");
+    int wanted = asked ? std::atoi(asked) : best;
+    return wanted == 4 || (wanted == 8 && best >= 8) ? wanted : best;
+  }();
+  return lanes;
+}
+#define PER_ISA(NAME, PARAMS, ARGS)                                                                 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi2"))) void NAME##_16 PARAMS { \
+    NAME##_impl<16> ARGS;                                                                           \
+  }                                                                                                 \
+  __attribute__((target("avx2,fma,f16c,bmi2"))) void NAME##_8 PARAMS { NAME##_impl<8> ARGS; }       \
+  void NAME##_4 PARAMS { NAME##_impl<4> ARGS; }                                                     \
+  void NAME PARAMS {                                                                                \
+    switch (vector_lanes()) {                                                                       \
+      case 16: return NAME##_16 ARGS;                                                               \
+      case 8: return NAME##_8 ARGS;                                                                 \
+      default: return NAME##_4 ARGS;                                                                \
+    }                                                                                               \
+  }
 #else
-#define PER_ISA
+#define PER_ISA(NAME, PARAMS, ARGS) \
+  void NAME PARAMS { NAME##_impl<4> ARGS; }
 #endif
 
-PER_ISA void panels_f32(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t p0,
-                        int64_t p1) {
-  panels(x, w, y, M, K, N, p0, p1);
-}
-
-PER_ISA void panels_bf16(const float* x, const uint16_t* w, float* y, int64_t M, int64_t K, int64_t N, int64_t p0,
-                         int64_t p1) {
-  panels(x, w, y, M, K, N, p0, p1);
-}
+#define PANELS_PARAMS(W) (const float* x, const W* w, float* y, int64_t M, int64_t K, int64_t N, int64_t p0, int64_t p1)
+PER_ISA(panels, PANELS_PARAMS(float), (x, w, y, M, K, N, p0, p1))
+PER_ISA(panels, PANELS_PARAMS(uint16_t), (x, w, y, M, K, N, p0, p1))
 
 // Work shared with XLA's intra-op threads by chunks of items (panels, heads) claimed from a counter. The caller
 // claims chunks too and waits only for chunks already claimed, so a task the pool starts late
@@ -182,12 +225,12 @@ ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   switch (w.element_type()) {
     case ffi::F32: {
       const float* wp = w.typed_data<float>();
-      run_chunks(pool, n_panels, chunk, [=](int64_t p0, int64_t p1) { panels_f32(xp, wp, yp, M, K, N, p0, p1); });
+      run_chunks(pool, n_panels, chunk, [=](int64_t p0, int64_t p1) { panels(xp, wp, yp, M, K, N, p0, p1); });
       return ffi::Error::Success();
     }
     case ffi::BF16: {
       const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.untyped_data());
-      run_chunks(pool, n_panels, chunk, [=](int64_t p0, int64_t p1) { panels_bf16(xp, wp, yp, M, K, N, p0, p1); });
+      run_chunks(pool, n_panels, chunk, [=](int64_t p0, int64_t p1) { panels(xp, wp, yp, M, K, N, p0, p1); });
       return ffi::Error::Success();
     }
     default:
@@ -199,12 +242,13 @@ ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
 // One query token per row against a KV cache read where it is (no transposed copy for a dot):
 // out[b, h] = softmax(scale * q[b, h] . k[b, s, h / G] (soft-capped) + bias[b, s]) @ v[b, s, h / G],
 // in float32, for the G = H / KV query heads of one kv head at a time.
-template <typename C>
+template <int L, typename C>
 inline __attribute__((always_inline)) void one_query_heads(const float* q, const C* k, const C* v,
                                                            const float* bias, float* out, int64_t b, int64_t kvh,
                                                            int64_t S, int64_t KV, int64_t G, int64_t hd,
                                                            float scale, float softcap, float* scores) {
-  const int64_t lanes = hd / 16;
+  using F = typename Vec<L>::F;
+  const int64_t lanes = hd / L;
   const float* qb = q + (b * KV * G + kvh * G) * hd;
   for (int64_t g = 0; g < G; ++g) {
     float* sg = scores + g * S;
@@ -216,11 +260,11 @@ inline __attribute__((always_inline)) void one_query_heads(const float* q, const
         continue;
       }
       const C* ks = k + ((b * S + s) * KV + kvh) * hd;
-      f32x16 acc{};
-      for (int64_t l = 0; l < lanes; ++l) acc += load_panel_row(qb + g * hd + 16 * l) * load_panel_row(ks + 16 * l);
+      F acc{};
+      for (int64_t l = 0; l < lanes; ++l) acc += load<L>(qb + g * hd + L * l) * load<L>(ks + L * l);
       float dot = 0.f;
-      for (int i = 0; i < 16; ++i) dot += acc[i];
-      for (int64_t d = 16 * lanes; d < hd; ++d) dot += qb[g * hd + d] * scalar(ks[d]);
+      for (int i = 0; i < L; ++i) dot += acc[i];
+      for (int64_t d = L * lanes; d < hd; ++d) dot += qb[g * hd + d] * scalar(ks[d]);
       float score = dot * scale;
       if (softcap > 0.f) score = softcap * std::tanh(score / softcap);
       sg[s] = score + masked;
@@ -232,37 +276,38 @@ inline __attribute__((always_inline)) void one_query_heads(const float* q, const
       sg[s] = top == -INFINITY ? 1.f : sg[s] == -INFINITY ? 0.f : std::exp(sg[s] - top);
       total += sg[s];
     }
-    f32x16 acc[16] = {};  // hd <= 256
-    float tail[16] = {};  // the hd % 16 last dimensions
+    F acc[256 / L] = {};  // hd <= 256
+    float tail[L] = {};   // the hd % L last dimensions
     for (int64_t s = 0; s < S; ++s) {
       if (sg[s] == 0.f) continue;
       const C* vs = v + ((b * S + s) * KV + kvh) * hd;
-      for (int64_t l = 0; l < lanes; ++l) acc[l] += sg[s] * load_panel_row(vs + 16 * l);
-      for (int64_t d = 16 * lanes; d < hd; ++d) tail[d - 16 * lanes] += sg[s] * scalar(vs[d]);
+      for (int64_t l = 0; l < lanes; ++l) acc[l] += sg[s] * load<L>(vs + L * l);
+      for (int64_t d = L * lanes; d < hd; ++d) tail[d - L * lanes] += sg[s] * scalar(vs[d]);
     }
     float* og = out + (b * KV * G + kvh * G + g) * hd;
     for (int64_t l = 0; l < lanes; ++l) {
-      f32x16 o = acc[l] / total;
-      std::memcpy(og + 16 * l, &o, sizeof o);
+      F o = acc[l] / total;
+      std::memcpy(og + L * l, &o, sizeof o);
     }
-    for (int64_t d = 16 * lanes; d < hd; ++d) og[d] = tail[d - 16 * lanes] / total;
+    for (int64_t d = L * lanes; d < hd; ++d) og[d] = tail[d - L * lanes] / total;
   }
 }
 
-PER_ISA void heads_f32(const float* q, const float* k, const float* v, const float* bias, float* out, int64_t i0,
-                       int64_t i1, int64_t S, int64_t KV, int64_t G, int64_t hd, float scale, float softcap) {
+// kv heads [i0, i1) of the B x KV (row, kv head) pairs, in a KV cache of C (float or bf16 bits)
+template <int L, typename C>
+inline __attribute__((always_inline)) void heads_impl(const float* q, const C* k, const C* v, const float* bias,
+                                                      float* out, int64_t i0, int64_t i1, int64_t S, int64_t KV,
+                                                      int64_t G, int64_t hd, float scale, float softcap) {
   std::vector<float> scores(G * S);
   for (int64_t i = i0; i < i1; ++i)
-    one_query_heads(q, k, v, bias, out, i / KV, i % KV, S, KV, G, hd, scale, softcap, scores.data());
+    one_query_heads<L>(q, k, v, bias, out, i / KV, i % KV, S, KV, G, hd, scale, softcap, scores.data());
 }
 
-PER_ISA void heads_bf16(const float* q, const uint16_t* k, const uint16_t* v, const float* bias, float* out,
-                        int64_t i0, int64_t i1, int64_t S, int64_t KV, int64_t G, int64_t hd, float scale,
-                        float softcap) {
-  std::vector<float> scores(G * S);
-  for (int64_t i = i0; i < i1; ++i)
-    one_query_heads(q, k, v, bias, out, i / KV, i % KV, S, KV, G, hd, scale, softcap, scores.data());
-}
+#define HEADS_PARAMS(C)                                                                                          \
+  (const float* q, const C* k, const C* v, const float* bias, float* out, int64_t i0, int64_t i1, int64_t S, int64_t KV, \
+   int64_t G, int64_t hd, float scale, float softcap)
+PER_ISA(heads, HEADS_PARAMS(float), (q, k, v, bias, out, i0, i1, S, KV, G, hd, scale, softcap))
+PER_ISA(heads, HEADS_PARAMS(uint16_t), (q, k, v, bias, out, i0, i1, S, KV, G, hd, scale, softcap))
 
 ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                            ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> out, float scale, float softcap) {
@@ -284,7 +329,7 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::A
     case ffi::F32: {
       const float *kp = k.typed_data<float>(), *vp = v.typed_data<float>();
       run_chunks(pool, B * KV, 1, [=](int64_t i0, int64_t i1) {
-        heads_f32(qp, kp, vp, bp, op, i0, i1, S, KV, G, hd, scale, softcap);
+        heads(qp, kp, vp, bp, op, i0, i1, S, KV, G, hd, scale, softcap);
       });
       return ffi::Error::Success();
     }
@@ -292,7 +337,7 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::A
       auto kp = reinterpret_cast<const uint16_t*>(k.untyped_data());
       auto vp = reinterpret_cast<const uint16_t*>(v.untyped_data());
       run_chunks(pool, B * KV, 1, [=](int64_t i0, int64_t i1) {
-        heads_bf16(qp, kp, vp, bp, op, i0, i1, S, KV, G, hd, scale, softcap);
+        heads(qp, kp, vp, bp, op, i0, i1, S, KV, G, hd, scale, softcap);
       });
       return ffi::Error::Success();
     }
@@ -320,3 +365,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(rolellm_decode_attention, DecodeAttention,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("scale")
                                   .Attr<float>("softcap"));
+
+// The float lanes of the copy this CPU runs (16: AVX-512, 8: AVX2, 4: 128-bit), for the logs and tests
+extern "C" int rolellm_cpu_kernel_lanes() {
+#if defined(__x86_64__)
+  return vector_lanes();
+#else
+  return 4;
+#endif
+}
