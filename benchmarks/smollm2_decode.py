@@ -237,6 +237,9 @@ def main() -> None:
     print(f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {cpu_line()}")
     threads = torch.get_num_threads()
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({threads} threads)")
+    from rolellm_jax.models.kernels import cpu_decode_kernels
+
+    print(f"our decode kernel: {cpu_decode_kernels.vector_lanes() or 'unavailable'} float lanes")
     print(f"SmolLM2-135M-Instruct from {GGUF_FILE}; prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
     print(load_line("before the bandwidth test"))
     first_read = report_bandwidth(args.bandwidth_gib, "a bound below", kernel_read_rate())
