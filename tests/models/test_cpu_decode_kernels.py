@@ -93,20 +93,29 @@ def test_built_once_into_the_cache_then_reused(tmp_path):
 
 
 @pytest.mark.parametrize("lanes", [4, 8])
-def test_each_narrower_vector_width_gives_the_same_products_and_attention(lanes):
+def test_each_narrower_vector_width_passes_the_kernel_tests(lanes):
     """The kernel has one copy per vector width (16 lanes: AVX-512, 8: AVX2, 4: 128-bit) and runs the widest
     the CPU has, which the tests above check; here each narrower copy the CPU can run, asked for with
     ROLELLM_CPU_KERNEL_LANES in a fresh process, passes the same products and attention tests."""
     widest = cpu_decode_kernels.vector_lanes()
-    if lanes >= widest:
-        pytest.skip(f"this CPU's widest copy has {widest} lanes: the tests above ran it" if lanes == widest else "")
+    if lanes == widest:
+        pytest.skip(f"this CPU's widest copy has {widest} lanes: the tests above ran it")
+    if lanes > widest:
+        pytest.skip(f"this CPU cannot run the {lanes}-lane copy (widest: {widest})")
     env = dict(os.environ, JAX_PLATFORMS="cpu", ROLELLM_CPU_KERNEL_LANES=str(lanes))
     code = "from rolellm_jax.models.kernels import cpu_decode_kernels as k; print(k.vector_lanes())"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert run.stdout.strip() == str(lanes), run.stderr[-2000:]
-    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "products or attention"]
+    selected = "(products or attention) and not narrower_vector_width"  # not this test again
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selected]
     run = subprocess.run(tests, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_a_lane_count_the_kernel_has_no_copy_for_is_refused_in_one_line(tmp_path):
+    code = "from rolellm_jax.models.kernels import cpu_decode_kernels as k; print(k.unavailable_reason())"
+    run = _in_a_fresh_process(code, tmp_path, ROLELLM_CPU_KERNEL_LANES="6")
+    assert run.stdout.strip() == "ROLELLM_CPU_KERNEL_LANES=6: the kernel has copies of 4, 8 or 16 lanes", run.stderr
 
 
 LATIN1_COMPILER = "#!/bin/sh\nprintf 'erreur \\351\\n' >&2\nexit 1\n"  # a localised message, not UTF-8

@@ -55,6 +55,9 @@ def unavailable_reason() -> str | None:
     """None once the kernel is built (or found in the cache) and registered with XLA:CPU; else why not."""
     if os.environ.get("ROLELLM_CPU_KERNELS", "1") == "0":
         return "ROLELLM_CPU_KERNELS=0"
+    lanes = os.environ.get("ROLELLM_CPU_KERNEL_LANES")
+    if lanes is not None and lanes not in ("4", "8", "16"):  # the library would quietly run its widest copy
+        return f"ROLELLM_CPU_KERNEL_LANES={lanes}: the kernel has copies of 4, 8 or 16 lanes"
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not compiler:
         return "no C++ compiler found (set CXX)"

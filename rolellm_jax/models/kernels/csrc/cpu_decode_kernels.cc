@@ -121,13 +121,15 @@ inline __attribute__((always_inline)) void panels_impl(const float* x, const W* 
   constexpr int R = kRows<L>;
   for (int64_t p = p0; p < p1; ++p) {
     const W* panel = w + p * K * kPanel;
-    for (int64_t m = 0; m < M; m += R) tile_of<R, L>(M - m < R ? M - m : R, x + m * K, panel, y + m * N + p * kPanel, K, N);
+    for (int64_t m = 0; m < M; m += R)
+      tile_of<R, L>(M - m < R ? M - m : R, x + m * K, panel, y + m * N + p * kPanel, K, N);
   }
 }
 
 // One copy per instruction set, picked at run time (no -march: the file the cache holds runs on any
 // machine of the architecture the cache is shared with). ROLELLM_CPU_KERNEL_LANES=4 or 8 picks a
-// narrower copy than the CPU could run (the tests run each copy the machine has).
+// narrower copy than the CPU could run (the tests run each copy the machine has; 16, or a copy the CPU
+// cannot run, gives the widest it can; cpu_decode_kernels.py refuses other values).
 #if defined(__x86_64__)
 inline int vector_lanes() {
   static const int lanes = [] {
