@@ -51,20 +51,31 @@ def read_bandwidths(gib: float, threads: int = 2, repeats: int = 3) -> dict[str,
     a decode step does with its weights. They differ by machine: on a Zen 5 EPYC (2026-12-06) a sum
     read 33-38 GB/s where max and a BLAS dot read 44-55 (and the decode kernel 52), while on the Zen 3
     machines of 2026-12-03 the sum matched an AVX2 C read loop (21-25 GB/s)."""
+    return bandwidth_readers(gib, threads, repeats)()
+
+
+def bandwidth_readers(gib: float, threads: int = 2, repeats: int = 3):
+    """A function that reads ``gib`` GiB (allocated once, here) as ``read_bandwidths`` does, each time it is
+    called: for readings taken between a benchmark's rounds, beside the figure they bound."""
     src = np.ones(int(gib * 2**30) // 8)
     readers = {"numpy sum": np.sum, "numpy max": np.max, "BLAS dot": lambda x: np.dot(x, x)}
-    return {
-        name: src.nbytes / _best_seconds(lambda lo, hi, read=read: read(src[lo:hi]), src.size, threads, repeats)
-        for name, read in readers.items()
-    }
+
+    def read() -> dict[str, float]:
+        return {
+            name: src.nbytes / _best_seconds(lambda lo, hi, read=read: read(src[lo:hi]), src.size, threads, repeats)
+            for name, read in readers.items()
+        }
+
+    return read
 
 
-def report_bandwidth(gib: float, bound_of: str, more_readers: dict[str, float] | None = None) -> float:
+def report_bandwidth(gib: float, bound_of: str, more_readers: dict[str, float] | None = None, readers=None) -> float:
     """Print the read rates of ``gib`` GiB (2 threads) by several readers and the copy rate; return the
     fastest read, ``bound_of``'s bound. ``more_readers`` adds rates (bytes/s) measured elsewhere, such
     as a benchmark's own kernel streaming a weight larger than the caches: whatever reads fastest is
-    the lower limit of the machine's read bandwidth, so the bound is never one a slow reader set."""
-    reads = read_bandwidths(gib) | (more_readers or {})
+    the lower limit of the machine's read bandwidth, so the bound is never one a slow reader set.
+    ``readers``: a ``bandwidth_readers(gib)`` function to reuse (else one is made for this reading)."""
+    reads = (readers or bandwidth_readers(gib))() | (more_readers or {})
     best = max(reads, key=reads.get)
     listed = ", ".join(f"{name} {rate / 1e9:.1f}" for name, rate in reads.items())
     print(f"read bandwidth (2 threads, {gib:g} GiB): {listed} GB/s; the fastest, {best}, is {bound_of}")

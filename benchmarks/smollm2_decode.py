@@ -21,7 +21,10 @@ alone was the bound before 2026-12-06, and on a Zen 5 machine it read 30% slower
 and our decode kernel alone streaming a 256 MiB weight, read before the runs and again after them
 (the bound is the faster reading: this kind of shared host's read rate drifts between minutes); a
 2-thread copy (read + write bytes counted, the bound of the figures before 2026-12-03) is printed
-beside it.
+beside it. Since 2026-12-08 the four readers are also read before each round of a batch-1 shape and
+after its last, and the step is given too as a share of the readings around each round (median over
+the rounds): on a Zen 4 host they jumped between ~33 and ~53 GB/s within minutes, so a bound read
+in a fast minute alone set a step from a slow one at half of it.
 
     python benchmarks/smollm2_decode.py [--hf-dir DIR] [--new 64] [--b1-prompts 2] [--skip-llama-cpp]
 
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.sm
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hostinfo import cpu_line, load_line, report_bandwidth  # noqa: E402  (benchmarks/ is this script's folder)
+from hostinfo import bandwidth_readers, cpu_line, load_line, report_bandwidth  # noqa: E402  (benchmarks/ is this script's folder)
 from safetensors import safe_open  # noqa: E402
 from smollm2_workload import CHAT_QUESTIONS  # noqa: E402
 
@@ -87,29 +90,44 @@ def timed(fn, *args) -> tuple[float, object]:
 
 
 def measure(
-    runs: dict[str, object], rows: int, new: int, rounds: int
-) -> dict[str, tuple[list[list[int]], float, float]]:
+    runs: dict[str, object], rows: int, new: int, rounds: int, read_bandwidth=None
+) -> tuple[dict[str, tuple[list[list[int]], float, float, list[float]]], list[float]]:
     """Each ``runs[side](n)`` generates n tokens per row. After a warm-up per side, every round times
     each side in turn (a --new call, then a 1-token call), so the ratios compare the sides over the
     same minutes: this host's speed drifts by 20-30% between minutes. Per side: its --new outputs,
-    whole-call and decode-step tokens/s (medians over the rounds)."""
+    whole-call and decode-step tokens/s (medians over the rounds) and each round's own step rate.
+    With ``read_bandwidth`` (a function returning bytes/s), also the readings taken before each round
+    and after the last, so that a round's step can be set against the machine's read rate of that
+    minute (on a 2-core Zen 4 host the readers jump between ~33 and ~53 GB/s from minute to minute)."""
     outs = {side: run(new) for side, run in runs.items()}  # warm-up: compile, page in the weights
     for run in runs.values():
         run(1)
     print(f"  {load_line()}")
     full: dict[str, list[float]] = {side: [] for side in runs}
     beyond_one: dict[str, list[float]] = {side: [] for side in runs}  # a --new call minus the 1-token call after it
+    readings = []
     for _ in range(rounds):
+        if read_bandwidth:
+            readings.append(read_bandwidth())
         for side, run in runs.items():
             full_s, one_s = timed(run, new)[0], timed(run, 1)[0]
             full[side].append(full_s)
             beyond_one[side].append(full_s - one_s)
+    if read_bandwidth:
+        readings.append(read_bandwidth())
     result = {}
     for side in runs:
+        per_round = [rows * (new - 1) / s if s > 0 else float("nan") for s in beyond_one[side]]
         step_s = float(np.median(beyond_one[side]))
         step_rate = rows * (new - 1) / step_s if step_s > 0 else float("nan")  # nan: drift swamped the steps
-        result[side] = (outs[side], rows * new / float(np.median(full[side])), step_rate)
-    return result
+        result[side] = (outs[side], rows * new / float(np.median(full[side])), step_rate, per_round)
+    return result, readings
+
+
+def share_beside(per_round: list[float], readings: list[float], weight_bytes: int) -> float:
+    """Median over the rounds of the step's read rate over the faster of the two readings around it."""
+    shares = [rate * weight_bytes / max(readings[i], readings[i + 1]) for i, rate in enumerate(per_round)]
+    return float(np.nanmedian(shares))
 
 
 def ours(folder: Path, dtype: str, prompts: list[list[int]], batch: int):
@@ -181,23 +199,33 @@ def llama_cpp_side(gguf_path: Path, prompts: list[list[int]]):
     return run
 
 
-def kernel_read_rate(mib: int = 256, repeats: int = 5) -> dict[str, float]:
-    """Bytes/s of our packed decode kernel streaming one float32 weight of ``mib`` MiB (8x this machine
-    class's L3) at batch 1, best of ``repeats``: the rate the kernel alone reaches, a reader for the bound."""
+def per_round_line(readings: list[float], per_round: list[float], weight_bytes: int) -> str:
+    reads = ", ".join(f"{r / 1e9:.1f}" for r in readings)
+    steps = ", ".join(f"{rate * weight_bytes / 1e9:.1f}" for rate in per_round)
+    return f"reads around the rounds {reads} GB/s; the step per round read its weights at {steps} GB/s"
+
+
+def kernel_reader(mib: int = 256, repeats: int = 5):
+    """A function returning the bytes/s of our packed decode kernel streaming one float32 weight of
+    ``mib`` MiB (8x this machine class's L3) at batch 1, best of ``repeats``: the rate the kernel alone
+    reaches, a reader for the bound. None without the kernel."""
     import jax.numpy as jnp
 
     from rolellm_jax.models.kernels import cpu_decode_kernels
 
     if not cpu_decode_kernels.available():
-        return {}
+        return None
     k = 4096
     n = mib * 2**20 // (4 * k)
     w = jax.jit(cpu_decode_kernels.pack)(jnp.ones((k, n), jnp.float32))
     x = jnp.ones((1, k), jnp.float32)
     run = jax.jit(lambda x, w: cpu_decode_kernels.matmul(x, w, n))
     run(x, w).block_until_ready()
-    best = min(timed(lambda: run(x, w).block_until_ready())[0] for _ in range(repeats))
-    return {f"our decode kernel ({mib} MiB weight)": 4 * k * n / best}
+
+    def read() -> float:
+        return 4 * k * n / min(timed(lambda: run(x, w).block_until_ready())[0] for _ in range(repeats))
+
+    return read
 
 
 def same_share(a: list[list[int]], b: list[list[int]]) -> str:
@@ -242,7 +270,15 @@ def main() -> None:
     print(f"our decode kernel: {cpu_decode_kernels.vector_lanes() or 'unavailable'} float lanes")
     print(f"SmolLM2-135M-Instruct from {GGUF_FILE}; prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
     print(load_line("before the bandwidth test"))
-    first_read = report_bandwidth(args.bandwidth_gib, "a bound below", kernel_read_rate())
+    numpy_readers, kernel_read = bandwidth_readers(args.bandwidth_gib), kernel_reader()
+
+    def kernel_rate() -> dict[str, float]:
+        return {"our decode kernel (256 MiB weight)": kernel_read()} if kernel_read else {}
+
+    def fastest_read() -> float:  # between the rounds of a batch-1 shape
+        return max((numpy_readers() | kernel_rate()).values())
+
+    first_read = report_bandwidth(args.bandwidth_gib, "a bound below", kernel_rate(), numpy_readers)
     with safe_open(folder / "model.safetensors", "np") as weights:
         n_params = sum(int(np.prod(weights.get_slice(k).get_shape())) for k in weights.keys())
     print(f"{n_params / 1e6:.1f}M params (tied head: read once per token as the LM head)")
@@ -260,17 +296,20 @@ def main() -> None:
             runs = {"ours": ours(folder, dtype, ps, batch)}
             if not args.skip_transformers:
                 runs["transformers"] = transformers_side(folder, dtype, ps, batch)
-            measured = measure(runs, len(ps), args.new, args.rounds)
-            out, ours_rate, ours_step = measured["ours"]
+            measured, readings = measure(runs, len(ps), args.new, args.rounds, fastest_read if batch == 1 else None)
+            out, ours_rate, ours_step, ours_rounds = measured["ours"]
+            if readings:
+                print(f"  {per_round_line(readings, ours_rounds, weight_bytes)}")
             reference[(dtype, batch)] = out
             rows.append(
                 ("rolellm_jax.generate", dtype, batch, ours_rate, ours_step, "", weight_bytes if batch == 1 else None)
+                + (ours_rounds, readings)
             )
             if not args.skip_transformers:
-                theirs, rate, step = measured["transformers"]
+                theirs, rate, step, _ = measured["transformers"]
                 speedup = f"ours {ours_rate / rate:.2f}x the whole call, {ours_step / step:.2f}x the step"
                 note = f"{same_share(out, theirs)}; {speedup}"
-                rows.append(("transformers generate", dtype, batch, rate, step, note, None))
+                rows.append(("transformers generate", dtype, batch, rate, step, note, None, [], []))
             del runs, measured  # free this shape's models before the next
     if not args.skip_llama_cpp:
         for kind in args.llama_cpp_kinds:
@@ -280,26 +319,34 @@ def main() -> None:
                 else write_dequantised_gguf(gguf_folder() / GGUF_FILE, tmp / f"smollm2-{kind}.gguf", kind)
             )
             print(f"llama.cpp {kind} batch 1")
-            measured = measure({"llama.cpp": llama_cpp_side(path, b1)}, len(b1), args.new, args.rounds)
-            out, rate, step = measured["llama.cpp"]
+            side = {"llama.cpp": llama_cpp_side(path, b1)}
+            measured, readings = measure(side, len(b1), args.new, args.rounds, fastest_read)
+            out, rate, step, per_round = measured["llama.cpp"]
+            print(f"  {per_round_line(readings, per_round, path.stat().st_size)}")
             dtype = {"F32": "float32", "F16": "bfloat16"}.get(kind)
             note = same_share(reference[(dtype, 1)], out) if (dtype, 1) in reference and kind == "F32" else ""
             # the file is the weights (and a small vocabulary)
-            rows.append((f"llama.cpp {llama_cpp_version()}", kind, 1, rate, step, note, path.stat().st_size))
+            weight_bytes = path.stat().st_size
+            row = (f"llama.cpp {llama_cpp_version()}", kind, 1, rate, step, note, weight_bytes, per_round, readings)
+            rows.append(row)
     print(load_line("at the end"))
     # this kind of shared host's read rate drifts between minutes: the bound is the faster reading
     bandwidth = max(
-        first_read, report_bandwidth(args.bandwidth_gib, "a bound, read again after the runs", kernel_read_rate())
+        first_read,
+        report_bandwidth(args.bandwidth_gib, "a bound, read again after the runs", kernel_rate(), numpy_readers),
     )
     print(f"bound: {bandwidth / 1e9:.1f} GB/s, the faster of the two readings")
     print("| side | dtype | batch | tokens/s, whole call | tokens/s, decode step | note |")
     print("|---|---|---|---|---|---|")
-    for side, dtype, batch, rate, step, note, weight_bytes in rows:
+    for side, dtype, batch, rate, step, note, weight_bytes, per_round, readings in rows:
         if weight_bytes:
             bound = bandwidth / weight_bytes
             of = "its" if side.startswith("llama.cpp") else "the"
+            beside = share_beside(per_round, readings, weight_bytes)
+            span = f"{min(readings) / 1e9:.0f}-{max(readings) / 1e9:.0f} GB/s"
             note += (
-                f"{'; ' if note else ''}step at {step / bound:.0%} of {of} {bound:.1f} tokens/s read-bandwidth bound"
+                f"{'; ' if note else ''}step at {step / bound:.0%} of {of} {bound:.1f} tokens/s read-bandwidth bound,"
+                f" {beside:.0%} of the reads beside each round ({span}; median)"
             )
         print(f"| {side} | {dtype} | {batch} | {rate:.1f} | {step:.1f} | {note} |")
 
