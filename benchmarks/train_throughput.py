@@ -14,9 +14,12 @@ drifts treats them alike. Reports tokens/s (median of the timed steps) and, on a
 with a known peak, MFU.
 
 ``--glibc-thp on`` starts both workers with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, the setting
-the README recommends for CPU runs: glibc then backs its large blocks with transparent huge pages,
-which spares XLA most of the page faults of its per-step temporaries (PyTorch gains a few %).
-The default, ``off``, leaves the environment as it is.
+the README recommends for CPU runs (and ``python -m rolellm_jax.train`` turns on by itself): glibc
+then backs its large blocks with transparent huge pages, which spares XLA most of the page faults of
+its per-step temporaries. PyTorch may gain or lose by it (on a Zen 4 EPYC its fp32 LoRA step lost
+~20%), so ``--glibc-thp both`` runs each framework with and without it, four workers in turns, and
+sets each side at its better setting against the other's. The default, ``off``, leaves the
+environment as it is.
 
 MFU of a ~1B LLaMA (0.94B params) at 2048 tokens in bf16 on one GPU (issue 3's GPU target):
 
@@ -39,6 +42,7 @@ PEFT is a benchmark-only dependency: ``pip install peft``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import multiprocessing
 import os
@@ -241,20 +245,15 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument(
         "--glibc-thp",
-        choices=("on", "off"),
+        choices=("on", "off", "both"),
         default="off",
-        help="start both workers with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35)",
+        help="start the workers with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35); both: each "
+        "framework once with and once without, each side compared at its better setting",
     )
     args = parser.parse_args()
     if args.lora_rank and not args.skip_torch and importlib.util.find_spec("peft") is None:
         parser.error("--lora-rank compares with transformers + PEFT: pip install peft (or pass --skip-torch)")
-    if args.glibc_thp == "on":  # read by glibc at process start: the spawned workers get it
-        tunables = [
-            t
-            for t in os.environ.get("GLIBC_TUNABLES", "").split(":")
-            if t and not t.startswith("glibc.malloc.hugetlb=")
-        ]
-        os.environ["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.malloc.hugetlb=1"])
+    hugetlb = {"off": [None], "on": [True], "both": [False, True]}[args.glibc_thp]  # None: as the environment has it
     shape = dict(
         vocab_size=args.vocab,
         hidden_size=args.hidden,
@@ -290,29 +289,37 @@ def main() -> None:
         "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), (args.batch, args.seq)).copy(),
     }
     remats = args.remat.split(",")
-    workers = {"jax": (jax_worker, (cfg, remats, batch, lora))}
+    # one worker per framework and huge-page setting: (framework, hugetlb) -> (target, args)
+    workers = {("jax", on): (jax_worker, (cfg, remats, batch, lora)) for on in hugetlb}
     if not args.skip_torch:
-        workers["torch"] = (torch_worker, (cfg, batch, lora))
+        workers |= {("torch", on): (torch_worker, (cfg, batch, lora)) for on in hugetlb}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per framework, no fork of threads
-    conns, infos, processes = {}, {}, []
-    for kind, (target, worker_args) in workers.items():
+    conns, infos, processes, environments = {}, {}, [], {}
+    for key, (target, worker_args) in workers.items():
         parent, child = context.Pipe()
         process = context.Process(target=target, args=(child, *worker_args), daemon=True)
-        process.start()
+        with glibc_tunables(key[1]) as environments[key]:  # glibc reads it when the worker starts
+            process.start()
         child.close()  # only the worker holds its end: a worker that dies ends our recv() with EOFError
-        conns[kind], infos[kind] = parent, _ask(parent, kind)
+        conns[key], infos[key] = parent, _ask(parent, key[0])
         processes.append(process)
-    owner = {f"remat {remat}": "jax" for remat in remats} | ({} if args.skip_torch else {"torch": "torch"})
+
+    def tag(on: bool) -> str:  # the contenders' names say the setting when both are run
+        return (", huge pages" if on else ", 4 KiB pages") if len(hugetlb) > 1 else ""
+
+    owner = {f"remat {remat}{tag(on)}": ("jax", on) for on in hugetlb for remat in remats}
+    if not args.skip_torch:
+        owner |= {f"torch{tag(on)}": ("torch", on) for on in hugetlb}
     losses: dict[str, float] = {}  # the last loss each contender reported
 
     def run(name: str, n: int) -> list[float]:
-        seconds, losses[name] = _ask(conns[owner[name]], owner[name], (name, n))
+        seconds, losses[name] = _ask(conns[owner[name]], owner[name][0], (name.split(",")[0], n))
         return seconds
 
+    tunables = "; ".join(sorted({f"{v!r}" for v in environments.values()}))
     print(
-        f"device: {infos['jax']['device']}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-        f"date {time.strftime('%Y-%m-%d', time.gmtime())}; "
-        f"workers' GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
+        f"device: {infos[('jax', hugetlb[0])]['device']}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus; date {time.strftime('%Y-%m-%d', time.gmtime())}; workers' GLIBC_TUNABLES={tunables}"
     )
     print(
         f"model: llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocab {args.vocab}"
@@ -320,6 +327,7 @@ def main() -> None:
         f"{f'LoRA r{args.lora_rank} alpha {args.lora_alpha:g} on {args.lora_targets}' if lora else 'full fine-tune'}; "
         f"batch {args.batch} x {args.seq} tokens; AdamW; {args.warmup} warm-up steps, then {args.rounds} rounds "
         f"of {args.steps} timed steps each, taken in turns by one process per framework"
+        f"{' and huge-page setting' if len(hugetlb) > 1 else ''}"
     )
     print(cpu_line())
     for name in owner:
@@ -335,15 +343,39 @@ def main() -> None:
     rates = {name: batch["input_ids"].size / statistics.median(t) for name, t in times.items()}
     for name, rate in rates.items():
         info = infos[owner[name]]
-        label = info["label"] + ("" if name == "torch" else f", {name}") + ")"
+        label = info["label"] + ("" if name.startswith("torch") else f", {name.split(',')[0]}") + tag(owner[name][1])
         mfu = f", MFU {100 * rate * info['flops_per_token'] / info['peak']:.1f}%" if info.get("peak") else ""
-        print(f"{label}: {rate:,.0f} tokens/s{mfu} (loss after warm-up {warm_losses[name]:.3f})")
-    if "torch" in rates:
-        best = max(rate for name, rate in rates.items() if name != "torch")
-        print(
-            f"ratio ours (best remat) / pytorch: {best / rates['torch']:.2f}x "
-            f"(medians of {args.rounds} interleaved rounds of {args.steps} steps)"
-        )
+        print(f"{label}): {rate:,.0f} tokens/s{mfu} (loss after warm-up {warm_losses[name]:.3f})")
+    if not args.skip_torch:
+        rounds = f"medians of {args.rounds} interleaved rounds of {args.steps} steps"
+
+        def best(framework: str, on: bool | None = None) -> float:
+            return max(r for n, r in rates.items() if owner[n][0] == framework and on in (None, owner[n][1]))
+
+        setting = " (each at its better huge-page setting)" if len(hugetlb) > 1 else ""
+        print(f"ratio ours (best remat) / pytorch{setting}: {best('jax') / best('torch'):.2f}x ({rounds})")
+        if len(hugetlb) > 1:  # as each is run by default: our training CLI turns huge pages on, PyTorch leaves them
+            print(f"ratio ours with huge pages / pytorch without: {best('jax', True) / best('torch', False):.2f}x")
+
+
+@contextlib.contextmanager
+def glibc_tunables(hugetlb: bool | None):
+    """The environment with glibc's huge-page malloc tunable set (True) or removed (False) while a
+    worker starts, restored after (None: left as it is); yields the GLIBC_TUNABLES value the worker gets."""
+    before = os.environ.get("GLIBC_TUNABLES")
+    if hugetlb is None:
+        yield before or ""
+        return
+    kept = [t for t in (before or "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
+    value = ":".join([*kept, "glibc.malloc.hugetlb=1"] if hugetlb else kept)
+    os.environ["GLIBC_TUNABLES"] = value
+    try:
+        yield value
+    finally:
+        if before is None:
+            os.environ.pop("GLIBC_TUNABLES", None)
+        else:
+            os.environ["GLIBC_TUNABLES"] = before
 
 
 if __name__ == "__main__":
