@@ -305,7 +305,7 @@ def main() -> None:
         processes.append(process)
 
     def tag(on: bool) -> str:  # the contenders' names say the setting when both are run
-        return (", huge pages" if on else ", 4 KiB pages") if len(hugetlb) > 1 else ""
+        return (", hugetlb=1" if on else ", no hugetlb tunable") if len(hugetlb) > 1 else ""
 
     owner = {f"remat {remat}{tag(on)}": ("jax", on) for on in hugetlb for remat in remats}
     if not args.skip_torch:
