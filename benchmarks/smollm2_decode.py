@@ -22,11 +22,11 @@ and our decode kernel alone streaming a 256 MiB weight, read before the runs and
 and since 2026-12-08 also before each round of a batch-1 shape and after its last (the bound is the
 fastest reading of the run: this kind of shared host's read rate drifts); a 2-thread copy (read +
 write bytes counted, the bound of the figures before 2026-12-03) is printed beside it. The step is
-given too as a share of the readings around each of its rounds (median over the rounds): on a Zen 4
-host they jumped between ~33 and ~58 GB/s within seconds, so a bound read in a fast episode set a
-step from a slow one at about half of it. That share can err either way (a fast reading beside a
-slow round, a fast episode inside a round between slow readings); the run's bound, the fastest of
-all its readings, can only err high.
+given too as a share of the faster of the two readings around each of its rounds (median over the
+rounds): on a Zen 4 host they jumped between ~33 and ~58 GB/s within seconds, so a bound read in a
+fast episode set a step from a slow one at about half of it. Both figures can err either way: low
+when a fast reading sits beside slow steps, high when a fast episode that no reading caught falls
+inside a round.
 
     python benchmarks/smollm2_decode.py [--hf-dir DIR] [--new 64] [--b1-prompts 2] [--skip-llama-cpp]
 
