@@ -46,17 +46,13 @@ def memory_bandwidth(gib: float, threads: int = 2, repeats: int = 3) -> float:
     return 2 * src.nbytes / _best_seconds(lambda lo, hi: np.copyto(dst[lo:hi], src[lo:hi]), src.size, threads, repeats)
 
 
-def read_bandwidths(gib: float, threads: int = 2, repeats: int = 3) -> dict[str, float]:
-    """Bytes/s of reading only, split over ``threads``, best of ``repeats``, by three numpy readers: what
-    a decode step does with its weights. They differ by machine: on a Zen 5 EPYC (2026-12-06) a sum
-    read 33-38 GB/s where max and a BLAS dot read 44-55 (and the decode kernel 52), while on the Zen 3
-    machines of 2026-12-03 the sum matched an AVX2 C read loop (21-25 GB/s)."""
-    return bandwidth_readers(gib, threads, repeats)()
-
-
 def bandwidth_readers(gib: float, threads: int = 2, repeats: int = 3):
-    """A function that reads ``gib`` GiB (allocated once, here) as ``read_bandwidths`` does, each time it is
-    called: for readings taken between a benchmark's rounds, beside the figure they bound."""
+    """A function that, each time it is called, returns the bytes/s of reading ``gib`` GiB (allocated
+    once, here) split over ``threads``, best of ``repeats``, by three numpy readers: what a decode step
+    does with its weights. Called between a benchmark's rounds, it reads beside the figure it bounds.
+    The readers differ by machine: on a Zen 5 EPYC (2026-12-06) a sum read 33-38 GB/s where max and a
+    BLAS dot read 44-55 (and the decode kernel 52), while on the Zen 3 machines of 2026-12-03 the sum
+    matched an AVX2 C read loop (21-25 GB/s)."""
     src = np.ones(int(gib * 2**30) // 8)
     readers = {"numpy sum": np.sum, "numpy max": np.max, "BLAS dot": lambda x: np.dot(x, x)}
 

@@ -209,14 +209,14 @@ def per_round_line(readings: list[float], per_round: list[float], weight_bytes: 
 
 def kernel_reader(mib: int = 256, repeats: int = 5):
     """A function returning the bytes/s of our packed decode kernel streaming one float32 weight of
-    ``mib`` MiB (8x this machine class's L3) at batch 1, best of ``repeats``: the rate the kernel alone
-    reaches, a reader for the bound. None without the kernel."""
+    ``mib`` MiB (8x this machine class's L3) at batch 1, best of ``repeats``, by its name: the rate the
+    kernel alone reaches, a reader for the bound. It returns {} without the kernel."""
     import jax.numpy as jnp
 
     from rolellm_jax.models.kernels import cpu_decode_kernels
 
     if not cpu_decode_kernels.available():
-        return None
+        return lambda: {}
     k = 4096
     n = mib * 2**20 // (4 * k)
     w = jax.jit(cpu_decode_kernels.pack)(jnp.ones((k, n), jnp.float32))
@@ -224,8 +224,9 @@ def kernel_reader(mib: int = 256, repeats: int = 5):
     run = jax.jit(lambda x, w: cpu_decode_kernels.matmul(x, w, n))
     run(x, w).block_until_ready()
 
-    def read() -> float:
-        return 4 * k * n / min(timed(lambda: run(x, w).block_until_ready())[0] for _ in range(repeats))
+    def read() -> dict[str, float]:
+        best = min(timed(lambda: run(x, w).block_until_ready())[0] for _ in range(repeats))
+        return {f"our decode kernel ({mib} MiB weight)": 4 * k * n / best}
 
     return read
 
@@ -272,10 +273,7 @@ def main() -> None:
     print(f"our decode kernel: {cpu_decode_kernels.vector_lanes() or 'unavailable'} float lanes")
     print(f"SmolLM2-135M-Instruct from {GGUF_FILE}; prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
     print(load_line("before the bandwidth test"))
-    numpy_readers, kernel_read = bandwidth_readers(args.bandwidth_gib), kernel_reader()
-
-    def kernel_rate() -> dict[str, float]:
-        return {"our decode kernel (256 MiB weight)": kernel_read()} if kernel_read else {}
+    numpy_readers, kernel_rate = bandwidth_readers(args.bandwidth_gib), kernel_reader()
 
     def fastest_read() -> float:  # between the rounds of a batch-1 shape
         return max((numpy_readers() | kernel_rate()).values())
@@ -325,11 +323,10 @@ def main() -> None:
             side = {"llama.cpp": llama_cpp_side(path, b1)}
             measured, readings = measure(side, len(b1), args.new, args.rounds, fastest_read)
             out, rate, step, per_round = measured["llama.cpp"]
-            print(f"  {per_round_line(readings, per_round, path.stat().st_size)}")
+            weight_bytes = path.stat().st_size  # the file is the weights (and a small vocabulary)
+            print(f"  {per_round_line(readings, per_round, weight_bytes)}")
             dtype = {"F32": "float32", "F16": "bfloat16"}.get(kind)
             note = same_share(reference[(dtype, 1)], out) if (dtype, 1) in reference and kind == "F32" else ""
-            # the file is the weights (and a small vocabulary)
-            weight_bytes = path.stat().st_size
             row = (f"llama.cpp {llama_cpp_version()}", kind, 1, rate, step, note, weight_bytes, per_round, readings)
             rows.append(row)
     print(load_line("at the end"))

@@ -60,6 +60,7 @@ from hostinfo import cpu_line, load_line  # noqa: E402  (benchmarks/ is this scr
 from smollm2_workload import SMOLLM2_135M  # noqa: E402
 
 from rolellm_jax.models.config import ModelConfig  # noqa: E402
+from rolellm_jax.training import glibc_thp  # noqa: E402
 
 
 def jax_stepper(cfg: ModelConfig, batch: dict, lora: dict | None = None) -> tuple[Callable[[], float], Any]:
@@ -307,13 +308,15 @@ def main() -> None:
     def tag(on: bool) -> str:  # the contenders' names say the setting when both are run
         return (", hugetlb=1" if on else ", no hugetlb tunable") if len(hugetlb) > 1 else ""
 
-    owner = {f"remat {remat}{tag(on)}": ("jax", on) for on in hugetlb for remat in remats}
+    # contender -> (its worker's key, the worker's stepper name)
+    owner = {f"remat {remat}{tag(on)}": (("jax", on), f"remat {remat}") for on in hugetlb for remat in remats}
     if not args.skip_torch:
-        owner |= {f"torch{tag(on)}": ("torch", on) for on in hugetlb}
+        owner |= {f"torch{tag(on)}": (("torch", on), "torch") for on in hugetlb}
     losses: dict[str, float] = {}  # the last loss each contender reported
 
     def run(name: str, n: int) -> list[float]:
-        seconds, losses[name] = _ask(conns[owner[name]], owner[name][0], (name.split(",")[0], n))
+        (framework, on), stepper = owner[name]
+        seconds, losses[name] = _ask(conns[framework, on], framework, (stepper, n))
         return seconds
 
     tunables = "; ".join(sorted({f"{v!r}" for v in environments.values()}))
@@ -342,15 +345,16 @@ def main() -> None:
         process.join()
     rates = {name: batch["input_ids"].size / statistics.median(t) for name, t in times.items()}
     for name, rate in rates.items():
-        info = infos[owner[name]]
-        label = info["label"] + ("" if name.startswith("torch") else f", {name.split(',')[0]}") + tag(owner[name][1])
+        (framework, on), stepper = owner[name]
+        info = infos[framework, on]
+        label = info["label"] + ("" if framework == "torch" else f", {stepper}") + tag(on)
         mfu = f", MFU {100 * rate * info['flops_per_token'] / info['peak']:.1f}%" if info.get("peak") else ""
         print(f"{label}): {rate:,.0f} tokens/s{mfu} (loss after warm-up {warm_losses[name]:.3f})")
     if not args.skip_torch:
         rounds = f"medians of {args.rounds} interleaved rounds of {args.steps} steps"
 
         def best(framework: str, on: bool | None = None) -> float:
-            return max(r for n, r in rates.items() if owner[n][0] == framework and on in (None, owner[n][1]))
+            return max(r for n, r in rates.items() if owner[n][0][0] == framework and on in (None, owner[n][0][1]))
 
         setting = " (each at its better huge-page setting)" if len(hugetlb) > 1 else ""
         print(f"ratio ours (best remat) / pytorch{setting}: {best('jax') / best('torch'):.2f}x ({rounds})")
@@ -367,7 +371,7 @@ def glibc_tunables(hugetlb: bool | None):
         yield before or ""
         return
     kept = [t for t in (before or "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
-    value = ":".join([*kept, "glibc.malloc.hugetlb=1"] if hugetlb else kept)
+    value = ":".join([*kept, glibc_thp.TUNABLE] if hugetlb else kept)
     os.environ["GLIBC_TUNABLES"] = value
     try:
         yield value
